@@ -1,0 +1,44 @@
+//! The connector's delivery API, shared by the connector (server) and the router (client).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::channel::Channel;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryItem {
+    pub message_id: Uuid,
+    pub recipient_id: String,
+    pub channel: Channel,
+    pub conversation_id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRequest {
+    /// Delivered in this order (it is the partition's order).
+    pub items: Vec<DeliveryItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryResult {
+    pub message_id: Uuid,
+    pub recipient_id: String,
+    pub ok: bool,
+    /// The provider had this (message, recipient) already: nothing was sent again.
+    #[serde(default)]
+    pub duplicate: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryResponse {
+    pub results: Vec<DeliveryResult>,
+}
+
+pub const DELIVERIES_PATH: &str = "/v1/deliveries";

@@ -1,0 +1,9 @@
+//! HTTP plumbing shared by every service: errors, /health, /metrics, request metrics, serving.
+
+mod error;
+mod health;
+mod server;
+
+pub use error::AppError;
+pub use health::{Check, Health};
+pub use server::{ops_routes, serve, track_metrics, OpsState};

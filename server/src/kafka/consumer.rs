@@ -1,0 +1,175 @@
+//! A consumer-group member that hands out batches, stores offsets only when told (after the
+//! work is durable), commits synchronously on revoke and shutdown, and reports every rebalance.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, ClientConfig};
+use tokio::sync::mpsc;
+
+use crate::events::{RebalanceEvent, RebalanceKind, TopicPartition};
+use crate::shutdown::Shutdown;
+
+/// Context that turns librdkafka's rebalance callbacks into `RebalanceEvent`s.
+pub struct ReportingContext {
+    group: String,
+    instance: String,
+    events: mpsc::UnboundedSender<RebalanceEvent>,
+}
+
+impl ClientContext for ReportingContext {}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    let mut v: Vec<TopicPartition> = tpl
+        .elements()
+        .iter()
+        .map(|e| TopicPartition { topic: e.topic().to_string(), partition: e.partition() })
+        .collect();
+    v.sort();
+    v
+}
+
+impl ReportingContext {
+    fn report(&self, consumer: &BaseConsumer<Self>, kind: RebalanceKind, tpl: &TopicPartitionList) {
+        let assignment = consumer.assignment().map(|a| partitions_of(&a)).unwrap_or_default();
+        let _ = self.events.send(RebalanceEvent {
+            at: chrono::Utc::now(),
+            group: self.group.clone(),
+            instance: self.instance.clone(),
+            member_id: super::member_id(consumer),
+            kind,
+            partitions: partitions_of(tpl),
+            assignment,
+        });
+    }
+}
+
+impl ConsumerContext for ReportingContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // Offsets stored for the partitions we are about to lose are committed now, so the
+            // next owner starts exactly after the last event whose work is durable.
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "commit on revoke (nothing stored yet?)");
+            }
+            let _ = tpl;
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => self.report(consumer, RebalanceKind::Assigned, tpl),
+            Rebalance::Revoke(tpl) => {
+                // SAFETY: the native handle is valid for the duration of the callback.
+                let lost = unsafe {
+                    rdkafka::bindings::rd_kafka_assignment_lost(consumer.client().native_ptr())
+                } != 0;
+                let kind = if lost { RebalanceKind::Lost } else { RebalanceKind::Revoked };
+                self.report(consumer, kind, tpl)
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Settings of a batch consumer.
+pub struct ConsumerSpec<'a> {
+    pub bootstrap: &'a str,
+    pub group: &'a str,
+    pub instance: &'a str,
+    /// Topic names, or one `^regex` pattern.
+    pub topics: &'a [&'a str],
+    pub session_timeout_ms: u32,
+    pub heartbeat_interval_ms: u32,
+    pub assignment_strategy: &'a str,
+    pub metadata_refresh_ms: u32,
+}
+
+pub struct BatchConsumer {
+    inner: StreamConsumer<ReportingContext>,
+}
+
+impl BatchConsumer {
+    /// Joins the group; rebalance reports arrive on the returned receiver.
+    pub fn subscribe(spec: &ConsumerSpec<'_>) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<RebalanceEvent>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = ReportingContext { group: spec.group.into(), instance: spec.instance.into(), events: tx };
+        let mut cfg: ClientConfig = super::base_config(spec.bootstrap, spec.instance);
+        cfg.set("group.id", spec.group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            // Offsets are stored by us, only once the work for an event is recorded.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", spec.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", spec.heartbeat_interval_ms.to_string())
+            .set("partition.assignment.strategy", spec.assignment_strategy)
+            .set("topic.metadata.refresh.interval.ms", spec.metadata_refresh_ms.to_string())
+            .set("fetch.wait.max.ms", "50");
+        let inner: StreamConsumer<ReportingContext> =
+            cfg.create_with_context(ctx).context("creating Kafka consumer")?;
+        inner.subscribe(spec.topics).context("subscribing")?;
+        Ok((Self { inner }, rx))
+    }
+
+    /// Waits for at least one message (or shutdown), then takes what else is ready, up to `max`.
+    /// Returns an empty batch on shutdown.
+    pub async fn next_batch(&self, max: usize, linger: Duration, shutdown: &Shutdown) -> Vec<OwnedMessage> {
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                r = self.inner.recv() => match r {
+                    Ok(m) => { batch.push(m.detach()); break; }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consume error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                _ = shutdown.wait() => return batch,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, self.inner.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consume error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Marks every message of `batch` as done: the next owner starts after them.
+    pub fn store(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for m in batch {
+            let e = next.entry((m.topic(), m.partition())).or_insert(0);
+            *e = (*e).max(m.offset() + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        match self.inner.store_offsets(&tpl) {
+            Ok(()) => Ok(()),
+            // The partition was revoked meanwhile: its next owner redoes the batch (dedup'd).
+            Err(e) => Err(anyhow::Error::new(e).context("storing offsets")),
+        }
+    }
+
+    /// Commits what was stored and leaves the group (a planned leave rebalances at once).
+    pub fn close(self) {
+        if let Err(e) = self.inner.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "final commit");
+        }
+        self.inner.unsubscribe();
+        drop(self.inner);
+    }
+}

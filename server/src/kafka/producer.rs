@@ -1,0 +1,83 @@
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+
+/// Idempotent, `acks=all` producer: a retried send never duplicates or reorders a partition.
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+}
+
+impl Producer {
+    pub fn new(bootstrap: &str, client_id: &str) -> anyhow::Result<Self> {
+        let inner: FutureProducer = super::base_config(bootstrap, client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "none")
+            // A send that cannot reach the broker fails after this long; the caller keeps the
+            // record (outbox) and tries again, so nothing is lost by giving up.
+            .set("message.timeout.ms", "10000")
+            .create()
+            .context("creating Kafka producer")?;
+        Ok(Self { inner })
+    }
+
+    /// Sends one record and waits for the broker's acknowledgement.
+    pub async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<(i32, i64)> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        self.inner
+            .send(record, Timeout::After(Duration::from_secs(10)))
+            .await
+            .map(|delivery| (delivery.partition, delivery.offset))
+            .map_err(|(e, _)| anyhow::Error::new(e).context(format!("producing to {topic}")))
+    }
+
+    /// Sends many records, keeping their order per partition, and waits for every ack.
+    /// Returns how many were acknowledged before the first failure.
+    pub async fn send_all(&self, records: &[(&str, &str, &[u8])]) -> (usize, Option<anyhow::Error>) {
+        let mut pending = Vec::with_capacity(records.len());
+        for &(topic, key, payload) in records {
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            match self.inner.send_result(record) {
+                Ok(fut) => pending.push(fut),
+                Err((e, _)) => {
+                    let err = anyhow::Error::new(e).context(format!("queueing record for {topic}"));
+                    return (Self::count_acked(pending).await.0, Some(err));
+                }
+            }
+        }
+        Self::count_acked(pending).await
+    }
+
+    async fn count_acked(
+        pending: Vec<rdkafka::producer::DeliveryFuture>,
+    ) -> (usize, Option<anyhow::Error>) {
+        let mut acked = 0;
+        let mut first_err = None;
+        for fut in pending {
+            match fut.await {
+                Ok(Ok(_)) if first_err.is_none() => acked += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    first_err.get_or_insert_with(|| anyhow::Error::new(e).context("producing"));
+                }
+                Err(_) => {
+                    first_err.get_or_insert_with(|| anyhow::anyhow!("producer dropped the record"));
+                }
+            }
+        }
+        (acked, first_err)
+    }
+
+    /// Whether the broker answers a metadata request within `timeout`.
+    pub fn broker_reachable(&self, timeout: Duration) -> bool {
+        self.inner.client().fetch_metadata(None, timeout).is_ok()
+    }
+
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.inner.flush(timeout);
+    }
+}

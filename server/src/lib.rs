@@ -1,0 +1,17 @@
+//! chat4all platform services. One binary (`chat4all-server <service>`), one module per service,
+//! and the pieces they share: configuration, the database, Kafka clients, wire formats, HTTP
+//! plumbing, metrics and graceful shutdown.
+
+pub mod channel;
+pub mod config;
+pub mod connector;
+pub mod db;
+pub mod events;
+pub mod http;
+pub mod kafka;
+pub mod message;
+pub mod metrics;
+pub mod ops;
+pub mod router;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,38 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use chat4all_server::config::{Cli, Common, Service};
+use chat4all_server::shutdown::Shutdown;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let common = Common::resolve(cli.common, &cli.service);
+    chat4all_server::telemetry::init(&common.service, &common.instance);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chat4all-server: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = Shutdown::on_signals();
+        match cli.service {
+            Service::MessageService(args) => chat4all_server::message::run(common, args, shutdown).await,
+            Service::RouterService(args) => chat4all_server::router::run(common, args, shutdown).await,
+            Service::Connector(args) => chat4all_server::connector::run(common, args, shutdown).await,
+        }
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "service failed");
+            eprintln!("chat4all-server: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! message-service: the API that accepts messages, the outbox relay, and the status consumer.
+
+pub mod api;
+pub mod domain;
+pub mod outbox;
+pub mod status;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::config::{topics, Common, MessageArgs};
+use crate::http::{self, Health, OpsState};
+use crate::kafka::{self, BatchConsumer, ConsumerSpec, Producer, TopicSpec};
+use crate::metrics::{HttpMetrics, KafkaMetrics};
+use crate::shutdown::Shutdown;
+
+pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyhow::Result<()> {
+    let pool = crate::db::connect_and_migrate(&common.database_url, 24).await?;
+    let producer = Producer::new(&common.kafka_bootstrap, &common.instance)?;
+    // Topics are created in the background: the API must accept messages (into the outbox)
+    // even while the broker is still starting or down.
+    {
+        let bootstrap = common.kafka_bootstrap.clone();
+        let instance = common.instance.clone();
+        let specs = vec![
+            TopicSpec { name: topics::CHAT_EVENTS.into(), partitions: args.chat_events_partitions },
+            TopicSpec { name: topics::STATUS_UPDATES.into(), partitions: 3 },
+            TopicSpec { name: topics::DEAD_LETTERS.into(), partitions: 1 },
+        ];
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            while !shutdown.is_triggered() {
+                match kafka::ensure_topics(&bootstrap, &instance, &specs).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "creating topics; retrying"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    let mut registry = crate::metrics::registry(&common);
+    let http_metrics = HttpMetrics::register(&mut registry);
+    let relay_metrics = outbox::RelayMetrics::register(&mut registry);
+    let status_metrics = status::StatusMetrics::register(&mut registry);
+    let kafka_metrics = KafkaMetrics::register(&mut registry);
+
+    let wakeup = Arc::new(Notify::new());
+    let relay = outbox::Relay {
+        pool: pool.clone(),
+        producer: producer.clone(),
+        batch: args.relay_batch,
+        wakeup: wakeup.clone(),
+        metrics: relay_metrics,
+    };
+    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+
+    let (consumer, rebalances) = BatchConsumer::subscribe(&ConsumerSpec {
+        bootstrap: &common.kafka_bootstrap,
+        group: topics::STATUS_GROUP,
+        instance: &common.instance,
+        topics: &[topics::STATUS_UPDATES],
+        session_timeout_ms: 10_000,
+        heartbeat_interval_ms: 3_000,
+        assignment_strategy: "cooperative-sticky",
+        metadata_refresh_ms: 10_000,
+    })?;
+    tokio::spawn(crate::ops::run_reporter(common.redis_url.clone(), rebalances, kafka_metrics));
+    let status_task = tokio::spawn(status::run(consumer, pool.clone(), status_metrics, shutdown.clone()));
+
+    let health = Health::default().postgres(pool.clone()).kafka(producer.clone());
+    let ops = OpsState {
+        service: common.service.clone(),
+        instance: common.instance.clone(),
+        started: Instant::now(),
+        registry: Arc::new(registry),
+        health,
+    };
+    let app = api::routes(api::ApiState { pool, relay_wakeup: wakeup })
+        .merge(http::ops_routes(ops))
+        .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
+    http::serve(common.listen, app, shutdown.clone()).await?;
+    shutdown.trigger();
+    let _ = relay_task.await;
+    let _ = status_task.await;
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! The outbox relay: publishes committed messages to Kafka in commit order, then deletes them.
+//! One relay leads at a time (PostgreSQL advisory lock) so per-conversation order holds even
+//! with several message-service instances. While the control plane pauses it (repartition),
+//! the API keeps accepting and the outbox simply grows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sqlx::{PgPool, Row};
+use tokio::sync::Notify;
+
+use crate::config::topics;
+use crate::kafka::Producer;
+use crate::shutdown::Shutdown;
+
+const LEADER_LOCK: i64 = 0x0c4a_7411;
+
+#[derive(Clone)]
+pub struct RelayMetrics {
+    pub published: Counter,
+    pub errors: Counter,
+    pub backlog: Gauge,
+    pub paused: Gauge,
+}
+
+impl RelayMetrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self {
+            published: Counter::default(),
+            errors: Counter::default(),
+            backlog: Gauge::default(),
+            paused: Gauge::default(),
+        };
+        reg.register("chat4all_outbox_published", "Outbox records published to Kafka", m.published.clone());
+        reg.register("chat4all_outbox_publish_errors", "Failed outbox publish rounds", m.errors.clone());
+        reg.register("chat4all_outbox_backlog", "Outbox records not yet published", m.backlog.clone());
+        reg.register("chat4all_outbox_paused", "1 while the control plane pauses the relay", m.paused.clone());
+        m
+    }
+}
+
+pub struct Relay {
+    pub pool: PgPool,
+    pub producer: Producer,
+    pub batch: i64,
+    pub wakeup: Arc<Notify>,
+    pub metrics: RelayMetrics,
+}
+
+impl Relay {
+    pub async fn run(self, shutdown: Shutdown) {
+        let Some(_leader) = self.become_leader(&shutdown).await else { return };
+        tracing::info!("outbox relay leading");
+        let mut last_backlog = std::time::Instant::now() - Duration::from_secs(60);
+        while !shutdown.is_triggered() {
+            if last_backlog.elapsed() > Duration::from_secs(2) {
+                self.refresh_backlog().await;
+                last_backlog = std::time::Instant::now();
+            }
+            let idle = match self.round().await {
+                Ok(n) => n == 0,
+                Err(e) => {
+                    self.metrics.errors.inc();
+                    tracing::warn!(error = format!("{e:#}"), "outbox publish failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.wait() => {}
+                    }
+                    false
+                }
+            };
+            if idle {
+                tokio::select! {
+                    _ = self.wakeup.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = shutdown.wait() => {}
+                }
+            }
+        }
+        self.producer.flush(Duration::from_secs(5));
+    }
+
+    /// Holds the leader lock on a dedicated connection for as long as it is returned.
+    async fn become_leader(&self, shutdown: &Shutdown) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        loop {
+            if shutdown.is_triggered() {
+                return None;
+            }
+            match self.pool.acquire().await {
+                Ok(mut conn) => {
+                    let got: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                        .bind(LEADER_LOCK)
+                        .fetch_one(&mut *conn)
+                        .await;
+                    if let Ok(true) = got {
+                        return Some(conn);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox relay cannot reach PostgreSQL"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait() => {}
+            }
+        }
+    }
+
+    async fn refresh_backlog(&self) {
+        if let Ok(n) = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&self.pool).await {
+            self.metrics.backlog.set(n);
+        }
+    }
+
+    /// Publishes one batch; returns how many records were published.
+    async fn round(&self) -> anyhow::Result<usize> {
+        let control = sqlx::query("SELECT paused, topic FROM relay_control WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let paused: bool = control.get("paused");
+        self.metrics.paused.set(paused as i64);
+        if paused {
+            return Ok(0);
+        }
+        let current_topic: String = control.get("topic");
+        let rows = sqlx::query("SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1")
+            .bind(self.batch)
+            .fetch_all(&self.pool)
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let records: Vec<(i64, String, String, Vec<u8>)> = rows
+            .into_iter()
+            .map(|r| {
+                let topic: String = r.get("topic");
+                // The logical chat-events topic maps to its current generation.
+                let topic = if topic == topics::CHAT_EVENTS { current_topic.clone() } else { topic };
+                (r.get("id"), topic, r.get("key"), r.get("payload"))
+            })
+            .collect();
+        let refs: Vec<(&str, &str, &[u8])> =
+            records.iter().map(|(_, t, k, p)| (t.as_str(), k.as_str(), p.as_slice())).collect();
+        let (acked, err) = self.producer.send_all(&refs).await;
+        if acked > 0 {
+            let last_id = records[acked - 1].0;
+            sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(last_id).execute(&self.pool).await?;
+            self.metrics.published.inc_by(acked as u64);
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(acked),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The status consumer: applies connector receipts from `status-updates` to the deliveries.
+
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use rdkafka::Message;
+
+use super::store;
+use crate::kafka::BatchConsumer;
+use crate::shutdown::Shutdown;
+
+#[derive(Clone)]
+pub struct StatusMetrics {
+    pub applied: Counter,
+    pub malformed: Counter,
+}
+
+impl StatusMetrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self { applied: Counter::default(), malformed: Counter::default() };
+        reg.register("chat4all_status_updates_applied", "Receipts that advanced a delivery status", m.applied.clone());
+        reg.register("chat4all_status_updates_malformed", "Receipts that could not be parsed", m.malformed.clone());
+        m
+    }
+}
+
+pub async fn run(consumer: BatchConsumer, pool: sqlx::PgPool, metrics: StatusMetrics, shutdown: Shutdown) {
+    while !shutdown.is_triggered() {
+        let batch = consumer.next_batch(2000, Duration::from_millis(10), &shutdown).await;
+        if batch.is_empty() {
+            continue;
+        }
+        let updates: Vec<_> = batch
+            .iter()
+            .filter_map(|m| match serde_json::from_slice(m.payload().unwrap_or_default()) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    metrics.malformed.inc();
+                    tracing::warn!(error = %e, offset = m.offset(), "malformed status update skipped");
+                    None
+                }
+            })
+            .collect();
+        // Retry until applied: receipts are never dropped because PostgreSQL hiccupped.
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match store::apply_status_updates(&pool, &updates).await {
+                Ok(n) => {
+                    metrics.applied.inc_by(n);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying status updates failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait() => return consumer.close(),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if let Err(e) = consumer.store(&batch) {
+            tracing::warn!(error = format!("{e:#}"), "storing status offsets");
+        }
+    }
+    consumer.close();
+}

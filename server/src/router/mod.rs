@@ -1,0 +1,116 @@
+//! router-service: a member of consumer group `router-service` on chat-events. Delivers each
+//! recipient through its channel's connector; stores offsets only after the deliveries are
+//! recorded; reports every rebalance on the ops channel.
+
+mod metrics;
+mod process;
+mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{topics, Common, RouterArgs};
+use crate::events::{RebalanceEvent, RebalanceKind};
+use crate::http::{self, Health, OpsState};
+use crate::kafka::{BatchConsumer, ConsumerSpec, Producer};
+use crate::metrics::{HttpMetrics, KafkaMetrics};
+use crate::shutdown::Shutdown;
+
+pub use process::Router;
+
+pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow::Result<()> {
+    let pool = crate::db::connect_and_migrate(&common.database_url, 8).await?;
+    let producer = Producer::new(&common.kafka_bootstrap, &common.instance)?;
+    let mut registry = crate::metrics::registry(&common);
+    let http_metrics = HttpMetrics::register(&mut registry);
+    let kafka_metrics = KafkaMetrics::register(&mut registry);
+    let router_metrics = metrics::RouterMetrics::register(&mut registry);
+
+    let (consumer, rebalances) = BatchConsumer::subscribe(&ConsumerSpec {
+        bootstrap: &common.kafka_bootstrap,
+        group: topics::ROUTER_GROUP,
+        instance: &common.instance,
+        topics: &[topics::CHAT_EVENTS_PATTERN],
+        session_timeout_ms: args.consumer.session_timeout_ms,
+        heartbeat_interval_ms: args.consumer.heartbeat_interval_ms,
+        assignment_strategy: &args.consumer.assignment_strategy,
+        metadata_refresh_ms: args.consumer.metadata_refresh_ms,
+    })?;
+    // The reporter gets its own copy of the sender side via the consumer context; a second
+    // channel carries the final `left` report written at shutdown.
+    let (left_tx, left_rx) = tokio::sync::mpsc::unbounded_channel::<RebalanceEvent>();
+    let reporter = tokio::spawn(crate::ops::run_reporter(
+        common.redis_url.clone(),
+        merge(rebalances, left_rx),
+        kafka_metrics,
+    ));
+
+    let ops = OpsState {
+        service: common.service.clone(),
+        instance: common.instance.clone(),
+        started: Instant::now(),
+        registry: Arc::new(registry),
+        health: Health::default().postgres(pool.clone()).kafka(producer.clone()),
+    };
+    let app = http::ops_routes(ops).layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
+    let server = tokio::spawn(http::serve(common.listen, app, shutdown.clone()));
+
+    let router = Router {
+        pool,
+        producer: producer.clone(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(8)
+            .build()?,
+        batch_limit: args.batch,
+        args,
+        instance: common.instance.clone(),
+        metrics: router_metrics,
+    };
+    while !shutdown.is_triggered() {
+        let batch = consumer.next_batch(router.batch_limit, Duration::from_millis(5), &shutdown).await;
+        if batch.is_empty() {
+            continue;
+        }
+        if router.route_batch(&batch, &shutdown).await.is_err() {
+            break;
+        }
+        if let Err(e) = consumer.store(&batch) {
+            tracing::warn!(error = format!("{e:#}"), "offsets not stored; the next owner re-routes (dedup'd)");
+        }
+    }
+    tracing::info!("leaving the consumer group");
+    consumer.close();
+    let _ = left_tx.send(RebalanceEvent {
+        at: chrono::Utc::now(),
+        group: topics::ROUTER_GROUP.into(),
+        instance: common.instance.clone(),
+        member_id: String::new(),
+        kind: RebalanceKind::Left,
+        partitions: Vec::new(),
+        assignment: Vec::new(),
+    });
+    drop(left_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(3), reporter).await;
+    producer.flush(Duration::from_secs(5));
+    let _ = server.await;
+    Ok(())
+}
+
+/// Both receivers into one, in arrival order; closes when both closed.
+fn merge(
+    mut a: tokio::sync::mpsc::UnboundedReceiver<RebalanceEvent>,
+    mut b: tokio::sync::mpsc::UnboundedReceiver<RebalanceEvent>,
+) -> tokio::sync::mpsc::UnboundedReceiver<RebalanceEvent> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut a_open, mut b_open) = (true, true);
+        while a_open || b_open {
+            tokio::select! {
+                ev = a.recv(), if a_open => match ev { Some(ev) => { let _ = tx.send(ev); } None => a_open = false },
+                ev = b.recv(), if b_open => match ev { Some(ev) => { let _ = tx.send(ev); } None => b_open = false },
+            }
+        }
+    });
+    rx
+}

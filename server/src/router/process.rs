@@ -1,0 +1,227 @@
+//! Routing one batch of chat events: dedup, deliver per channel, record, dead-letter.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use chrono::Utc;
+use rdkafka::message::{Message, OwnedMessage};
+use sqlx::PgPool;
+
+use super::metrics::RouterMetrics;
+use super::store::{self, Key};
+use crate::channel::Channel;
+use crate::config::{topics, RouterArgs};
+use crate::connector::wire::{DeliveryItem, DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
+use crate::events::ChatEvent;
+use crate::kafka::Producer;
+use crate::metrics::ChannelResultLabels;
+use crate::shutdown::Shutdown;
+
+pub struct Router {
+    pub pool: PgPool,
+    pub producer: Producer,
+    pub http: reqwest::Client,
+    pub args: RouterArgs,
+    pub batch_limit: usize,
+    pub instance: String,
+    pub metrics: RouterMetrics,
+}
+
+/// Why a batch was not finished: its offsets are not stored and the next owner redoes it.
+#[derive(Debug, thiserror::Error)]
+#[error("batch interrupted by shutdown")]
+pub struct Interrupted;
+
+struct Work<'a> {
+    key: Key,
+    event: &'a ChatEvent,
+}
+
+impl Router {
+    /// Routes every recipient of every event in `batch`. Returns only when each one is
+    /// delivered, dead-lettered, or skipped as already routed, so the caller may store offsets.
+    pub async fn route_batch(&self, batch: &[OwnedMessage], shutdown: &Shutdown) -> Result<(), Interrupted> {
+        let start = Instant::now();
+        let mut events = Vec::with_capacity(batch.len());
+        for m in batch {
+            match serde_json::from_slice::<ChatEvent>(m.payload().unwrap_or_default()) {
+                Ok(ev) => events.push(ev),
+                Err(e) => {
+                    self.metrics.malformed.inc();
+                    tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e,
+                        "malformed chat event: dead-lettered");
+                    let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                    let payload = m.payload().unwrap_or_default().to_vec();
+                    self.until_ok(shutdown, "dead-lettering", || self.dead_letter_raw(&key, &payload)).await?;
+                }
+            }
+        }
+        let work: Vec<Work<'_>> = events
+            .iter()
+            .flat_map(|ev| {
+                ev.recipients
+                    .iter()
+                    .map(move |r| Work { key: (ev.message_id, r.user_id.clone(), r.channel), event: ev })
+            })
+            .collect();
+        let keys: Vec<Key> = work.iter().map(|w| w.key.clone()).collect();
+        let routed = self.until_ok(shutdown, "dedup lookup", || store::already_routed(&self.pool, &keys)).await?;
+        let mut by_channel: BTreeMap<Channel, Vec<Work<'_>>> = BTreeMap::new();
+        for w in work {
+            if routed.contains(&w.key) {
+                self.metrics.dedup_skipped.inc();
+            } else {
+                by_channel.entry(w.key.2).or_default().push(w);
+            }
+        }
+        let outcomes = futures::future::join_all(
+            by_channel.into_iter().map(|(channel, items)| self.deliver_channel(channel, items, shutdown)),
+        )
+        .await;
+        for outcome in outcomes {
+            let (delivered, failed) = outcome?;
+            self.until_ok(shutdown, "recording deliveries", || {
+                store::mark_routed(&self.pool, &delivered, &self.instance, None)
+            })
+            .await?;
+            for (w, reason) in failed {
+                self.until_ok(shutdown, "dead-lettering", || self.dead_letter(w.event, &w.key, &reason)).await?;
+                self.until_ok(shutdown, "recording a failure", || {
+                    store::mark_routed(&self.pool, std::slice::from_ref(&w.key), &self.instance, Some(&reason))
+                })
+                .await?;
+            }
+        }
+        let now = Utc::now();
+        for ev in &events {
+            let age = (now - ev.created_at).to_std().unwrap_or_default();
+            self.metrics.end_to_end_seconds.observe(age.as_secs_f64());
+        }
+        self.metrics.events.inc_by(events.len() as u64);
+        self.metrics.batch_seconds.observe(start.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Delivers one channel's items in order. Provider rejections count against `attempts`;
+    /// an unreachable connector is an outage, retried until it returns (or shutdown).
+    async fn deliver_channel<'a>(
+        &self,
+        channel: Channel,
+        items: Vec<Work<'a>>,
+        shutdown: &Shutdown,
+    ) -> Result<(Vec<Key>, Vec<(Work<'a>, String)>), Interrupted> {
+        let label = channel.label();
+        let url = format!("{}{}", self.args.connector_url(channel), DELIVERIES_PATH);
+        let mut pending = items;
+        let mut delivered = Vec::new();
+        let mut rejections = 0u32;
+        let mut backoff = Duration::from_millis(50);
+        let mut last_error = String::new();
+        while !pending.is_empty() {
+            let request = DeliveryRequest {
+                items: pending
+                    .iter()
+                    .map(|w| DeliveryItem {
+                        message_id: w.key.0,
+                        recipient_id: w.key.1.clone(),
+                        channel,
+                        conversation_id: w.event.conversation_id.clone(),
+                        text: w.event.content.text.clone(),
+                    })
+                    .collect(),
+            };
+            match self.call(&url, &request).await {
+                Ok(resp) if resp.results.len() == pending.len() => {
+                    let mut still = Vec::new();
+                    for (w, r) in pending.into_iter().zip(resp.results) {
+                        if r.ok {
+                            self.metrics
+                                .deliveries
+                                .get_or_create(&ChannelResultLabels { channel: label.into(), result: "delivered".into() })
+                                .inc();
+                            delivered.push(w.key);
+                        } else {
+                            last_error = r.error.unwrap_or_else(|| "provider rejected the message".into());
+                            still.push(w);
+                        }
+                    }
+                    pending = still;
+                    if pending.is_empty() {
+                        break;
+                    }
+                    rejections += 1;
+                    if rejections >= self.args.attempts {
+                        let failed: Vec<_> = pending.into_iter().map(|w| (w, last_error.clone())).collect();
+                        self.metrics
+                            .deliveries
+                            .get_or_create(&ChannelResultLabels { channel: label.into(), result: "failed".into() })
+                            .inc_by(failed.len() as u64);
+                        return Ok((delivered, failed));
+                    }
+                }
+                Ok(_) => tracing::warn!(%url, "connector answered with a result count that does not match; retrying"),
+                Err(e) => tracing::warn!(%url, error = format!("{e:#}"), "connector unavailable; retrying"),
+            }
+            self.metrics.retries.inc();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait() => return Err(Interrupted),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        Ok((delivered, Vec::new()))
+    }
+
+    async fn call(&self, url: &str, request: &DeliveryRequest) -> anyhow::Result<DeliveryResponse> {
+        let resp = self.http.post(url).json(request).send().await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(anyhow!("{status}: {body}"));
+        }
+        Ok(resp.json().await?)
+    }
+
+    async fn dead_letter(&self, event: &ChatEvent, key: &Key, reason: &str) -> anyhow::Result<()> {
+        let payload = serde_json::json!({
+            "event": event,
+            "recipient": {"userId": key.1, "channel": key.2},
+            "reason": reason,
+            "router": self.instance,
+            "at": Utc::now(),
+        });
+        self.producer
+            .send(topics::DEAD_LETTERS, &event.conversation_id, &serde_json::to_vec(&payload)?)
+            .await?;
+        self.metrics.dead_lettered.inc();
+        Ok(())
+    }
+
+    async fn dead_letter_raw(&self, key: &str, payload: &[u8]) -> anyhow::Result<()> {
+        self.producer.send(topics::DEAD_LETTERS, key, payload).await?;
+        self.metrics.dead_lettered.inc();
+        Ok(())
+    }
+
+    /// Retries `op` with backoff until it succeeds; gives up only on shutdown.
+    async fn until_ok<T, E, F, Fut>(&self, shutdown: &Shutdown, what: &str, mut op: F) -> Result<T, Interrupted>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => tracing::warn!(error = %e, "{what} failed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.wait() => return Err(Interrupted),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
