@@ -1,0 +1,12 @@
+//! chat4all control plane: the local supervisor (`up`), the control API, and the observe/act
+//! operations shared by `chat4allctl` and the dashboard.
+
+pub mod bench;
+pub mod broker;
+pub mod control;
+pub mod error;
+pub mod kafka;
+pub mod output;
+pub mod paths;
+pub mod runtime;
+pub mod spec;

@@ -1,0 +1,1240 @@
+//! `chatallctl bench`: an open-loop load benchmark of the message pipeline.
+//!
+//! The benchmark posts messages to `POST {api_url}/api/v1/messages` at a fixed rate: send `i` is
+//! scheduled at `start + i / rate` and goes out when its time comes, whether or not earlier
+//! requests have been answered. When the concurrency cap is full the client has fallen behind:
+//! the send is counted in `clientBehind` and waits for a free slot (the schedule is absolute, so
+//! the sends after it go out as soon as they can); the delay shows in `scheduleLagMs` and in a
+//! lower `acceptedPerSec`, never as a silently lower rate.
+//!
+//! Every message carries a client-generated `messageId` (UUID v7) and a conversation id tagged
+//! with the run id (`bench-<8 hex>-c<n>`, 1,000 conversations round-robin), so the run's rows are
+//! found in PostgreSQL by primary key. After the send phase the benchmark polls PostgreSQL until
+//! every accepted message's deliveries are DELIVERED (or FAILED, or `drain_timeout` passed), then
+//! measures:
+//!
+//! * accept latency: client time of each POST until its 202 response;
+//! * end-to-end latency per delivery: `deliveries.delivered_at - messages.created_at` (server
+//!   clocks on one machine);
+//! * lost: accepted × recipients − deliveries that are DELIVERED *and* reached a device (a row in
+//!   `provider_sends`, the providers' ground truth);
+//! * duplicated: `provider_sends` rows beyond one per (message, recipient, channel).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, Utc};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use chat4all_server::channel::Channel;
+
+/// Conversations the messages are spread over, round-robin.
+pub const CONVERSATIONS: u64 = 1_000;
+/// The API's limit on recipients per message.
+pub const MAX_RECIPIENTS: usize = 100;
+/// A request that has not been answered after this long counts as a transport error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Message ids per PostgreSQL query (bound as one `uuid[]`).
+const ID_CHUNK: usize = 10_000;
+/// Pause between two polls of the drain phase.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+/// Transport errors kept verbatim in the report.
+const ERROR_SAMPLES: usize = 5;
+/// Histogram range in microseconds: 1 µs to 1 hour, 3 significant digits.
+const HIST_MAX_US: u64 = 3_600_000_000;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Base URL of the message-service, e.g. `http://127.0.0.1:8081`.
+    pub api_url: String,
+    pub database_url: String,
+    /// Messages per second.
+    pub rate: u32,
+    /// Length of the send phase.
+    pub duration: Duration,
+    /// Recipients per message: WHATSAPP, TELEGRAM, INSTAGRAM, WHATSAPP, ... in that order.
+    pub recipients: usize,
+    /// How long to wait for deliveries after the send phase.
+    pub drain_timeout: Duration,
+    /// Maximum in-flight HTTP requests.
+    pub concurrency: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            api_url: "http://127.0.0.1:8081".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/chat4all".into(),
+            rate: 2000,
+            duration: Duration::from_secs(60),
+            recipients: 2,
+            drain_timeout: Duration::from_secs(30),
+            concurrency: 256,
+        }
+    }
+}
+
+impl BenchOptions {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.rate == 0 {
+            bail!("rate must be at least 1 message per second");
+        }
+        if planned_messages(self.rate, self.duration) == 0 {
+            bail!(
+                "duration {:?} at {} msg/s sends no message",
+                self.duration,
+                self.rate
+            );
+        }
+        if self.recipients == 0 || self.recipients > MAX_RECIPIENTS {
+            bail!(
+                "recipients must be 1 to {MAX_RECIPIENTS}, got {}",
+                self.recipients
+            );
+        }
+        if self.concurrency == 0 {
+            bail!("concurrency must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// p50/p95/p99/max of a latency distribution, in milliseconds. All zero when `count` is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl LatencySummary {
+    /// Summarises a histogram of microseconds.
+    pub fn from_micros(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BenchReport {
+    /// Tag of this run: every conversation id starts with it.
+    pub run_id: String,
+    pub target_rate: u32,
+    pub duration_secs: f64,
+    pub recipients: usize,
+    /// Messages the schedule called for (rate × duration).
+    pub planned: u64,
+    /// Requests that went out.
+    pub sent: u64,
+    /// 202 responses.
+    pub accepted: u64,
+    /// Other HTTP responses, in total and by status code.
+    pub rejected: u64,
+    pub rejected_by_status: BTreeMap<u16, u64>,
+    /// Requests without an HTTP response (connection failure, timeout).
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    /// Sends that found the concurrency cap full and had to wait for a slot.
+    pub client_behind: u64,
+    /// How late sends went out against their schedule.
+    pub schedule_lag_ms: LatencySummary,
+    /// From the first send to the last 202 response.
+    pub send_window_secs: f64,
+    pub accepted_per_sec: f64,
+    /// accepted × recipients.
+    pub expected_deliveries: u64,
+    /// Deliveries of accepted messages with status DELIVERED (or READ).
+    pub delivered: u64,
+    /// Distinct (message, recipient, channel) keys in `provider_sends`.
+    pub device_delivered: u64,
+    /// Deliveries with status FAILED.
+    pub failed: u64,
+    /// From the first accepted message's `created_at` to the last `delivered_at`.
+    pub delivery_window_secs: f64,
+    pub delivered_per_sec: f64,
+    /// expected − deliveries that are DELIVERED and present in `provider_sends`.
+    pub lost: u64,
+    /// `provider_sends` rows beyond one per (message, recipient, channel).
+    pub duplicated: u64,
+    /// Whether every accepted message reached a final state before `drain_timeout`.
+    pub drain_complete: bool,
+    /// Time spent waiting for deliveries after the send phase.
+    pub drain_secs: f64,
+    pub accept_latency_ms: LatencySummary,
+    pub end_to_end_latency_ms: LatencySummary,
+}
+
+/// Acceptance criteria of the benchmark.
+pub const MIN_RATE_FRACTION: f64 = 0.98;
+pub const MAX_ACCEPT_P99_MS: f64 = 100.0;
+pub const MAX_END_TO_END_P95_MS: f64 = 1000.0;
+
+impl BenchReport {
+    /// The criteria this run failed; empty when it met every target.
+    pub fn meets_targets(&self) -> Vec<String> {
+        let mut failed = Vec::new();
+        let min_rate = MIN_RATE_FRACTION * f64::from(self.target_rate);
+        if self.accepted_per_sec < min_rate {
+            failed.push(format!(
+                "accepted {:.1} msg/s < {:.0}% of the target {} msg/s ({:.1})",
+                self.accepted_per_sec,
+                MIN_RATE_FRACTION * 100.0,
+                self.target_rate,
+                min_rate
+            ));
+        }
+        if self.accept_latency_ms.count == 0 {
+            failed.push("no accept latency measured (nothing accepted)".into());
+        } else if self.accept_latency_ms.p99 >= MAX_ACCEPT_P99_MS {
+            failed.push(format!(
+                "accept latency p99 {:.1} ms >= {MAX_ACCEPT_P99_MS} ms",
+                self.accept_latency_ms.p99
+            ));
+        }
+        if self.end_to_end_latency_ms.count == 0 {
+            failed.push("no end-to-end latency measured (nothing delivered)".into());
+        } else if self.end_to_end_latency_ms.p95 >= MAX_END_TO_END_P95_MS {
+            failed.push(format!(
+                "end-to-end latency p95 {:.1} ms >= {MAX_END_TO_END_P95_MS} ms",
+                self.end_to_end_latency_ms.p95
+            ));
+        }
+        if self.lost > 0 {
+            failed.push(format!(
+                "{} of {} deliveries lost",
+                self.lost, self.expected_deliveries
+            ));
+        }
+        if self.duplicated > 0 {
+            failed.push(format!("{} duplicate device deliveries", self.duplicated));
+        }
+        failed
+    }
+
+    /// A small Markdown table of the results.
+    pub fn to_markdown(&self) -> String {
+        let mut rows: Vec<(&str, String)> = vec![
+            ("run", self.run_id.clone()),
+            (
+                "target",
+                format!(
+                    "{} msg/s for {:.1} s, {} recipients/msg",
+                    self.target_rate, self.duration_secs, self.recipients
+                ),
+            ),
+            (
+                "sent / planned",
+                format!("{} / {}", self.sent, self.planned),
+            ),
+            ("accepted (202)", self.accepted.to_string()),
+            (
+                "rejected",
+                rejected_text(self.rejected, &self.rejected_by_status),
+            ),
+            ("transport errors", self.errors.to_string()),
+            ("client behind (cap full)", self.client_behind.to_string()),
+            (
+                "schedule lag p99 / max",
+                format!(
+                    "{:.1} / {:.1} ms",
+                    self.schedule_lag_ms.p99, self.schedule_lag_ms.max
+                ),
+            ),
+            (
+                "accepted/s",
+                format!(
+                    "{:.1} (over {:.2} s)",
+                    self.accepted_per_sec, self.send_window_secs
+                ),
+            ),
+            ("accept latency", latency_text(&self.accept_latency_ms)),
+            (
+                "delivered / expected",
+                format!(
+                    "{} / {} (on devices: {}, failed: {})",
+                    self.delivered, self.expected_deliveries, self.device_delivered, self.failed
+                ),
+            ),
+            (
+                "delivered/s",
+                format!(
+                    "{:.1} (over {:.2} s)",
+                    self.delivered_per_sec, self.delivery_window_secs
+                ),
+            ),
+            (
+                "end-to-end latency",
+                latency_text(&self.end_to_end_latency_ms),
+            ),
+            ("lost", self.lost.to_string()),
+            ("duplicated", self.duplicated.to_string()),
+            (
+                "drain",
+                format!(
+                    "{} after {:.1} s",
+                    if self.drain_complete {
+                        "complete"
+                    } else {
+                        "timed out"
+                    },
+                    self.drain_secs
+                ),
+            ),
+        ];
+        let failed = self.meets_targets();
+        rows.push((
+            "targets",
+            if failed.is_empty() {
+                "all met".to_string()
+            } else {
+                format!("FAILED: {}", failed.join("; "))
+            },
+        ));
+        let mut out = String::from("| metric | value |\n|---|---|\n");
+        for (k, v) in rows {
+            let _ = writeln!(out, "| {k} | {} |", v.replace('|', "\\|"));
+        }
+        out
+    }
+}
+
+fn latency_text(l: &LatencySummary) -> String {
+    if l.count == 0 {
+        return "n/a".into();
+    }
+    format!(
+        "p50 {:.1} / p95 {:.1} / p99 {:.1} / max {:.1} ms (n={})",
+        l.p50, l.p95, l.p99, l.max, l.count
+    )
+}
+
+fn rejected_text(total: u64, by_status: &BTreeMap<u16, u64>) -> String {
+    if by_status.is_empty() {
+        return total.to_string();
+    }
+    let parts: Vec<String> = by_status.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+    format!("{total} ({})", parts.join(", "))
+}
+
+/// Messages sent in `duration` at `rate` per second (sends scheduled strictly before the end).
+pub fn planned_messages(rate: u32, duration: Duration) -> u64 {
+    let n = u128::from(rate) * duration.as_nanos();
+    // ceil(n / 1e9): send i goes out at i/rate < duration.
+    n.div_ceil(1_000_000_000) as u64
+}
+
+/// When send `i` is due, relative to the start of the run.
+pub fn scheduled_offset(i: u64, rate: u32) -> Duration {
+    let nanos = u128::from(i) * 1_000_000_000 / u128::from(rate.max(1));
+    Duration::from_nanos(nanos as u64)
+}
+
+fn per_sec(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        count as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("valid histogram bounds")
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The constant parts of every request body.
+struct BodyTemplate {
+    run_id: String,
+    /// `,"recipients":[...]}` — identical for every message.
+    tail: String,
+}
+
+impl BodyTemplate {
+    fn new(run_id: &str, recipients: usize) -> Self {
+        let mut tail = String::from(r#","channel":"WHATSAPP","recipients":["#);
+        for k in 0..recipients {
+            if k > 0 {
+                tail.push(',');
+            }
+            let channel = Channel::ALL[k % Channel::ALL.len()].as_str();
+            let _ = write!(
+                tail,
+                r#"{{"userId":"{run_id}-u{k}","channel":"{channel}"}}"#
+            );
+        }
+        tail.push_str("]}");
+        Self {
+            run_id: run_id.to_string(),
+            tail,
+        }
+    }
+
+    /// The body of send `i`. The run id is `bench-` and hex digits: nothing to escape.
+    fn body(&self, id: Uuid, i: u64) -> String {
+        let conv = i % CONVERSATIONS;
+        let mut s = String::with_capacity(160 + self.tail.len());
+        let _ = write!(
+            s,
+            r#"{{"messageId":"{id}","conversationId":"{run}-c{conv}","senderId":"{run}-s{conv}","content":{{"type":"TEXT","text":"bench {run} #{i}"}}"#,
+            run = self.run_id,
+        );
+        s.push_str(&self.tail);
+        s
+    }
+}
+
+enum Outcome {
+    Accepted {
+        id: Uuid,
+        latency: Duration,
+        at: Instant,
+    },
+    Rejected(u16),
+    Error(String),
+}
+
+/// What the send phase saw.
+struct SendTally {
+    sent: u64,
+    client_behind: u64,
+    schedule_lag: Histogram<u64>,
+    accepted: Vec<Uuid>,
+    accept_latency: Histogram<u64>,
+    rejected_by_status: BTreeMap<u16, u64>,
+    errors: u64,
+    error_samples: Vec<String>,
+    /// From the first send to the last 202 response.
+    window: Duration,
+}
+
+impl SendTally {
+    fn rejected(&self) -> u64 {
+        self.rejected_by_status.values().sum()
+    }
+}
+
+/// Sends `planned` messages at `rate` per second, open loop, at most `concurrency` in flight.
+async fn send_phase(
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    template: BodyTemplate,
+    rate: u32,
+    planned: u64,
+    concurrency: usize,
+) -> SendTally {
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+    let start = Instant::now();
+
+    let collector = tokio::spawn(async move {
+        let mut accepted = Vec::with_capacity(planned as usize);
+        let mut accept_latency = new_histogram();
+        let mut rejected_by_status = BTreeMap::new();
+        let mut errors = 0u64;
+        let mut error_samples = Vec::new();
+        let mut last_accept = start;
+        while let Some(o) = rx.recv().await {
+            match o {
+                Outcome::Accepted { id, latency, at } => {
+                    accepted.push(id);
+                    accept_latency.saturating_record(micros(latency).max(1));
+                    last_accept = last_accept.max(at);
+                }
+                Outcome::Rejected(status) => *rejected_by_status.entry(status).or_insert(0u64) += 1,
+                Outcome::Error(e) => {
+                    errors += 1;
+                    if error_samples.len() < ERROR_SAMPLES {
+                        error_samples.push(e);
+                    }
+                }
+            }
+        }
+        (
+            accepted,
+            accept_latency,
+            rejected_by_status,
+            errors,
+            error_samples,
+            last_accept - start,
+        )
+    });
+
+    let template = Arc::new(template);
+    let mut schedule_lag = new_histogram();
+    let mut client_behind = 0u64;
+    let mut i = 0u64;
+    while i < planned {
+        let due = start + scheduled_offset(i, rate);
+        if due > Instant::now() {
+            tokio::time::sleep_until(due).await;
+        }
+        let now = Instant::now();
+        // Everything due by now goes out, without waiting for any response.
+        while i < planned {
+            let due = start + scheduled_offset(i, rate);
+            if due > now {
+                break;
+            }
+            let permit = match sem.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    client_behind += 1;
+                    sem.clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore never closed")
+                }
+            };
+            let sent_at = Instant::now();
+            schedule_lag.saturating_record(micros(sent_at - due).max(1));
+            let id = Uuid::now_v7();
+            let body = template.body(id, i);
+            let request = client
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let outcome = match request.send().await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        // Read the (small) body so the connection goes back to the pool.
+                        let _ = resp.bytes().await;
+                        let at = Instant::now();
+                        if status == 202 {
+                            Outcome::Accepted {
+                                id,
+                                latency: at - sent_at,
+                                at,
+                            }
+                        } else {
+                            Outcome::Rejected(status)
+                        }
+                    }
+                    Err(e) => Outcome::Error(e.without_url().to_string()),
+                };
+                let _ = tx.send(outcome);
+            });
+            i += 1;
+        }
+    }
+    drop(tx);
+    let (accepted, accept_latency, rejected_by_status, errors, error_samples, window) =
+        collector.await.expect("collector task does not panic");
+    SendTally {
+        sent: i,
+        client_behind,
+        schedule_lag,
+        accepted,
+        accept_latency,
+        rejected_by_status,
+        errors,
+        error_samples,
+        window,
+    }
+}
+
+/// Polls PostgreSQL until every message in `ids` has all its deliveries DELIVERED (or READ, or
+/// FAILED: a final state), or `timeout` passed. Returns whether all did.
+async fn drain(pool: &PgPool, ids: &[Uuid], timeout: Duration) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    let mut pending: Vec<Uuid> = ids.to_vec();
+    loop {
+        let mut still = Vec::with_capacity(pending.len());
+        for chunk in pending.chunks(ID_CHUNK) {
+            let done: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT message_id FROM deliveries WHERE message_id = ANY($1)
+                 GROUP BY message_id
+                 HAVING bool_and(delivered_at IS NOT NULL OR status = 'FAILED')",
+            )
+            .bind(chunk)
+            .fetch_all(pool)
+            .await
+            .context("polling deliveries")?;
+            if done.len() == chunk.len() {
+                continue;
+            }
+            let done: std::collections::HashSet<Uuid> = done.into_iter().collect();
+            still.extend(chunk.iter().filter(|id| !done.contains(id)));
+        }
+        pending = still;
+        if pending.is_empty() {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(DRAIN_POLL.min(deadline - Instant::now())).await;
+    }
+}
+
+/// What PostgreSQL says about the run's deliveries.
+struct DeliveryStats {
+    delivered: u64,
+    confirmed: u64,
+    device_delivered: u64,
+    failed: u64,
+    duplicated: u64,
+    end_to_end: Histogram<u64>,
+    first_created: Option<DateTime<Utc>>,
+    last_delivered: Option<DateTime<Utc>>,
+}
+
+async fn delivery_stats(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<DeliveryStats> {
+    let mut s = DeliveryStats {
+        delivered: 0,
+        confirmed: 0,
+        device_delivered: 0,
+        failed: 0,
+        duplicated: 0,
+        end_to_end: new_histogram(),
+        first_created: None,
+        last_delivered: None,
+    };
+    for chunk in ids.chunks(ID_CHUNK) {
+        let rows: Vec<(i64, DateTime<Utc>, bool)> = sqlx::query_as(
+            "SELECT GREATEST(0, EXTRACT(EPOCH FROM (d.delivered_at - m.created_at)) * 1000000)::int8,
+                    d.delivered_at,
+                    EXISTS (SELECT 1 FROM provider_sends p
+                            WHERE p.message_id = d.message_id AND p.recipient_id = d.recipient_id
+                              AND p.channel = d.channel)
+             FROM deliveries d JOIN messages m ON m.id = d.message_id
+             WHERE d.message_id = ANY($1) AND d.delivered_at IS NOT NULL",
+        )
+        .bind(chunk)
+        .fetch_all(pool)
+        .await
+        .context("reading delivered deliveries")?;
+        for (us, delivered_at, on_device) in rows {
+            s.delivered += 1;
+            s.confirmed += u64::from(on_device);
+            s.end_to_end.saturating_record((us as u64).max(1));
+            s.last_delivered = s.last_delivered.max(Some(delivered_at));
+        }
+
+        let (failed,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM deliveries WHERE message_id = ANY($1) AND status = 'FAILED'",
+        )
+        .bind(chunk)
+        .fetch_one(pool)
+        .await
+        .context("counting failed deliveries")?;
+        s.failed += failed as u64;
+
+        let (first,): (Option<DateTime<Utc>>,) =
+            sqlx::query_as("SELECT min(created_at) FROM messages WHERE id = ANY($1)")
+                .bind(chunk)
+                .fetch_one(pool)
+                .await
+                .context("reading message creation times")?;
+        s.first_created = match (s.first_created, first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+
+        let (keys, dups): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), COALESCE(sum(n - 1), 0)::int8 FROM (
+                 SELECT count(*) AS n FROM provider_sends WHERE message_id = ANY($1)
+                 GROUP BY message_id, recipient_id, channel) k",
+        )
+        .bind(chunk)
+        .fetch_one(pool)
+        .await
+        .context("reading provider_sends")?;
+        s.device_delivered += keys as u64;
+        s.duplicated += dups as u64;
+    }
+    Ok(s)
+}
+
+/// A short random tag for the run: `bench-` and 8 hex digits.
+fn new_run_id() -> String {
+    let simple = Uuid::new_v4().simple().to_string();
+    format!("bench-{}", &simple[..8])
+}
+
+/// Runs the benchmark: the send phase, the drain, then the report.
+pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    opts.validate()?;
+    let url = reqwest::Url::parse(&format!(
+        "{}/api/v1/messages",
+        opts.api_url.trim_end_matches('/')
+    ))
+    .with_context(|| format!("invalid api url {:?}", opts.api_url))?;
+    // Connect first: a benchmark whose results cannot be read is not worth sending.
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&opts.database_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.concurrency)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("building the HTTP client")?;
+
+    let run_id = new_run_id();
+    let planned = planned_messages(opts.rate, opts.duration);
+    let template = BodyTemplate::new(&run_id, opts.recipients);
+    let tally = send_phase(&client, url, template, opts.rate, planned, opts.concurrency).await;
+
+    let drain_start = Instant::now();
+    let drain_complete = drain(&pool, &tally.accepted, opts.drain_timeout).await?;
+    let drain_secs = drain_start.elapsed().as_secs_f64();
+    let stats = delivery_stats(&pool, &tally.accepted).await?;
+    pool.close().await;
+
+    Ok(build_report(
+        opts,
+        run_id,
+        planned,
+        &tally,
+        &stats,
+        drain_complete,
+        drain_secs,
+    ))
+}
+
+fn build_report(
+    opts: &BenchOptions,
+    run_id: String,
+    planned: u64,
+    tally: &SendTally,
+    stats: &DeliveryStats,
+    drain_complete: bool,
+    drain_secs: f64,
+) -> BenchReport {
+    let accepted = tally.accepted.len() as u64;
+    let expected = accepted * opts.recipients as u64;
+    let send_window_secs = tally.window.as_secs_f64();
+    let delivery_window_secs = match (stats.first_created, stats.last_delivered) {
+        (Some(a), Some(b)) if b > a => (b - a).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6,
+        _ => 0.0,
+    };
+    BenchReport {
+        run_id,
+        target_rate: opts.rate,
+        duration_secs: opts.duration.as_secs_f64(),
+        recipients: opts.recipients,
+        planned,
+        sent: tally.sent,
+        accepted,
+        rejected: tally.rejected(),
+        rejected_by_status: tally.rejected_by_status.clone(),
+        errors: tally.errors,
+        error_samples: tally.error_samples.clone(),
+        client_behind: tally.client_behind,
+        schedule_lag_ms: LatencySummary::from_micros(&tally.schedule_lag),
+        send_window_secs,
+        accepted_per_sec: per_sec(accepted, send_window_secs),
+        expected_deliveries: expected,
+        delivered: stats.delivered,
+        device_delivered: stats.device_delivered,
+        failed: stats.failed,
+        delivery_window_secs,
+        delivered_per_sec: per_sec(stats.delivered, delivery_window_secs),
+        lost: expected.saturating_sub(stats.confirmed),
+        duplicated: stats.duplicated,
+        drain_complete,
+        drain_secs,
+        accept_latency_ms: LatencySummary::from_micros(&tally.accept_latency),
+        end_to_end_latency_ms: LatencySummary::from_micros(&stats.end_to_end),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat4all_server::message::domain::NewMessage;
+
+    #[test]
+    fn default_options_match_the_documented_defaults() {
+        let o = BenchOptions::default();
+        assert_eq!(o.rate, 2000);
+        assert_eq!(o.duration, Duration::from_secs(60));
+        assert_eq!(o.recipients, 2);
+        assert_eq!(o.drain_timeout, Duration::from_secs(30));
+        assert_eq!(o.concurrency, 256);
+        assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_unusable_options() {
+        let bad = [
+            BenchOptions {
+                rate: 0,
+                ..Default::default()
+            },
+            BenchOptions {
+                duration: Duration::ZERO,
+                ..Default::default()
+            },
+            BenchOptions {
+                recipients: 0,
+                ..Default::default()
+            },
+            BenchOptions {
+                recipients: MAX_RECIPIENTS + 1,
+                ..Default::default()
+            },
+            BenchOptions {
+                concurrency: 0,
+                ..Default::default()
+            },
+        ];
+        for o in bad {
+            assert!(o.validate().is_err(), "{o:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn plans_rate_times_duration() {
+        assert_eq!(planned_messages(2000, Duration::from_secs(60)), 120_000);
+        assert_eq!(planned_messages(500, Duration::from_secs(10)), 5_000);
+        // Sends at 0, 1/3, 2/3, 1, 4/3 s are all before 1.5 s.
+        assert_eq!(planned_messages(3, Duration::from_millis(1500)), 5);
+        assert_eq!(planned_messages(1, Duration::from_millis(1)), 1);
+        assert_eq!(planned_messages(1000, Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn schedule_is_evenly_spaced_and_absolute() {
+        assert_eq!(scheduled_offset(0, 2000), Duration::ZERO);
+        assert_eq!(scheduled_offset(1, 2000), Duration::from_micros(500));
+        assert_eq!(scheduled_offset(2000, 2000), Duration::from_secs(1));
+        assert_eq!(scheduled_offset(1, 3), Duration::from_nanos(333_333_333));
+        // No drift: send 3,000,000 at 3/s is exactly at 1,000,000 s.
+        assert_eq!(
+            scheduled_offset(3_000_000, 3),
+            Duration::from_secs(1_000_000)
+        );
+        // Every planned send is scheduled inside the duration, the next one is not.
+        let (rate, d) = (7, Duration::from_secs(3));
+        let n = planned_messages(rate, d);
+        assert!(scheduled_offset(n - 1, rate) < d);
+        assert!(scheduled_offset(n, rate) >= d);
+        let offsets: Vec<Duration> = (0..1000).map(|i| scheduled_offset(i, 977)).collect();
+        assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn summarises_latencies_in_milliseconds() {
+        let mut h = new_histogram();
+        for ms in 1..=1000u64 {
+            h.record(ms * 1000).unwrap();
+        }
+        let s = LatencySummary::from_micros(&h);
+        assert_eq!(s.count, 1000);
+        let close = |a: f64, b: f64| (a - b).abs() <= b * 0.002;
+        assert!(close(s.p50, 500.0), "p50 {}", s.p50);
+        assert!(close(s.p95, 950.0), "p95 {}", s.p95);
+        assert!(close(s.p99, 990.0), "p99 {}", s.p99);
+        assert!(close(s.max, 1000.0), "max {}", s.max);
+        assert_eq!(
+            LatencySummary::from_micros(&new_histogram()),
+            LatencySummary::default()
+        );
+    }
+
+    #[test]
+    fn a_slow_tail_shows_in_p99_not_p50() {
+        let mut h = new_histogram();
+        for _ in 0..980 {
+            h.record(2_000).unwrap();
+        }
+        for _ in 0..20 {
+            h.record(250_000).unwrap();
+        }
+        let s = LatencySummary::from_micros(&h);
+        assert!((s.p50 - 2.0).abs() < 0.01);
+        assert!((s.p95 - 2.0).abs() < 0.01);
+        assert!((s.p99 - 250.0).abs() < 0.5, "p99 {}", s.p99);
+    }
+
+    #[test]
+    fn per_sec_handles_an_empty_window() {
+        assert_eq!(per_sec(100, 0.0), 0.0);
+        assert_eq!(per_sec(1000, 0.5), 2000.0);
+    }
+
+    fn passing_report() -> BenchReport {
+        let lat = |p50, p95, p99, max| LatencySummary {
+            count: 1000,
+            p50,
+            p95,
+            p99,
+            max,
+        };
+        BenchReport {
+            run_id: "bench-00000000".into(),
+            target_rate: 2000,
+            duration_secs: 60.0,
+            recipients: 2,
+            planned: 120_000,
+            sent: 120_000,
+            accepted: 120_000,
+            rejected: 0,
+            rejected_by_status: BTreeMap::new(),
+            errors: 0,
+            error_samples: vec![],
+            client_behind: 0,
+            schedule_lag_ms: lat(0.1, 0.5, 1.0, 3.0),
+            send_window_secs: 60.0,
+            accepted_per_sec: 2000.0,
+            expected_deliveries: 240_000,
+            delivered: 240_000,
+            device_delivered: 240_000,
+            failed: 0,
+            delivery_window_secs: 60.3,
+            delivered_per_sec: 3980.1,
+            lost: 0,
+            duplicated: 0,
+            drain_complete: true,
+            drain_secs: 0.4,
+            accept_latency_ms: lat(3.0, 10.0, 40.0, 90.0),
+            end_to_end_latency_ms: lat(50.0, 200.0, 400.0, 900.0),
+        }
+    }
+
+    #[test]
+    fn a_good_run_meets_every_target() {
+        assert!(passing_report().meets_targets().is_empty());
+        // Exactly 98 % of the target passes.
+        let r = BenchReport {
+            accepted_per_sec: 1960.0,
+            ..passing_report()
+        };
+        assert!(r.meets_targets().is_empty());
+    }
+
+    #[test]
+    fn each_missed_target_is_reported() {
+        let base = passing_report();
+        let cases: Vec<(BenchReport, &str)> = vec![
+            (
+                BenchReport {
+                    accepted_per_sec: 1959.0,
+                    ..base.clone()
+                },
+                "accepted",
+            ),
+            (
+                BenchReport {
+                    accept_latency_ms: LatencySummary {
+                        p99: 100.0,
+                        ..base.accept_latency_ms
+                    },
+                    ..base.clone()
+                },
+                "accept latency p99",
+            ),
+            (
+                BenchReport {
+                    end_to_end_latency_ms: LatencySummary {
+                        p95: 1000.5,
+                        ..base.end_to_end_latency_ms
+                    },
+                    ..base.clone()
+                },
+                "end-to-end latency p95",
+            ),
+            (
+                BenchReport {
+                    lost: 1,
+                    ..base.clone()
+                },
+                "lost",
+            ),
+            (
+                BenchReport {
+                    duplicated: 2,
+                    ..base.clone()
+                },
+                "duplicate",
+            ),
+            (
+                BenchReport {
+                    end_to_end_latency_ms: LatencySummary::default(),
+                    ..base.clone()
+                },
+                "nothing delivered",
+            ),
+            (
+                BenchReport {
+                    accept_latency_ms: LatencySummary::default(),
+                    ..base.clone()
+                },
+                "nothing accepted",
+            ),
+        ];
+        for (report, needle) in cases {
+            let failed = report.meets_targets();
+            assert_eq!(failed.len(), 1, "{needle}: {failed:?}");
+            assert!(failed[0].contains(needle), "{needle}: {failed:?}");
+        }
+        let all_bad = BenchReport {
+            accepted_per_sec: 10.0,
+            lost: 5,
+            duplicated: 1,
+            accept_latency_ms: LatencySummary {
+                p99: 500.0,
+                ..base.accept_latency_ms
+            },
+            end_to_end_latency_ms: LatencySummary {
+                p95: 5000.0,
+                ..base.end_to_end_latency_ms
+            },
+            ..base
+        };
+        assert_eq!(all_bad.meets_targets().len(), 5);
+    }
+
+    #[test]
+    fn report_math_counts_loss_duplicates_and_rates() {
+        let opts = BenchOptions {
+            rate: 100,
+            duration: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let mut accept_latency = new_histogram();
+        accept_latency.record(5_000).unwrap();
+        let tally = SendTally {
+            sent: 200,
+            client_behind: 3,
+            schedule_lag: new_histogram(),
+            accepted: (0..190).map(|_| Uuid::now_v7()).collect(),
+            accept_latency,
+            rejected_by_status: BTreeMap::from([(500, 6), (409, 1)]),
+            errors: 3,
+            error_samples: vec!["connection refused".into()],
+            window: Duration::from_millis(1900),
+        };
+        let t0 = Utc::now();
+        let stats = DeliveryStats {
+            delivered: 378,
+            confirmed: 377,
+            device_delivered: 377,
+            failed: 2,
+            duplicated: 4,
+            end_to_end: new_histogram(),
+            first_created: Some(t0),
+            last_delivered: Some(t0 + chrono::Duration::milliseconds(2100)),
+        };
+        let r = build_report(&opts, "bench-x".into(), 200, &tally, &stats, false, 30.0);
+        assert_eq!(r.accepted, 190);
+        assert_eq!(r.rejected, 7);
+        assert_eq!(r.expected_deliveries, 380);
+        // 380 expected, 377 delivered and on a device.
+        assert_eq!(r.lost, 3);
+        assert_eq!(r.duplicated, 4);
+        assert!((r.accepted_per_sec - 100.0).abs() < 1e-9);
+        assert!((r.delivery_window_secs - 2.1).abs() < 1e-9);
+        assert!((r.delivered_per_sec - 180.0).abs() < 1e-9);
+        assert_eq!(r.accept_latency_ms.count, 1);
+        let md = r.to_markdown();
+        assert!(md.starts_with("| metric | value |\n|---|---|\n"));
+        assert!(md.contains("| rejected | 7 (409: 1, 500: 6) |"), "{md}");
+        assert!(md.contains("| lost | 3 |"));
+        assert!(md.contains("timed out"));
+        assert!(md.contains("FAILED:"));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["acceptedPerSec"], 100.0);
+        assert_eq!(json["rejectedByStatus"]["500"], 6);
+        assert_eq!(json["endToEndLatencyMs"]["count"], 0);
+    }
+
+    #[test]
+    fn bodies_are_valid_api_requests_spread_over_tagged_conversations() {
+        let t = BodyTemplate::new("bench-abc123", 2);
+        let id = Uuid::now_v7();
+        let body = t.body(id, 1_007);
+        let m = NewMessage::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        assert_eq!(m.message_id, Some(id));
+        assert_eq!(m.conversation_id, "bench-abc123-c7");
+        assert_eq!(m.channel, Channel::Whatsapp);
+        let chans: Vec<Channel> = m.recipients.iter().map(|r| r.channel).collect();
+        assert_eq!(chans, [Channel::Whatsapp, Channel::Telegram]);
+        assert_eq!(m.content.text, "bench bench-abc123 #1007");
+
+        let convs: std::collections::HashSet<String> = (0..2 * CONVERSATIONS)
+            .map(|i| {
+                NewMessage::parse(t.body(Uuid::nil(), i).as_bytes())
+                    .unwrap()
+                    .conversation_id
+            })
+            .collect();
+        assert_eq!(convs.len(), CONVERSATIONS as usize);
+        assert!(convs.iter().all(|c| c.starts_with("bench-abc123-c")));
+
+        // Many recipients stay distinct (the API rejects repeats).
+        let many = BodyTemplate::new("bench-abc123", MAX_RECIPIENTS);
+        let m = NewMessage::parse(many.body(id, 0).as_bytes()).unwrap();
+        assert_eq!(m.recipients.len(), MAX_RECIPIENTS);
+    }
+
+    #[test]
+    fn run_ids_are_short_unique_tags() {
+        let a = new_run_id();
+        assert!(a.starts_with("bench-") && a.len() == 14, "{a}");
+        assert_ne!(a, new_run_id());
+    }
+
+    /// A local HTTP server answering like the message API after `delay`; counts the requests.
+    async fn fake_api(
+        delay: Duration,
+        status: u16,
+    ) -> (reqwest::Url, Arc<std::sync::atomic::AtomicU64>) {
+        use axum::http::StatusCode;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/messages",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let h = h.clone();
+                async move {
+                    assert!(NewMessage::parse(&body).is_ok());
+                    h.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(delay).await;
+                    (StatusCode::from_u16(status).unwrap(), "{}")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (
+            format!("http://{addr}/api/v1/messages").parse().unwrap(),
+            hits,
+        )
+    }
+
+    fn test_client() -> reqwest::Client {
+        reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sends_at_the_fixed_rate_without_waiting_for_responses() {
+        // 100 ms per response, 200 msg/s: a closed loop with 64 slots would still keep up, but
+        // one that waits for each response would send 10/s.
+        let (url, hits) = fake_api(Duration::from_millis(100), 202).await;
+        let started = std::time::Instant::now();
+        let tally = send_phase(
+            &test_client(),
+            url,
+            BodyTemplate::new("bench-t", 2),
+            200,
+            100,
+            64,
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(tally.sent, 100);
+        assert_eq!(tally.accepted.len(), 100);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 100);
+        assert_eq!(tally.client_behind, 0);
+        assert_eq!(tally.errors + tally.rejected(), 0);
+        // Last send at 495 ms, its answer 100 ms later.
+        assert!(
+            took >= Duration::from_millis(590) && took < Duration::from_millis(1500),
+            "{took:?}"
+        );
+        assert!(tally.window >= Duration::from_millis(590));
+        let lat = LatencySummary::from_micros(&tally.accept_latency);
+        assert!(lat.p50 >= 99.0 && lat.p50 < 500.0, "{lat:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_concurrency_cap_is_counted_as_falling_behind() {
+        // 4 slots, 200 ms per response: at most 20 answers/s against a rate of 100/s.
+        let (url, _) = fake_api(Duration::from_millis(200), 202).await;
+        let tally = send_phase(
+            &test_client(),
+            url,
+            BodyTemplate::new("bench-t", 1),
+            100,
+            30,
+            4,
+        )
+        .await;
+        assert_eq!(tally.sent, 30);
+        assert_eq!(tally.accepted.len(), 30);
+        assert!(tally.client_behind >= 20, "behind {}", tally.client_behind);
+        let lag = LatencySummary::from_micros(&tally.schedule_lag);
+        assert!(lag.max >= 500.0, "{lag:?}");
+        // The rate the run achieved shows the shortfall.
+        let rate = per_sec(tally.accepted.len() as u64, tally.window.as_secs_f64());
+        assert!(rate < 25.0, "{rate}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counts_rejections_and_transport_errors() {
+        let (url, _) = fake_api(Duration::ZERO, 503).await;
+        let tally = send_phase(
+            &test_client(),
+            url,
+            BodyTemplate::new("bench-t", 2),
+            1000,
+            20,
+            8,
+        )
+        .await;
+        assert_eq!(tally.sent, 20);
+        assert!(tally.accepted.is_empty());
+        assert_eq!(tally.rejected_by_status, BTreeMap::from([(503, 20)]));
+        assert!(tally.accept_latency.is_empty());
+
+        // Nothing listens on this port.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let url: reqwest::Url = format!("http://127.0.0.1:{port}/api/v1/messages")
+            .parse()
+            .unwrap();
+        let tally = send_phase(
+            &test_client(),
+            url,
+            BodyTemplate::new("bench-t", 2),
+            1000,
+            10,
+            8,
+        )
+        .await;
+        assert_eq!(tally.errors, 10);
+        assert!(!tally.error_samples.is_empty() && tally.error_samples.len() <= ERROR_SAMPLES);
+        assert_eq!(tally.window, Duration::ZERO);
+    }
+}

@@ -1,0 +1,53 @@
+//! `bench`: fixed-rate load through the API, throughput and latency report.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::Cli;
+use chat4all_ctl::bench::{self, BenchOptions};
+use chat4all_ctl::error::ConditionNotMet;
+use chat4all_ctl::output::{self, parse_duration, Format};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Messages per second, sent open-loop at a fixed schedule.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u32,
+    /// How long to send.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// How long to wait for every delivery after the last send.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Most requests in flight.
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    /// API base URL (default: the local stack's message-service).
+    #[arg(long, env = "CHAT4ALL_API_URL")]
+    pub api_url: Option<String>,
+    /// Exit 1 when a target (rate, p99 accept < 100 ms, p95 end-to-end < 1 s, zero loss) is missed.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub async fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
+    let mut opts = BenchOptions::default();
+    opts.api_url = args.api_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081".into());
+    opts.database_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/chat4all".into());
+    opts.rate = args.rate;
+    opts.duration = args.duration;
+    opts.drain_timeout = args.drain_timeout;
+    opts.concurrency = args.concurrency;
+    let report = bench::run(&opts).await?;
+    match cli.output {
+        Format::Json => println!("{}", output::json(&report)),
+        Format::Table => println!("{}", report.to_markdown()),
+    }
+    let failed = report.meets_targets();
+    if args.check && !failed.is_empty() {
+        return Err(ConditionNotMet(format!("targets missed: {}", failed.join("; "))).into());
+    }
+    Ok(())
+}

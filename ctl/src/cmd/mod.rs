@@ -1,0 +1,129 @@
+//! The command line: arguments and dispatch.
+
+mod act;
+mod bench;
+mod status;
+mod up;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use chat4all_ctl::output::{parse_duration, Format};
+use chat4all_ctl::paths::DataDir;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  a condition was not met (a wait that timed out, a failed drill criterion)
+  2  error: bad input, unknown instance or service, stack or broker unreachable; nothing changed
+
+Environment:
+  CHAT4ALL_HOME    data directory of the local stack (default: ./.chat4all)
+  KAFKA_BOOTSTRAP  use this Kafka instead of the embedded broker (up), or read from it
+  DATABASE_URL     PostgreSQL (default postgres://postgres@127.0.0.1:5432/chat4all)
+  REDIS_URL        Redis (default redis://127.0.0.1:6379)
+
+Examples:
+  chat4allctl up --detach          start the platform in the background (3 routers)
+  chat4allctl status -o json       everything at a glance, for scripts
+  chat4allctl kill router-service-1
+  chat4allctl scale router=2
+  chat4allctl down";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chat4allctl",
+    version,
+    about = "Control plane of the chat4all messaging platform",
+    long_about = "Runs the chat4all platform locally and operates it: instances, consumer lag, \
+                  partition ownership and rebalances, kill / scale / restart.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Data directory of the local stack (logs, broker data, control token).
+    #[arg(long, global = true, env = "CHAT4ALL_HOME", default_value = ".chat4all")]
+    pub data_dir: String,
+    /// Output format of read commands.
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// How long to wait for the broker or the supervisor before giving up (e.g. 5s, 500ms).
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// More logging on stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn data(&self) -> DataDir {
+        DataDir::new(&self.data_dir)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the platform on this machine (broker, services, routers) and supervise it.
+    Up(up::UpArgs),
+    /// Stop a running local stack cleanly (consumers leave their groups first, the broker last).
+    Down,
+    /// Services, instances, broker reachability and one line per consumer group.
+    Status,
+    /// The instances of the local stack.
+    #[command(alias = "ps")]
+    Instances,
+    /// SIGKILL an instance, like `docker kill` (no graceful leave: the group notices by timeout).
+    Kill(InstanceArg),
+    /// Stop an instance gracefully (SIGTERM: a consumer commits and leaves its group).
+    Stop(InstanceArg),
+    /// Start a stopped or killed instance again.
+    Start(InstanceArg),
+    /// Stop then start an instance.
+    Restart(InstanceArg),
+    /// Start or stop replicas of a service: `scale router=3` (also `router-service=3`).
+    Scale(act::ScaleArgs),
+    /// Print the log of an instance.
+    Logs(act::LogsArgs),
+    /// Drive the API at a fixed rate and report throughput and latency.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstanceArg {
+    /// Instance name, e.g. router-service-1 (see `chat4allctl instances`).
+    pub instance: String,
+}
+
+pub fn init_logging(cli: &Cli) {
+    let default = match (&cli.command, cli.verbose) {
+        (_, true) => "info",
+        (Command::Up(_), _) => "info,rdkafka=off",
+        _ => "warn,rdkafka=off",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHAT4ALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Up(args) => up::up(&cli, args).await,
+        Command::Down => up::down(&cli).await,
+        Command::Status => status::status(&cli).await,
+        Command::Instances => status::instances(&cli).await,
+        Command::Kill(a) => act::act(&cli, &a.instance, "kill").await,
+        Command::Stop(a) => act::act(&cli, &a.instance, "stop").await,
+        Command::Start(a) => act::act(&cli, &a.instance, "start").await,
+        Command::Restart(a) => act::act(&cli, &a.instance, "restart").await,
+        Command::Scale(a) => act::scale(&cli, a).await,
+        Command::Logs(a) => act::logs(&cli, a).await,
+        Command::Bench(a) => bench::bench(&cli, a).await,
+    }
+}

@@ -1,0 +1,287 @@
+//! `up` and `down`: the local stack's lifecycle.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::sync::Notify;
+
+use super::Cli;
+use chat4all_ctl::control::{self, SupervisorFile};
+use chat4all_ctl::error::usage;
+use chat4all_ctl::paths::DataDir;
+use chat4all_ctl::runtime::client::ProcessRuntime;
+use chat4all_ctl::runtime::supervisor::{tail_file, Supervisor};
+use chat4all_ctl::runtime::InstanceState;
+use chat4all_ctl::spec::{Ports, StackSpec};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Router instances to start (consumer group `router-service`).
+    #[arg(long, default_value_t = 3)]
+    pub routers: u32,
+    /// Start in the background and return once every instance is healthy.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Port of the supervisor's control API (loopback only).
+    #[arg(long, env = "CHAT4ALL_CONTROL_PORT", default_value_t = 7070)]
+    pub control_port: u16,
+    /// How long `--detach` waits for the stack to become healthy.
+    #[arg(long, default_value = "180s", value_parser = chat4all_ctl::output::parse_duration)]
+    pub wait: Duration,
+    /// Run the supervisor in this process without interaction (what --detach starts).
+    #[arg(long, hide = true)]
+    pub supervise: bool,
+}
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
+
+fn server_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("CHAT4ALL_SERVER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locating chat4allctl")?;
+    let bin = exe.with_file_name("chat4all-server");
+    if !bin.is_file() {
+        return Err(usage(format!(
+            "{} not found: build the platform first (cargo build --workspace)",
+            bin.display()
+        )));
+    }
+    Ok(bin)
+}
+
+/// Where PostgreSQL or Redis listen, from their URLs, for a reachability check.
+fn host_port(url: &str, default_port: u16) -> (String, u16) {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let hostport = rest.split(['/', '?']).next().unwrap_or(rest);
+    match hostport.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(default_port)),
+        None => (hostport.to_string(), default_port),
+    }
+}
+
+async fn require_reachable(what: &str, url: &str, default_port: u16) -> anyhow::Result<()> {
+    let (host, port) = host_port(url, default_port);
+    let ok = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host.as_str(), port)))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "{what} is not reachable at {host}:{port}: start it (scripts/bootstrap.sh installs and starts it) or set its URL"
+        )))
+    }
+}
+
+fn is_running(data: &DataDir) -> Option<SupervisorFile> {
+    let text = std::fs::read_to_string(data.supervisor_file()).ok()?;
+    let info: SupervisorFile = serde_json::from_str(&text).ok()?;
+    pid_alive(info.pid).then_some(info)
+}
+
+/// Alive and not a zombie (an orphaned supervisor may wait for a reaper that never comes).
+fn pid_alive(pid: u32) -> bool {
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(") ").is_none_or(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
+    let data = cli.data();
+    if let Some(info) = is_running(&data) {
+        return Err(usage(format!(
+            "a stack is already running in {} (supervisor pid {}); `chat4allctl down` stops it",
+            data.root().display(),
+            info.pid
+        )));
+    }
+    if args.routers == 0 || args.routers > 32 {
+        return Err(usage("--routers must be from 1 to 32"));
+    }
+    let database_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat4all");
+    let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
+    require_reachable("PostgreSQL", &database_url, 5432).await?;
+    require_reachable("Redis", &redis_url, 6379).await?;
+    let server_bin = server_bin()?;
+    let external = std::env::var("KAFKA_BOOTSTRAP").ok().filter(|v| !v.is_empty());
+    let broker_bin = chat4all_ctl::broker::locate();
+    if external.is_none() && broker_bin.is_none() {
+        return Err(usage(format!(
+            "the Kafka broker nisshi {} is not installed: run scripts/bootstrap.sh (about 12 minutes once), \
+             or set KAFKA_BOOTSTRAP to an existing Kafka",
+            chat4all_ctl::broker::NISSHI_VERSION
+        )));
+    }
+    std::fs::create_dir_all(data.logs_dir()).with_context(|| format!("creating {}", data.root().display()))?;
+    std::fs::create_dir_all(data.broker_dir())?;
+    if args.detach && !args.supervise {
+        return detach(cli, args, &data).await;
+    }
+    let ports = Ports::default();
+    let spec = StackSpec {
+        server_bin,
+        broker_bin,
+        broker_data: data.broker_dir(),
+        kafka_bootstrap: external.clone().unwrap_or_else(|| format!("127.0.0.1:{}", ports.kafka)),
+        embedded_broker: external.is_none(),
+        ports,
+        database_url,
+        redis_url,
+    };
+    supervise(&data, spec, args).await
+}
+
+async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Result<()> {
+    let token = control::write_token(data)?;
+    let sup = Arc::new(Supervisor::new(spec.clone(), data.clone()));
+    let stop = Arc::new(Notify::new());
+    let (addr, _api) = control::serve(sup.clone(), token, args.control_port, stop.clone()).await?;
+    let info = SupervisorFile {
+        pid: std::process::id(),
+        control_url: format!("http://{addr}"),
+        started_at: chrono::Utc::now(),
+        kafka_bootstrap: spec.kafka_bootstrap.clone(),
+        api_url: format!("http://127.0.0.1:{}", spec.ports.message_service),
+    };
+    let tmp = data.supervisor_file().with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
+    std::fs::rename(&tmp, data.supervisor_file())?;
+    let signal = chat4all_server::shutdown::Shutdown::on_signals();
+
+    let started = tokio::select! {
+        r = sup.start_stack(args.routers) => r,
+        _ = signal.wait() => Err(anyhow::anyhow!("interrupted while starting")),
+        _ = stop.notified() => Err(anyhow::anyhow!("shut down while starting")),
+    };
+    if let Err(e) = started {
+        tracing::error!(error = format!("{e:#}"), "the stack did not start; stopping what did");
+        sup.stop_all().await;
+        cleanup(data);
+        return Err(e);
+    }
+    if !args.supervise {
+        println!(
+            "chat4all is up: API {}  control {}  ({} routers). Ctrl-C stops it; `chat4allctl status` in another shell.",
+            info.api_url, info.control_url, args.routers
+        );
+    }
+    tracing::info!("stack up");
+    tokio::select! {
+        _ = signal.wait() => {}
+        _ = stop.notified() => {}
+    }
+    tracing::info!("stopping the stack");
+    sup.stop_all().await;
+    cleanup(data);
+    Ok(())
+}
+
+fn cleanup(data: &DataDir) {
+    let _ = std::fs::remove_file(data.supervisor_file());
+    let _ = std::fs::remove_file(data.token_file());
+}
+
+async fn detach(cli: &Cli, args: &UpArgs, data: &DataDir) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let log_path = data.logs_dir().join("supervisor.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--data-dir")
+        .arg(data.root())
+        .arg("up")
+        .arg("--supervise")
+        .arg("--routers")
+        .arg(args.routers.to_string())
+        .arg("--control-port")
+        .arg(args.control_port.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if cli.verbose {
+        cmd.arg("--verbose");
+    }
+    // SAFETY: setsid is async-signal-safe; the supervisor gets its own session so closing this
+    // terminal does not stop the stack.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().context("starting the supervisor")?;
+    let deadline = tokio::time::Instant::now() + args.wait;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Err(anyhow::anyhow!(
+                "the supervisor exited ({status}); last lines of {}:\n{}",
+                log_path.display(),
+                tail_file(&log_path, 8)
+            ));
+        }
+        if let Ok(rt) = ProcessRuntime::connect(data, Duration::from_secs(2)) {
+            if let Ok(list) = rt.list().await {
+                let all_up = !list.is_empty()
+                    && list.iter().all(|i| i.state == InstanceState::Running)
+                    && list.iter().filter(|i| i.service == "router-service").count() as u32 == args.routers;
+                if all_up {
+                    println!(
+                        "chat4all is up in the background: {} instances, API {}, supervisor pid {}",
+                        list.len(),
+                        rt.info.api_url,
+                        rt.info.pid
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(anyhow::anyhow!(
+                "the stack did not become healthy within {}s; see {}",
+                args.wait.as_secs(),
+                log_path.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub async fn down(cli: &Cli) -> anyhow::Result<()> {
+    let data = cli.data();
+    let Some(info) = is_running(&data) else {
+        cleanup(&data);
+        println!("no stack running in {}", data.root().display());
+        return Ok(());
+    };
+    let rt = ProcessRuntime::connect(&data, cli.timeout)?;
+    rt.shutdown().await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while pid_alive(info.pid) {
+        if tokio::time::Instant::now() > deadline {
+            return Err(anyhow::anyhow!("the supervisor (pid {}) is still stopping after 60s", info.pid));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("chat4all stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn finds_host_and_port_in_urls() {
+        assert_eq!(host_port("postgres://postgres@127.0.0.1:5432/chat4all", 5432), ("127.0.0.1".into(), 5432));
+        assert_eq!(host_port("redis://127.0.0.1:6380", 6379), ("127.0.0.1".into(), 6380));
+        assert_eq!(host_port("redis://localhost", 6379), ("localhost".into(), 6379));
+    }
+}

@@ -1,0 +1,218 @@
+//! Reads of the broker through the Kafka protocol: groups, members, committed and log-end
+//! offsets, lag. Computed exactly as `kafka-consumer-groups --describe` does.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use serde::Serialize;
+
+/// One member of a group as the broker reports it (client id and host may be empty: the local
+/// broker does not return them).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub member_id: String,
+    pub client_id: String,
+    pub host: String,
+    /// Partitions from the member's assignment bytes, when the broker returns them.
+    pub assignment: Option<Vec<(String, i32)>>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupInfo {
+    pub group: String,
+    pub state: String,
+    pub protocol: String,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionOffsets {
+    pub topic: String,
+    pub partition: i32,
+    /// Committed offset of the group; None when nothing is committed (`-`).
+    pub committed: Option<i64>,
+    pub log_end: i64,
+    /// log_end - committed; None when nothing is committed.
+    pub lag: Option<i64>,
+}
+
+pub struct Observer {
+    bootstrap: String,
+    timeout: Duration,
+    client: BaseConsumer,
+}
+
+fn config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("client.id", "chat4allctl")
+        .set("log_level", "3")
+        .set("reconnect.backoff.max.ms", "1000");
+    c
+}
+
+impl Observer {
+    pub fn new(bootstrap: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let client: BaseConsumer = config(bootstrap).create().context("creating Kafka client")?;
+        Ok(Self { bootstrap: bootstrap.into(), timeout, client })
+    }
+
+    /// Topic -> partition count, internal topics left out.
+    pub fn topics(&self) -> anyhow::Result<Vec<(String, i32)>> {
+        let md = self
+            .client
+            .fetch_metadata(None, self.timeout)
+            .with_context(|| format!("broker {} unreachable", self.bootstrap))?;
+        let mut v: Vec<(String, i32)> = md
+            .topics()
+            .iter()
+            .filter(|t| !t.name().starts_with("__"))
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    pub fn groups(&self) -> anyhow::Result<Vec<GroupInfo>> {
+        let list = self
+            .client
+            .fetch_group_list(None, self.timeout)
+            .with_context(|| format!("listing groups on {}", self.bootstrap))?;
+        let mut out: Vec<GroupInfo> = list
+            .groups()
+            .iter()
+            .map(|g| GroupInfo {
+                group: g.name().to_string(),
+                state: g.state().to_string(),
+                protocol: g.protocol().to_string(),
+                members: g
+                    .members()
+                    .iter()
+                    .map(|m| Member {
+                        member_id: m.id().to_string(),
+                        client_id: m.client_id().to_string(),
+                        host: m.client_host().to_string(),
+                        assignment: m.assignment().and_then(decode_assignment),
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        Ok(out)
+    }
+
+    pub fn group(&self, group: &str) -> anyhow::Result<Option<GroupInfo>> {
+        Ok(self.groups()?.into_iter().find(|g| g.group == group))
+    }
+
+    /// Committed and log-end offsets of `group` over `topics` (every partition of each).
+    pub fn offsets(&self, group: &str, topics: &[(String, i32)]) -> anyhow::Result<Vec<PartitionOffsets>> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, n) in topics {
+            for p in 0..*n {
+                tpl.add_partition(t, p);
+            }
+        }
+        let consumer: BaseConsumer = config(&self.bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("creating offset reader")?;
+        let committed = consumer
+            .committed_offsets(tpl, self.timeout)
+            .with_context(|| format!("fetching committed offsets of {group}"))?;
+        let mut out = Vec::new();
+        for e in committed.elements() {
+            let (_, high) = self
+                .client
+                .fetch_watermarks(e.topic(), e.partition(), self.timeout)
+                .with_context(|| format!("fetching the log-end offset of {}-{}", e.topic(), e.partition()))?;
+            let committed = match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o),
+                _ => None,
+            };
+            out.push(PartitionOffsets {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+                committed,
+                log_end: high,
+                lag: committed.map(|c| (high - c).max(0)),
+            });
+        }
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(out)
+    }
+
+    /// The topics a group consumes: those it has committed offsets on, plus `known`.
+    pub fn group_offsets(&self, group: &str, known: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<PartitionOffsets>> {
+        let topics = self.topics()?;
+        let all = self.offsets(group, &topics)?;
+        let used: BTreeSet<String> =
+            all.iter().filter(|p| p.committed.is_some() || known(&p.topic)).map(|p| p.topic.clone()).collect();
+        Ok(all.into_iter().filter(|p| used.contains(&p.topic)).collect())
+    }
+}
+
+/// Decodes a ConsumerProtocol assignment (version, [topic, [partition]], user data).
+pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
+    let mut r = Reader { b: bytes, at: 0 };
+    let _version = r.i16()?;
+    let topics = r.i32()?;
+    let mut out = Vec::new();
+    for _ in 0..topics.max(0) {
+        let len = r.i16()?;
+        let topic = std::str::from_utf8(r.take(len.max(0) as usize)?).ok()?.to_string();
+        let n = r.i32()?;
+        for _ in 0..n.max(0) {
+            out.push((topic.clone(), r.i32()?));
+        }
+    }
+    Some(out)
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at + n)?;
+        self.at += n;
+        Some(s)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_consumer_protocol_assignment() {
+        let mut b = vec![0, 1, 0, 0, 0, 1, 0, 11];
+        b.extend_from_slice(b"chat-events");
+        b.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            decode_assignment(&b),
+            Some(vec![("chat-events".to_string(), 0), ("chat-events".to_string(), 3)])
+        );
+    }
+
+    #[test]
+    fn truncated_assignment_is_none() {
+        assert_eq!(decode_assignment(&[0, 1, 0, 0, 0, 1, 0, 11, b'c']), None);
+    }
+}

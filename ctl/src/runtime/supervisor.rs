@@ -1,0 +1,440 @@
+//! The process runtime's supervisor: runs the platform as child processes of `chat4allctl up`.
+//! Kill = SIGKILL (like `docker kill`); stop and scale-down = SIGTERM, so a consumer commits and
+//! leaves its group at once; nothing restarts an instance behind the operator's back.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::{Action, InstanceInfo, InstanceState, ScaleResult};
+use crate::error::usage;
+use crate::paths::DataDir;
+use crate::spec::{Launch, ServiceKind, StackSpec};
+
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+const STOP_GRACE: Duration = Duration::from_secs(15);
+const MAX_ACTIONS: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Run,
+    Stop,
+    Kill,
+}
+
+#[derive(Debug)]
+struct Slot {
+    kind: ServiceKind,
+    n: u32,
+    port: u16,
+    state: InstanceState,
+    pid: Option<u32>,
+    started_at: Option<chrono::DateTime<Utc>>,
+    last_exit: Option<String>,
+    intent: Intent,
+    /// Incremented per start, so a late exit of an old run never overwrites a new one.
+    run: u64,
+}
+
+pub struct Supervisor {
+    spec: StackSpec,
+    data: DataDir,
+    slots: Mutex<BTreeMap<String, Slot>>,
+    actions: Mutex<VecDeque<Action>>,
+    http: reqwest::Client,
+}
+
+impl Supervisor {
+    pub fn new(spec: StackSpec, data: DataDir) -> Self {
+        Self {
+            spec,
+            data,
+            slots: Mutex::new(BTreeMap::new()),
+            actions: Mutex::new(VecDeque::new()),
+            http: reqwest::Client::builder().timeout(Duration::from_millis(800)).build().expect("http client"),
+        }
+    }
+
+    pub fn spec(&self) -> &StackSpec {
+        &self.spec
+    }
+
+    fn record(&self, action: &str, target: &str, detail: impl Into<String>) {
+        let a = Action { at: Utc::now(), action: action.into(), target: target.into(), detail: detail.into() };
+        tracing::info!(action = %a.action, target = %a.target, detail = %a.detail, "operator action");
+        let mut actions = self.actions.lock().expect("actions lock");
+        actions.push_back(a);
+        while actions.len() > MAX_ACTIONS {
+            actions.pop_front();
+        }
+    }
+
+    pub fn actions(&self) -> Vec<Action> {
+        self.actions.lock().expect("actions lock").iter().cloned().collect()
+    }
+
+    pub fn list(&self) -> Vec<InstanceInfo> {
+        let slots = self.slots.lock().expect("slots lock");
+        let mut v: Vec<InstanceInfo> = slots
+            .iter()
+            .map(|(name, s)| InstanceInfo {
+                name: name.clone(),
+                service: s.kind.name().into(),
+                state: s.state,
+                pid: s.pid,
+                port: s.port,
+                started_at: s.started_at,
+                last_exit: s.last_exit.clone(),
+            })
+            .collect();
+        v.sort_by_key(|i| {
+            let s = &slots[&i.name];
+            (s.kind, s.n)
+        });
+        v
+    }
+
+    fn lookup(&self, name: &str) -> anyhow::Result<(ServiceKind, u32)> {
+        let slots = self.slots.lock().expect("slots lock");
+        match slots.get(name) {
+            Some(s) => Ok((s.kind, s.n)),
+            None => {
+                let known: Vec<&str> = slots.keys().map(String::as_str).collect();
+                Err(usage(format!("unknown instance {name:?} (known: {})", known.join(", "))))
+            }
+        }
+    }
+
+    fn state_of(&self, name: &str) -> Option<InstanceState> {
+        self.slots.lock().expect("slots lock").get(name).map(|s| s.state)
+    }
+
+    /// Starts the whole stack in dependency order and waits until every instance is live.
+    pub async fn start_stack(self: &Arc<Self>, routers: u32) -> anyhow::Result<()> {
+        if self.spec.embedded_broker {
+            self.start(ServiceKind::Broker, 1).await?;
+        }
+        self.start(ServiceKind::MessageService, 1).await?;
+        let connectors = [
+            ServiceKind::WhatsappConnector,
+            ServiceKind::TelegramConnector,
+            ServiceKind::InstagramConnector,
+        ];
+        let starts = connectors.iter().map(|k| self.start(*k, 1));
+        for r in futures::future::join_all(starts).await {
+            r?;
+        }
+        let starts = (1..=routers).map(|n| self.start(ServiceKind::RouterService, n));
+        for r in futures::future::join_all(starts).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Starts replica `n` of `kind` and waits until it answers its health probe.
+    pub async fn start(self: &Arc<Self>, kind: ServiceKind, n: u32) -> anyhow::Result<()> {
+        let name = kind.instance_name(n);
+        let launch = self.spec.launch(kind, n)?;
+        let run = {
+            let mut slots = self.slots.lock().expect("slots lock");
+            let slot = slots.entry(name.clone()).or_insert(Slot {
+                kind,
+                n,
+                port: launch.port,
+                state: InstanceState::Stopped,
+                pid: None,
+                started_at: None,
+                last_exit: None,
+                intent: Intent::Run,
+                run: 0,
+            });
+            if slot.state.is_alive() {
+                return Err(usage(format!("{name} is already running (pid {})", slot.pid.unwrap_or(0))));
+            }
+            slot.run += 1;
+            slot.intent = Intent::Run;
+            slot.state = InstanceState::Starting;
+            slot.run
+        };
+        let child = match self.spawn(&name, &launch) {
+            Ok(c) => c,
+            Err(e) => {
+                self.set_exit(&name, run, InstanceState::Exited, format!("failed to start: {e:#}"));
+                return Err(e);
+            }
+        };
+        let pid = child.id();
+        {
+            let mut slots = self.slots.lock().expect("slots lock");
+            if let Some(s) = slots.get_mut(&name) {
+                s.pid = pid;
+                s.started_at = Some(Utc::now());
+            }
+        }
+        self.watch(name.clone(), run, child);
+        self.record("start", &name, format!("pid {}", pid.unwrap_or(0)));
+        self.wait_live(&name, &launch).await?;
+        let mut slots = self.slots.lock().expect("slots lock");
+        if let Some(s) = slots.get_mut(&name) {
+            if s.run == run && s.state == InstanceState::Starting {
+                s.state = InstanceState::Running;
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(&self, name: &str, launch: &Launch) -> anyhow::Result<tokio::process::Child> {
+        std::fs::create_dir_all(self.data.logs_dir()).context("creating the logs directory")?;
+        let log_path = self.data.log_file(name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let mut cmd = tokio::process::Command::new(&launch.program);
+        cmd.args(&launch.args)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(false);
+        if let Some(dir) = &launch.cwd {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            cmd.current_dir(dir);
+        }
+        // SAFETY: prctl is async-signal-safe; the child only asks to get SIGTERM when we die, so
+        // a crashed supervisor never leaves orphans holding the ports.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
+        cmd.spawn().with_context(|| format!("starting {} ({})", name, launch.program.display()))
+    }
+
+    fn watch(self: &Arc<Self>, name: String, run: u64, mut child: tokio::process::Child) {
+        let sup = Arc::clone(self);
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let (state, how) = match status {
+                Ok(st) => match (st.code(), st.signal()) {
+                    (_, Some(sig)) => {
+                        let name = Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or(sig.to_string());
+                        (InstanceState::Exited, format!("killed by {name}"))
+                    }
+                    (Some(code), _) => (InstanceState::Exited, format!("exit code {code}")),
+                    _ => (InstanceState::Exited, "exited".to_string()),
+                },
+                Err(e) => (InstanceState::Exited, format!("wait failed: {e}")),
+            };
+            sup.set_exit(&name, run, state, how);
+        });
+    }
+
+    fn set_exit(&self, name: &str, run: u64, state: InstanceState, how: String) {
+        let mut slots = self.slots.lock().expect("slots lock");
+        if let Some(s) = slots.get_mut(name) {
+            if s.run != run {
+                return;
+            }
+            s.state = match s.intent {
+                Intent::Kill => InstanceState::Killed,
+                Intent::Stop => InstanceState::Stopped,
+                Intent::Run => state,
+            };
+            if s.intent == Intent::Run {
+                tracing::warn!(instance = name, how = %how, "instance exited on its own");
+            }
+            s.last_exit = Some(how);
+            s.pid = None;
+        }
+    }
+
+    async fn wait_live(&self, name: &str, launch: &Launch) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            match self.state_of(name) {
+                Some(InstanceState::Starting) => {}
+                _ => {
+                    let tail = tail_file(&self.data.log_file(name), 5);
+                    bail!("{name} exited while starting; last log lines:\n{tail}");
+                }
+            }
+            if self.probe(launch).await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{name} did not become healthy within {}s (see {})", START_TIMEOUT.as_secs(), self.data.log_file(name).display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn probe(&self, launch: &Launch) -> bool {
+        match launch.health_path {
+            Some(path) => {
+                let url = format!("http://127.0.0.1:{}{path}", launch.port);
+                matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
+            }
+            None => tokio::net::TcpStream::connect(("127.0.0.1", launch.port)).await.is_ok(),
+        }
+    }
+
+    fn signal(&self, name: &str, intent: Intent, sig: Signal) -> anyhow::Result<Option<u32>> {
+        let mut slots = self.slots.lock().expect("slots lock");
+        let s = slots.get_mut(name).ok_or_else(|| usage(format!("unknown instance {name:?}")))?;
+        if !s.state.is_alive() {
+            return Ok(None);
+        }
+        let Some(pid) = s.pid else { return Ok(None) };
+        s.intent = intent;
+        if intent == Intent::Stop {
+            s.state = InstanceState::Stopping;
+        }
+        nix::sys::signal::kill(Pid::from_raw(pid as i32), sig).with_context(|| format!("signalling {name}"))?;
+        Ok(Some(pid))
+    }
+
+    async fn wait_dead(&self, name: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if !self.state_of(name).is_some_and(|s| s.is_alive()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// SIGKILL, like `docker kill`: no goodbye to the consumer group.
+    pub async fn kill(&self, name: &str) -> anyhow::Result<String> {
+        self.lookup(name)?;
+        match self.signal(name, Intent::Kill, Signal::SIGKILL)? {
+            None => Err(usage(format!("{name} is not running"))),
+            Some(pid) => {
+                self.wait_dead(name, Duration::from_secs(5)).await;
+                self.record("kill", name, format!("SIGKILL pid {pid}"));
+                Ok(format!("killed {name} (pid {pid}, SIGKILL)"))
+            }
+        }
+    }
+
+    /// SIGTERM and wait (then SIGKILL after the grace period).
+    pub async fn stop(&self, name: &str) -> anyhow::Result<String> {
+        self.lookup(name)?;
+        match self.signal(name, Intent::Stop, Signal::SIGTERM)? {
+            None => Ok(format!("{name} was not running")),
+            Some(pid) => {
+                if self.wait_dead(name, STOP_GRACE).await {
+                    self.record("stop", name, format!("SIGTERM pid {pid}"));
+                    Ok(format!("stopped {name} (pid {pid}, SIGTERM)"))
+                } else {
+                    let _ = self.signal(name, Intent::Stop, Signal::SIGKILL);
+                    self.wait_dead(name, Duration::from_secs(5)).await;
+                    self.record("stop", name, format!("SIGKILL pid {pid} after {}s grace", STOP_GRACE.as_secs()));
+                    Ok(format!("stopped {name} (pid {pid}, SIGKILL after {}s)", STOP_GRACE.as_secs()))
+                }
+            }
+        }
+    }
+
+    pub async fn start_named(self: &Arc<Self>, name: &str) -> anyhow::Result<String> {
+        let (kind, n) = self.lookup(name)?;
+        self.start(kind, n).await?;
+        Ok(format!("started {name}"))
+    }
+
+    pub async fn restart(self: &Arc<Self>, name: &str) -> anyhow::Result<String> {
+        let (kind, n) = self.lookup(name)?;
+        self.stop(name).await?;
+        self.start(kind, n).await?;
+        self.record("restart", name, "");
+        Ok(format!("restarted {name}"))
+    }
+
+    /// Starts or gracefully stops replicas until `replicas` are alive.
+    pub async fn scale(self: &Arc<Self>, kind: ServiceKind, replicas: u32) -> anyhow::Result<ScaleResult> {
+        if !kind.scalable() {
+            return Err(usage(format!("{} cannot be scaled (only router-service can)", kind.name())));
+        }
+        if replicas > 32 {
+            return Err(usage(format!("{replicas} replicas is more than this machine should run (max 32)")));
+        }
+        let alive: Vec<u32> = {
+            let slots = self.slots.lock().expect("slots lock");
+            let mut v: Vec<u32> =
+                slots.values().filter(|s| s.kind == kind && s.state.is_alive()).map(|s| s.n).collect();
+            v.sort_unstable();
+            v
+        };
+        let before = alive.len() as u32;
+        let mut result =
+            ScaleResult { service: kind.name().into(), before, after: before, started: vec![], stopped: vec![] };
+        if replicas > before {
+            let mut n = 1;
+            let mut to_start = Vec::new();
+            while (alive.len() + to_start.len()) < replicas as usize {
+                if !alive.contains(&n) {
+                    to_start.push(n);
+                }
+                n += 1;
+            }
+            let starts = to_start.iter().map(|n| self.start(kind, *n));
+            for (n, r) in to_start.iter().zip(futures::future::join_all(starts).await) {
+                r?;
+                result.started.push(kind.instance_name(*n));
+            }
+        } else {
+            let to_stop: Vec<u32> = alive.iter().rev().take((before - replicas) as usize).copied().collect();
+            let stops = to_stop.iter().map(|n| {
+                let name = kind.instance_name(*n);
+                async move { self.stop(&name).await.map(|_| name) }
+            });
+            for r in futures::future::join_all(stops).await {
+                result.stopped.push(r?);
+            }
+        }
+        result.after = replicas;
+        self.record("scale", kind.name(), format!("{before} -> {replicas}"));
+        Ok(result)
+    }
+
+    pub fn logs(&self, name: &str, lines: usize) -> anyhow::Result<String> {
+        self.lookup(name)?;
+        Ok(tail_file(&self.data.log_file(name), lines))
+    }
+
+    /// Stops everything, consumers first and the broker last.
+    pub async fn stop_all(&self) {
+        let mut by_kind: BTreeMap<ServiceKind, Vec<String>> = BTreeMap::new();
+        for i in self.list() {
+            if i.state.is_alive() {
+                if let Some(k) = ServiceKind::parse(&i.service) {
+                    by_kind.entry(k).or_default().push(i.name);
+                }
+            }
+        }
+        for (_, names) in by_kind.into_iter().rev() {
+            let stops = names.iter().map(|n| self.stop(n));
+            for r in futures::future::join_all(stops).await {
+                if let Err(e) = r {
+                    tracing::warn!(error = format!("{e:#}"), "stopping");
+                }
+            }
+        }
+    }
+}
+
+/// The last `lines` lines of a file (empty if it does not exist).
+pub fn tail_file(path: &std::path::Path, lines: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

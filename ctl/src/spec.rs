@@ -1,0 +1,199 @@
+//! What the local stack runs: every instance, its command, port and health probe.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Services the supervisor knows, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceKind {
+    Broker,
+    MessageService,
+    WhatsappConnector,
+    TelegramConnector,
+    InstagramConnector,
+    RouterService,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 6] = [
+        ServiceKind::Broker,
+        ServiceKind::MessageService,
+        ServiceKind::WhatsappConnector,
+        ServiceKind::TelegramConnector,
+        ServiceKind::InstagramConnector,
+        ServiceKind::RouterService,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Broker => "broker",
+            ServiceKind::MessageService => "message-service",
+            ServiceKind::WhatsappConnector => "whatsapp-connector",
+            ServiceKind::TelegramConnector => "telegram-connector",
+            ServiceKind::InstagramConnector => "instagram-connector",
+            ServiceKind::RouterService => "router-service",
+        }
+    }
+
+    /// Accepts the service name and its short forms (`router`, `message`, `whatsapp`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        ServiceKind::ALL.into_iter().find(|k| {
+            let n = k.name();
+            n == s || n.split('-').next() == Some(s.as_str()) || (s == "kafka" && *k == ServiceKind::Broker)
+        })
+    }
+
+    /// Whether `scale` may run more than one instance of it.
+    pub fn scalable(self) -> bool {
+        matches!(self, ServiceKind::RouterService)
+    }
+
+    /// Instance name of replica `n` (1-based). The broker is a single `broker`.
+    pub fn instance_name(self, n: u32) -> String {
+        match self {
+            ServiceKind::Broker => "broker".into(),
+            _ => format!("{}-{n}", self.name()),
+        }
+    }
+}
+
+/// Ports of the local stack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ports {
+    pub kafka: u16,
+    pub message_service: u16,
+    pub whatsapp: u16,
+    pub telegram: u16,
+    pub instagram: u16,
+    /// router-service-N listens on `router_base + N`.
+    pub router_base: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self { kafka: 9092, message_service: 8081, whatsapp: 8085, telegram: 8086, instagram: 8087, router_base: 8090 }
+    }
+}
+
+/// Everything needed to start any instance of the stack.
+#[derive(Debug, Clone)]
+pub struct StackSpec {
+    pub server_bin: PathBuf,
+    pub broker_bin: Option<PathBuf>,
+    pub broker_data: PathBuf,
+    pub ports: Ports,
+    pub database_url: String,
+    pub redis_url: String,
+    pub kafka_bootstrap: String,
+    /// False when KAFKA_BOOTSTRAP points at an external Kafka: no broker process.
+    pub embedded_broker: bool,
+}
+
+/// How to start one instance and how to tell it is up.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub port: u16,
+    /// Working directory (the broker resolves its SQLite path relative to it).
+    pub cwd: Option<PathBuf>,
+    /// HTTP path answering 200 when live; None: a TCP connect is the probe.
+    pub health_path: Option<&'static str>,
+}
+
+impl StackSpec {
+    pub fn port_of(&self, kind: ServiceKind, n: u32) -> u16 {
+        match kind {
+            ServiceKind::Broker => self.ports.kafka,
+            ServiceKind::MessageService => self.ports.message_service,
+            ServiceKind::WhatsappConnector => self.ports.whatsapp,
+            ServiceKind::TelegramConnector => self.ports.telegram,
+            ServiceKind::InstagramConnector => self.ports.instagram,
+            ServiceKind::RouterService => self.ports.router_base + n as u16,
+        }
+    }
+
+    pub fn launch(&self, kind: ServiceKind, n: u32) -> anyhow::Result<Launch> {
+        let port = self.port_of(kind, n);
+        if kind == ServiceKind::Broker {
+            let bin = self.broker_bin.clone().ok_or_else(|| {
+                anyhow::anyhow!("the nisshi broker is not installed: run scripts/bootstrap.sh (or set KAFKA_BOOTSTRAP to an external Kafka)")
+            })?;
+            let url = format!("tcp://127.0.0.1:{port}");
+            return Ok(Launch {
+                program: bin,
+                args: vec![
+                    "broker".into(),
+                    "--listener-url".into(),
+                    url.clone(),
+                    "--advertised-listener-url".into(),
+                    url,
+                    "--storage-engine".into(),
+                    // nisshi reads the path after sqlite:// relative to its working directory.
+                    "sqlite://broker.db".into(),
+                ],
+                env: vec![("RUST_LOG".into(), "warn".into())],
+                port,
+                cwd: Some(self.broker_data.clone()),
+                health_path: None,
+            });
+        }
+        let instance = kind.instance_name(n);
+        let mut args = vec![
+            "--instance".to_string(),
+            instance,
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        match kind {
+            ServiceKind::MessageService => args.push("message-service".into()),
+            ServiceKind::RouterService => args.push("router-service".into()),
+            ServiceKind::WhatsappConnector => args.extend(["connector".into(), "--channel".into(), "WHATSAPP".into()]),
+            ServiceKind::TelegramConnector => args.extend(["connector".into(), "--channel".into(), "TELEGRAM".into()]),
+            ServiceKind::InstagramConnector => {
+                args.extend(["connector".into(), "--channel".into(), "INSTAGRAM".into()])
+            }
+            ServiceKind::Broker => unreachable!("handled above"),
+        }
+        let url = |p: u16| format!("http://127.0.0.1:{p}");
+        Ok(Launch {
+            program: self.server_bin.clone(),
+            args,
+            env: vec![
+                ("DATABASE_URL".into(), self.database_url.clone()),
+                ("REDIS_URL".into(), self.redis_url.clone()),
+                ("KAFKA_BOOTSTRAP".into(), self.kafka_bootstrap.clone()),
+                ("CHAT4ALL_WHATSAPP_URL".into(), url(self.ports.whatsapp)),
+                ("CHAT4ALL_TELEGRAM_URL".into(), url(self.ports.telegram)),
+                ("CHAT4ALL_INSTAGRAM_URL".into(), url(self.ports.instagram)),
+            ],
+            port,
+            cwd: None,
+            health_path: Some("/health/live"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_service_short_forms() {
+        assert_eq!(ServiceKind::parse("router"), Some(ServiceKind::RouterService));
+        assert_eq!(ServiceKind::parse("router-service"), Some(ServiceKind::RouterService));
+        assert_eq!(ServiceKind::parse("whatsapp"), Some(ServiceKind::WhatsappConnector));
+        assert_eq!(ServiceKind::parse("kafka"), Some(ServiceKind::Broker));
+        assert_eq!(ServiceKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn instance_names() {
+        assert_eq!(ServiceKind::RouterService.instance_name(2), "router-service-2");
+        assert_eq!(ServiceKind::Broker.instance_name(1), "broker");
+    }
+}
