@@ -438,6 +438,17 @@ impl SendTally {
     }
 }
 
+/// An error and its causes on one line: reqwest's own message alone says little.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let _ = write!(s, ": {c}");
+        cause = c.source();
+    }
+    s
+}
+
 /// Sends `planned` messages at `rate` per second, open loop, at most `concurrency` in flight.
 async fn send_phase(
     client: &reqwest::Client,
@@ -537,7 +548,7 @@ async fn send_phase(
                             Outcome::Rejected(status)
                         }
                     }
-                    Err(e) => Outcome::Error(e.without_url().to_string()),
+                    Err(e) => Outcome::Error(error_chain(&e.without_url())),
                 };
                 let _ = tx.send(outcome);
             });
@@ -1235,6 +1246,12 @@ mod tests {
         .await;
         assert_eq!(tally.errors, 10);
         assert!(!tally.error_samples.is_empty() && tally.error_samples.len() <= ERROR_SAMPLES);
+        // The cause is in the sample, not only reqwest's "error sending request".
+        assert!(
+            tally.error_samples[0].to_lowercase().contains("refused"),
+            "{:?}",
+            tally.error_samples
+        );
         assert_eq!(tally.window, Duration::ZERO);
     }
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, then integration tests against a live local stack
+# (real PostgreSQL, Redis and Kafka broker) started here in its own data directory and database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+
+export CHAT4ALL_HOME=${CHAT4ALL_TEST_HOME:-$PWD/target/test-stack}
+export DATABASE_URL=${CHAT4ALL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/chat4all_test}
+CTL=$PWD/target/debug/chat4allctl
+
+"$CTL" down >/dev/null 2>&1 || true
+rm -rf "$CHAT4ALL_HOME"
+trap '"$CTL" down >/dev/null 2>&1 || true' EXIT
+
+echo "== unit tests"
+cargo test --workspace --exclude chat4all-tests
+
+echo "== starting the stack in $CHAT4ALL_HOME"
+"$CTL" up --detach
+
+echo "== integration tests"
+cargo test -p chat4all-tests -- --test-threads=4
