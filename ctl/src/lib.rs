@@ -7,6 +7,7 @@ pub mod control;
 pub mod error;
 pub mod kafka;
 pub mod output;
+pub mod ownership;
 pub mod paths;
 pub mod runtime;
 pub mod spec;

@@ -2,6 +2,7 @@
 
 mod act;
 mod bench;
+mod groups;
 mod status;
 mod up;
 
@@ -71,6 +72,11 @@ pub enum Command {
     Down,
     /// Services, instances, broker reachability and one line per consumer group.
     Status,
+    /// Consumer groups: list, or describe one (offsets, lag, owner per partition).
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
+    /// The rebalance timeline: assigned / revoked partitions per instance, with the cause.
+    Events(groups::EventsArgs),
     /// The instances of the local stack.
     #[command(alias = "ps")]
     Instances,
@@ -118,6 +124,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down => up::down(&cli).await,
         Command::Status => status::status(&cli).await,
         Command::Instances => status::instances(&cli).await,
+        Command::Groups(c) => groups::groups(&cli, c).await,
+        Command::Events(a) => groups::events(&cli, a).await,
         Command::Kill(a) => act::act(&cli, &a.instance, "kill").await,
         Command::Stop(a) => act::act(&cli, &a.instance, "stop").await,
         Command::Start(a) => act::act(&cli, &a.instance, "start").await,

@@ -221,11 +221,8 @@ async fn detach(cli: &Cli, args: &UpArgs, data: &DataDir) -> anyhow::Result<()> 
     let deadline = tokio::time::Instant::now() + args.wait;
     loop {
         if let Some(status) = child.try_wait()? {
-            return Err(anyhow::anyhow!(
-                "the supervisor exited ({status}); last lines of {}:\n{}",
-                log_path.display(),
-                tail_file(&log_path, 8)
-            ));
+            let tail = tail_file(&log_path, 1);
+            return Err(anyhow::anyhow!("the stack did not start ({status}): {tail} (full log: {})", log_path.display()));
         }
         if let Ok(rt) = ProcessRuntime::connect(data, Duration::from_secs(2)) {
             if let Ok(list) = rt.list().await {

@@ -163,6 +163,7 @@ impl Supervisor {
             slot.state = InstanceState::Starting;
             slot.run
         };
+        let log_start = std::fs::metadata(self.data.log_file(&name)).map(|m| m.len()).unwrap_or(0);
         let child = match self.spawn(&name, &launch) {
             Ok(c) => c,
             Err(e) => {
@@ -180,7 +181,7 @@ impl Supervisor {
         }
         self.watch(name.clone(), run, child);
         self.record("start", &name, format!("pid {}", pid.unwrap_or(0)));
-        self.wait_live(&name, &launch).await?;
+        self.wait_live(&name, &launch, log_start).await?;
         let mut slots = self.slots.lock().expect("slots lock");
         if let Some(s) = slots.get_mut(&name) {
             if s.run == run && s.state == InstanceState::Starting {
@@ -257,14 +258,17 @@ impl Supervisor {
         }
     }
 
-    async fn wait_live(&self, name: &str, launch: &Launch) -> anyhow::Result<()> {
+    async fn wait_live(&self, name: &str, launch: &Launch, log_start: u64) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
             match self.state_of(name) {
                 Some(InstanceState::Starting) => {}
                 _ => {
-                    let tail = tail_file(&self.data.log_file(name), 5);
-                    bail!("{name} exited while starting; last log lines:\n{tail}");
+                    let log = std::fs::read(self.data.log_file(name)).unwrap_or_default();
+                    let this_run = String::from_utf8_lossy(log.get(log_start as usize..).unwrap_or_default());
+                    let last: Vec<&str> = this_run.lines().rev().take(3).collect();
+                    let last: Vec<&str> = last.into_iter().rev().collect();
+                    bail!("{name} exited while starting: {}", last.join(" | "));
                 }
             }
             if self.probe(launch).await {
