@@ -89,17 +89,10 @@ impl BenchOptions {
             bail!("rate must be at least 1 message per second");
         }
         if planned_messages(self.rate, self.duration) == 0 {
-            bail!(
-                "duration {:?} at {} msg/s sends no message",
-                self.duration,
-                self.rate
-            );
+            bail!("duration {:?} at {} msg/s sends no message", self.duration, self.rate);
         }
         if self.recipients == 0 || self.recipients > MAX_RECIPIENTS {
-            bail!(
-                "recipients must be 1 to {MAX_RECIPIENTS}, got {}",
-                self.recipients
-            );
+            bail!("recipients must be 1 to {MAX_RECIPIENTS}, got {}", self.recipients);
         }
         if self.concurrency == 0 {
             bail!("concurrency must be at least 1");
@@ -208,10 +201,7 @@ impl BenchReport {
         if self.accept_latency_ms.count == 0 {
             failed.push("no accept latency measured (nothing accepted)".into());
         } else if self.accept_latency_ms.p99 >= MAX_ACCEPT_P99_MS {
-            failed.push(format!(
-                "accept latency p99 {:.1} ms >= {MAX_ACCEPT_P99_MS} ms",
-                self.accept_latency_ms.p99
-            ));
+            failed.push(format!("accept latency p99 {:.1} ms >= {MAX_ACCEPT_P99_MS} ms", self.accept_latency_ms.p99));
         }
         if self.end_to_end_latency_ms.count == 0 {
             failed.push("no end-to-end latency measured (nothing delivered)".into());
@@ -222,10 +212,7 @@ impl BenchReport {
             ));
         }
         if self.lost > 0 {
-            failed.push(format!(
-                "{} of {} deliveries lost",
-                self.lost, self.expected_deliveries
-            ));
+            failed.push(format!("{} of {} deliveries lost", self.lost, self.expected_deliveries));
         }
         if self.duplicated > 0 {
             failed.push(format!("{} duplicate device deliveries", self.duplicated));
@@ -244,31 +231,13 @@ impl BenchReport {
                     self.target_rate, self.duration_secs, self.recipients
                 ),
             ),
-            (
-                "sent / planned",
-                format!("{} / {}", self.sent, self.planned),
-            ),
+            ("sent / planned", format!("{} / {}", self.sent, self.planned)),
             ("accepted (202)", self.accepted.to_string()),
-            (
-                "rejected",
-                rejected_text(self.rejected, &self.rejected_by_status),
-            ),
+            ("rejected", rejected_text(self.rejected, &self.rejected_by_status)),
             ("transport errors", self.errors.to_string()),
             ("client behind (cap full)", self.client_behind.to_string()),
-            (
-                "schedule lag p99 / max",
-                format!(
-                    "{:.1} / {:.1} ms",
-                    self.schedule_lag_ms.p99, self.schedule_lag_ms.max
-                ),
-            ),
-            (
-                "accepted/s",
-                format!(
-                    "{:.1} (over {:.2} s)",
-                    self.accepted_per_sec, self.send_window_secs
-                ),
-            ),
+            ("schedule lag p99 / max", format!("{:.1} / {:.1} ms", self.schedule_lag_ms.p99, self.schedule_lag_ms.max)),
+            ("accepted/s", format!("{:.1} (over {:.2} s)", self.accepted_per_sec, self.send_window_secs)),
             ("accept latency", latency_text(&self.accept_latency_ms)),
             (
                 "delivered / expected",
@@ -277,28 +246,15 @@ impl BenchReport {
                     self.delivered, self.expected_deliveries, self.device_delivered, self.failed
                 ),
             ),
-            (
-                "delivered/s",
-                format!(
-                    "{:.1} (over {:.2} s)",
-                    self.delivered_per_sec, self.delivery_window_secs
-                ),
-            ),
-            (
-                "end-to-end latency",
-                latency_text(&self.end_to_end_latency_ms),
-            ),
+            ("delivered/s", format!("{:.1} (over {:.2} s)", self.delivered_per_sec, self.delivery_window_secs)),
+            ("end-to-end latency", latency_text(&self.end_to_end_latency_ms)),
             ("lost", self.lost.to_string()),
             ("duplicated", self.duplicated.to_string()),
             (
                 "drain",
                 format!(
                     "{} after {:.1} s",
-                    if self.drain_complete {
-                        "complete"
-                    } else {
-                        "timed out"
-                    },
+                    if self.drain_complete { "complete" } else { "timed out" },
                     self.drain_secs
                 ),
             ),
@@ -306,11 +262,7 @@ impl BenchReport {
         let failed = self.meets_targets();
         rows.push((
             "targets",
-            if failed.is_empty() {
-                "all met".to_string()
-            } else {
-                format!("FAILED: {}", failed.join("; "))
-            },
+            if failed.is_empty() { "all met".to_string() } else { format!("FAILED: {}", failed.join("; ")) },
         ));
         let mut out = String::from("| metric | value |\n|---|---|\n");
         for (k, v) in rows {
@@ -324,10 +276,7 @@ fn latency_text(l: &LatencySummary) -> String {
     if l.count == 0 {
         return "n/a".into();
     }
-    format!(
-        "p50 {:.1} / p95 {:.1} / p99 {:.1} / max {:.1} ms (n={})",
-        l.p50, l.p95, l.p99, l.max, l.count
-    )
+    format!("p50 {:.1} / p95 {:.1} / p99 {:.1} / max {:.1} ms (n={})", l.p50, l.p95, l.p99, l.max, l.count)
 }
 
 fn rejected_text(total: u64, by_status: &BTreeMap<u16, u64>) -> String {
@@ -382,16 +331,10 @@ impl BodyTemplate {
                 tail.push(',');
             }
             let channel = Channel::ALL[k % Channel::ALL.len()].as_str();
-            let _ = write!(
-                tail,
-                r#"{{"userId":"{run_id}-u{k}","channel":"{channel}"}}"#
-            );
+            let _ = write!(tail, r#"{{"userId":"{run_id}-u{k}","channel":"{channel}"}}"#);
         }
         tail.push_str("]}");
-        Self {
-            run_id: run_id.to_string(),
-            tail,
-        }
+        Self { run_id: run_id.to_string(), tail }
     }
 
     /// The body of send `i`. The run id is `bench-` and hex digits: nothing to escape.
@@ -409,11 +352,7 @@ impl BodyTemplate {
 }
 
 enum Outcome {
-    Accepted {
-        id: Uuid,
-        latency: Duration,
-        at: Instant,
-    },
+    Accepted { id: Uuid, latency: Duration, at: Instant },
     Rejected(u16),
     Error(String),
 }
@@ -485,14 +424,7 @@ async fn send_phase(
                 }
             }
         }
-        (
-            accepted,
-            accept_latency,
-            rejected_by_status,
-            errors,
-            error_samples,
-            last_accept - start,
-        )
+        (accepted, accept_latency, rejected_by_status, errors, error_samples, last_accept - start)
     });
 
     let template = Arc::new(template);
@@ -515,20 +447,14 @@ async fn send_phase(
                 Ok(p) => p,
                 Err(_) => {
                     client_behind += 1;
-                    sem.clone()
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore never closed")
+                    sem.clone().acquire_owned().await.expect("semaphore never closed")
                 }
             };
             let sent_at = Instant::now();
             schedule_lag.saturating_record(micros(sent_at - due).max(1));
             let id = Uuid::now_v7();
             let body = template.body(id, i);
-            let request = client
-                .post(url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
+            let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -539,11 +465,7 @@ async fn send_phase(
                         let _ = resp.bytes().await;
                         let at = Instant::now();
                         if status == 202 {
-                            Outcome::Accepted {
-                                id,
-                                latency: at - sent_at,
-                                at,
-                            }
+                            Outcome::Accepted { id, latency: at - sent_at, at }
                         } else {
                             Outcome::Rejected(status)
                         }
@@ -649,13 +571,12 @@ async fn delivery_stats(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<DeliveryS
             s.last_delivered = s.last_delivered.max(Some(delivered_at));
         }
 
-        let (failed,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM deliveries WHERE message_id = ANY($1) AND status = 'FAILED'",
-        )
-        .bind(chunk)
-        .fetch_one(pool)
-        .await
-        .context("counting failed deliveries")?;
+        let (failed,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM deliveries WHERE message_id = ANY($1) AND status = 'FAILED'")
+                .bind(chunk)
+                .fetch_one(pool)
+                .await
+                .context("counting failed deliveries")?;
         s.failed += failed as u64;
 
         let (first,): (Option<DateTime<Utc>>,) =
@@ -693,11 +614,8 @@ fn new_run_id() -> String {
 /// Runs the benchmark: the send phase, the drain, then the report.
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     opts.validate()?;
-    let url = reqwest::Url::parse(&format!(
-        "{}/api/v1/messages",
-        opts.api_url.trim_end_matches('/')
-    ))
-    .with_context(|| format!("invalid api url {:?}", opts.api_url))?;
+    let url = reqwest::Url::parse(&format!("{}/api/v1/messages", opts.api_url.trim_end_matches('/')))
+        .with_context(|| format!("invalid api url {:?}", opts.api_url))?;
     // Connect first: a benchmark whose results cannot be read is not worth sending.
     let pool = PgPoolOptions::new()
         .max_connections(2)
@@ -724,15 +642,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let stats = delivery_stats(&pool, &tally.accepted).await?;
     pool.close().await;
 
-    Ok(build_report(
-        opts,
-        run_id,
-        planned,
-        &tally,
-        &stats,
-        drain_complete,
-        drain_secs,
-    ))
+    Ok(build_report(opts, run_id, planned, &tally, &stats, drain_complete, drain_secs))
 }
 
 fn build_report(
@@ -801,26 +711,11 @@ mod tests {
     #[test]
     fn rejects_unusable_options() {
         let bad = [
-            BenchOptions {
-                rate: 0,
-                ..Default::default()
-            },
-            BenchOptions {
-                duration: Duration::ZERO,
-                ..Default::default()
-            },
-            BenchOptions {
-                recipients: 0,
-                ..Default::default()
-            },
-            BenchOptions {
-                recipients: MAX_RECIPIENTS + 1,
-                ..Default::default()
-            },
-            BenchOptions {
-                concurrency: 0,
-                ..Default::default()
-            },
+            BenchOptions { rate: 0, ..Default::default() },
+            BenchOptions { duration: Duration::ZERO, ..Default::default() },
+            BenchOptions { recipients: 0, ..Default::default() },
+            BenchOptions { recipients: MAX_RECIPIENTS + 1, ..Default::default() },
+            BenchOptions { concurrency: 0, ..Default::default() },
         ];
         for o in bad {
             assert!(o.validate().is_err(), "{o:?} should be rejected");
@@ -844,10 +739,7 @@ mod tests {
         assert_eq!(scheduled_offset(2000, 2000), Duration::from_secs(1));
         assert_eq!(scheduled_offset(1, 3), Duration::from_nanos(333_333_333));
         // No drift: send 3,000,000 at 3/s is exactly at 1,000,000 s.
-        assert_eq!(
-            scheduled_offset(3_000_000, 3),
-            Duration::from_secs(1_000_000)
-        );
+        assert_eq!(scheduled_offset(3_000_000, 3), Duration::from_secs(1_000_000));
         // Every planned send is scheduled inside the duration, the next one is not.
         let (rate, d) = (7, Duration::from_secs(3));
         let n = planned_messages(rate, d);
@@ -870,10 +762,7 @@ mod tests {
         assert!(close(s.p95, 950.0), "p95 {}", s.p95);
         assert!(close(s.p99, 990.0), "p99 {}", s.p99);
         assert!(close(s.max, 1000.0), "max {}", s.max);
-        assert_eq!(
-            LatencySummary::from_micros(&new_histogram()),
-            LatencySummary::default()
-        );
+        assert_eq!(LatencySummary::from_micros(&new_histogram()), LatencySummary::default());
     }
 
     #[test]
@@ -898,13 +787,7 @@ mod tests {
     }
 
     fn passing_report() -> BenchReport {
-        let lat = |p50, p95, p99, max| LatencySummary {
-            count: 1000,
-            p50,
-            p95,
-            p99,
-            max,
-        };
+        let lat = |p50, p95, p99, max| LatencySummary { count: 1000, p50, p95, p99, max };
         BenchReport {
             run_id: "bench-00000000".into(),
             target_rate: 2000,
@@ -940,10 +823,7 @@ mod tests {
     fn a_good_run_meets_every_target() {
         assert!(passing_report().meets_targets().is_empty());
         // Exactly 98 % of the target passes.
-        let r = BenchReport {
-            accepted_per_sec: 1960.0,
-            ..passing_report()
-        };
+        let r = BenchReport { accepted_per_sec: 1960.0, ..passing_report() };
         assert!(r.meets_targets().is_empty());
     }
 
@@ -951,61 +831,25 @@ mod tests {
     fn each_missed_target_is_reported() {
         let base = passing_report();
         let cases: Vec<(BenchReport, &str)> = vec![
+            (BenchReport { accepted_per_sec: 1959.0, ..base.clone() }, "accepted"),
             (
                 BenchReport {
-                    accepted_per_sec: 1959.0,
-                    ..base.clone()
-                },
-                "accepted",
-            ),
-            (
-                BenchReport {
-                    accept_latency_ms: LatencySummary {
-                        p99: 100.0,
-                        ..base.accept_latency_ms
-                    },
+                    accept_latency_ms: LatencySummary { p99: 100.0, ..base.accept_latency_ms },
                     ..base.clone()
                 },
                 "accept latency p99",
             ),
             (
                 BenchReport {
-                    end_to_end_latency_ms: LatencySummary {
-                        p95: 1000.5,
-                        ..base.end_to_end_latency_ms
-                    },
+                    end_to_end_latency_ms: LatencySummary { p95: 1000.5, ..base.end_to_end_latency_ms },
                     ..base.clone()
                 },
                 "end-to-end latency p95",
             ),
-            (
-                BenchReport {
-                    lost: 1,
-                    ..base.clone()
-                },
-                "lost",
-            ),
-            (
-                BenchReport {
-                    duplicated: 2,
-                    ..base.clone()
-                },
-                "duplicate",
-            ),
-            (
-                BenchReport {
-                    end_to_end_latency_ms: LatencySummary::default(),
-                    ..base.clone()
-                },
-                "nothing delivered",
-            ),
-            (
-                BenchReport {
-                    accept_latency_ms: LatencySummary::default(),
-                    ..base.clone()
-                },
-                "nothing accepted",
-            ),
+            (BenchReport { lost: 1, ..base.clone() }, "lost"),
+            (BenchReport { duplicated: 2, ..base.clone() }, "duplicate"),
+            (BenchReport { end_to_end_latency_ms: LatencySummary::default(), ..base.clone() }, "nothing delivered"),
+            (BenchReport { accept_latency_ms: LatencySummary::default(), ..base.clone() }, "nothing accepted"),
         ];
         for (report, needle) in cases {
             let failed = report.meets_targets();
@@ -1016,14 +860,8 @@ mod tests {
             accepted_per_sec: 10.0,
             lost: 5,
             duplicated: 1,
-            accept_latency_ms: LatencySummary {
-                p99: 500.0,
-                ..base.accept_latency_ms
-            },
-            end_to_end_latency_ms: LatencySummary {
-                p95: 5000.0,
-                ..base.end_to_end_latency_ms
-            },
+            accept_latency_ms: LatencySummary { p99: 500.0, ..base.accept_latency_ms },
+            end_to_end_latency_ms: LatencySummary { p95: 5000.0, ..base.end_to_end_latency_ms },
             ..base
         };
         assert_eq!(all_bad.meets_targets().len(), 5);
@@ -1031,11 +869,7 @@ mod tests {
 
     #[test]
     fn report_math_counts_loss_duplicates_and_rates() {
-        let opts = BenchOptions {
-            rate: 100,
-            duration: Duration::from_secs(2),
-            ..Default::default()
-        };
+        let opts = BenchOptions { rate: 100, duration: Duration::from_secs(2), ..Default::default() };
         let mut accept_latency = new_histogram();
         accept_latency.record(5_000).unwrap();
         let tally = SendTally {
@@ -1097,11 +931,7 @@ mod tests {
         assert_eq!(m.content.text, "bench bench-abc123 #1007");
 
         let convs: std::collections::HashSet<String> = (0..2 * CONVERSATIONS)
-            .map(|i| {
-                NewMessage::parse(t.body(Uuid::nil(), i).as_bytes())
-                    .unwrap()
-                    .conversation_id
-            })
+            .map(|i| NewMessage::parse(t.body(Uuid::nil(), i).as_bytes()).unwrap().conversation_id)
             .collect();
         assert_eq!(convs.len(), CONVERSATIONS as usize);
         assert!(convs.iter().all(|c| c.starts_with("bench-abc123-c")));
@@ -1120,10 +950,7 @@ mod tests {
     }
 
     /// A local HTTP server answering like the message API after `delay`; counts the requests.
-    async fn fake_api(
-        delay: Duration,
-        status: u16,
-    ) -> (reqwest::Url, Arc<std::sync::atomic::AtomicU64>) {
+    async fn fake_api(delay: Duration, status: u16) -> (reqwest::Url, Arc<std::sync::atomic::AtomicU64>) {
         use axum::http::StatusCode;
         use std::sync::atomic::{AtomicU64, Ordering};
         let hits = Arc::new(AtomicU64::new(0));
@@ -1143,17 +970,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (
-            format!("http://{addr}/api/v1/messages").parse().unwrap(),
-            hits,
-        )
+        (format!("http://{addr}/api/v1/messages").parse().unwrap(), hits)
     }
 
     fn test_client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .unwrap()
+        reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1162,15 +983,7 @@ mod tests {
         // one that waits for each response would send 10/s.
         let (url, hits) = fake_api(Duration::from_millis(100), 202).await;
         let started = std::time::Instant::now();
-        let tally = send_phase(
-            &test_client(),
-            url,
-            BodyTemplate::new("bench-t", 2),
-            200,
-            100,
-            64,
-        )
-        .await;
+        let tally = send_phase(&test_client(), url, BodyTemplate::new("bench-t", 2), 200, 100, 64).await;
         let took = started.elapsed();
         assert_eq!(tally.sent, 100);
         assert_eq!(tally.accepted.len(), 100);
@@ -1178,10 +991,7 @@ mod tests {
         assert_eq!(tally.client_behind, 0);
         assert_eq!(tally.errors + tally.rejected(), 0);
         // Last send at 495 ms, its answer 100 ms later.
-        assert!(
-            took >= Duration::from_millis(590) && took < Duration::from_millis(1500),
-            "{took:?}"
-        );
+        assert!(took >= Duration::from_millis(590) && took < Duration::from_millis(1500), "{took:?}");
         assert!(tally.window >= Duration::from_millis(590));
         let lat = LatencySummary::from_micros(&tally.accept_latency);
         assert!(lat.p50 >= 99.0 && lat.p50 < 500.0, "{lat:?}");
@@ -1191,15 +1001,7 @@ mod tests {
     async fn a_full_concurrency_cap_is_counted_as_falling_behind() {
         // 4 slots, 200 ms per response: at most 20 answers/s against a rate of 100/s.
         let (url, _) = fake_api(Duration::from_millis(200), 202).await;
-        let tally = send_phase(
-            &test_client(),
-            url,
-            BodyTemplate::new("bench-t", 1),
-            100,
-            30,
-            4,
-        )
-        .await;
+        let tally = send_phase(&test_client(), url, BodyTemplate::new("bench-t", 1), 100, 30, 4).await;
         assert_eq!(tally.sent, 30);
         assert_eq!(tally.accepted.len(), 30);
         assert!(tally.client_behind >= 20, "behind {}", tally.client_behind);
@@ -1213,15 +1015,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn counts_rejections_and_transport_errors() {
         let (url, _) = fake_api(Duration::ZERO, 503).await;
-        let tally = send_phase(
-            &test_client(),
-            url,
-            BodyTemplate::new("bench-t", 2),
-            1000,
-            20,
-            8,
-        )
-        .await;
+        let tally = send_phase(&test_client(), url, BodyTemplate::new("bench-t", 2), 1000, 20, 8).await;
         assert_eq!(tally.sent, 20);
         assert!(tally.accepted.is_empty());
         assert_eq!(tally.rejected_by_status, BTreeMap::from([(503, 20)]));
@@ -1232,26 +1026,12 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let url: reqwest::Url = format!("http://127.0.0.1:{port}/api/v1/messages")
-            .parse()
-            .unwrap();
-        let tally = send_phase(
-            &test_client(),
-            url,
-            BodyTemplate::new("bench-t", 2),
-            1000,
-            10,
-            8,
-        )
-        .await;
+        let url: reqwest::Url = format!("http://127.0.0.1:{port}/api/v1/messages").parse().unwrap();
+        let tally = send_phase(&test_client(), url, BodyTemplate::new("bench-t", 2), 1000, 10, 8).await;
         assert_eq!(tally.errors, 10);
         assert!(!tally.error_samples.is_empty() && tally.error_samples.len() <= ERROR_SAMPLES);
         // The cause is in the sample, not only reqwest's "error sending request".
-        assert!(
-            tally.error_samples[0].to_lowercase().contains("refused"),
-            "{:?}",
-            tally.error_samples
-        );
+        assert!(tally.error_samples[0].to_lowercase().contains("refused"), "{:?}", tally.error_samples);
         assert_eq!(tally.window, Duration::ZERO);
     }
 }

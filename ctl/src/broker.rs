@@ -24,7 +24,6 @@ pub fn locate() -> Option<PathBuf> {
     if cached.is_file() {
         return Some(cached);
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("nisshi")).find(|p| p.is_file())
-    })
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("nisshi")).find(|p| p.is_file()))
 }

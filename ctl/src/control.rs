@@ -36,11 +36,8 @@ pub struct SupervisorFile {
 pub fn write_token(data: &DataDir) -> anyhow::Result<String> {
     use rand::Rng;
     use std::io::Write;
-    let token: String = rand::thread_rng()
-        .sample_iter(&rand::distributions::Alphanumeric)
-        .take(40)
-        .map(char::from)
-        .collect();
+    let token: String =
+        rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(40).map(char::from).collect();
     let path = data.token_file();
     let _ = std::fs::remove_file(&path);
     let mut f = std::fs::OpenOptions::new()

@@ -205,10 +205,7 @@ mod tests {
         let mut b = vec![0, 1, 0, 0, 0, 1, 0, 11];
         b.extend_from_slice(b"chat-events");
         b.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(
-            decode_assignment(&b),
-            Some(vec![("chat-events".to_string(), 0), ("chat-events".to_string(), 3)])
-        );
+        assert_eq!(decode_assignment(&b), Some(vec![("chat-events".to_string(), 0), ("chat-events".to_string(), 3)]));
     }
 
     #[test]

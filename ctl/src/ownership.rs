@@ -48,7 +48,10 @@ pub async fn redis(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnectio
         .context("connecting to Redis")
 }
 
-pub async fn reports(conn: &mut redis::aio::MultiplexedConnection, group: &str) -> anyhow::Result<Vec<AssignmentReport>> {
+pub async fn reports(
+    conn: &mut redis::aio::MultiplexedConnection,
+    group: &str,
+) -> anyhow::Result<Vec<AssignmentReport>> {
     let raw: BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg(ops_keys::assignment_hash(group))
         .query_async(conn)
@@ -58,7 +61,10 @@ pub async fn reports(conn: &mut redis::aio::MultiplexedConnection, group: &str) 
 }
 
 /// The newest `count` rebalance reports, oldest first.
-pub async fn timeline(conn: &mut redis::aio::MultiplexedConnection, count: usize) -> anyhow::Result<Vec<RebalanceEvent>> {
+pub async fn timeline(
+    conn: &mut redis::aio::MultiplexedConnection,
+    count: usize,
+) -> anyhow::Result<Vec<RebalanceEvent>> {
     let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
         .arg(ops_keys::REBALANCE_STREAM)
         .arg("+")
@@ -145,7 +151,12 @@ mod tests {
             protocol: "cooperative-sticky".into(),
             members: members
                 .iter()
-                .map(|m| Member { member_id: m.to_string(), client_id: String::new(), host: String::new(), assignment: None })
+                .map(|m| Member {
+                    member_id: m.to_string(),
+                    client_id: String::new(),
+                    host: String::new(),
+                    assignment: None,
+                })
                 .collect(),
         }
     }

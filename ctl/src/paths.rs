@@ -10,11 +10,8 @@ pub struct DataDir {
 impl DataDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
-        let root = if root.is_absolute() {
-            root
-        } else {
-            std::env::current_dir().map(|d| d.join(&root)).unwrap_or(root)
-        };
+        let root =
+            if root.is_absolute() { root } else { std::env::current_dir().map(|d| d.join(&root)).unwrap_or(root) };
         Self { root }
     }
 

@@ -143,12 +143,7 @@ impl StackSpec {
             });
         }
         let instance = kind.instance_name(n);
-        let mut args = vec![
-            "--instance".to_string(),
-            instance,
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ];
+        let mut args = vec!["--instance".to_string(), instance, "--listen".into(), format!("127.0.0.1:{port}")];
         match kind {
             ServiceKind::MessageService => args.push("message-service".into()),
             ServiceKind::RouterService => args.push("router-service".into()),

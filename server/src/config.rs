@@ -63,12 +63,7 @@ pub struct CommonArgs {
     /// Address of the service's HTTP listener (API, /health, /metrics).
     #[arg(long, env = "CHAT4ALL_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/chat4all",
-        global = true
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/chat4all", global = true)]
     pub database_url: String,
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     pub redis_url: String,
@@ -130,7 +125,7 @@ pub struct RouterArgs {
     #[command(flatten)]
     pub consumer: ConsumerTuning,
     /// Most events handled per batch (one dedup query and one connector call per channel).
-    #[arg(long, env = "CHAT4ALL_ROUTER_BATCH", default_value_t = 500)]
+    #[arg(long, env = "CHAT4ALL_ROUTER_BATCH", default_value_t = 2000)]
     pub batch: usize,
     /// Connector attempts per recipient before the event goes to chat-events-dlq.
     #[arg(long, env = "CHAT4ALL_ROUTER_ATTEMPTS", default_value_t = 5)]
@@ -198,9 +193,7 @@ impl Common {
         let name = service.name();
         Self {
             instance: args.instance.unwrap_or_else(|| format!("{name}-1")),
-            listen: args
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], service.default_port()))),
+            listen: args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], service.default_port()))),
             service: name,
             database_url: args.database_url,
             redis_url: args.redis_url,

@@ -19,10 +19,7 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
         .connect_with(opts)
         .await
         .context("connecting to PostgreSQL")?;
-    sqlx::migrate!("./migrations")
-        .run(&pool)
-        .await
-        .context("applying database migrations")?;
+    sqlx::migrate!("./migrations").run(&pool).await.context("applying database migrations")?;
     Ok(pool)
 }
 
@@ -45,11 +42,7 @@ async fn ensure_database(opts: &PgConnectOptions) -> anyhow::Result<()> {
                     Ok(())
                 }
                 // Another service created it first.
-                Err(sqlx::Error::Database(e))
-                    if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) =>
-                {
-                    Ok(())
-                }
+                Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => Ok(()),
                 Err(e) => Err(e).with_context(|| format!("creating database {name}")),
             }
         }

@@ -75,6 +75,15 @@ pub struct StatusUpdate {
     pub source: String,
 }
 
+/// One record on `status-updates`: every receipt of one connector call. Batching receipts keeps
+/// the broker's record rate at the message rate instead of twice the delivery rate; order across
+/// records does not matter because statuses only move forward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptBatch {
+    pub updates: Vec<StatusUpdate>,
+}
+
 /// What changed in an instance's assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

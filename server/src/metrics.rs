@@ -46,14 +46,9 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     pub fn register(reg: &mut Registry) -> Self {
         let requests = Family::<HttpLabels, Counter>::default();
-        let duration =
-            Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let duration = Family::<HttpLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         reg.register("http_requests", "HTTP requests served", requests.clone());
-        reg.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route template",
-            duration.clone(),
-        );
+        reg.register("http_request_duration_seconds", "HTTP request latency by route template", duration.clone());
         Self { requests, duration }
     }
 }
@@ -68,11 +63,8 @@ pub struct KafkaMetrics {
 
 impl KafkaMetrics {
     pub fn register(reg: &mut Registry) -> Self {
-        let m = Self {
-            errors: Family::default(),
-            rebalances: Family::default(),
-            assigned_partitions: Gauge::default(),
-        };
+        let m =
+            Self { errors: Family::default(), rebalances: Family::default(), assigned_partitions: Gauge::default() };
         reg.register("chat4all_kafka_client_errors", "Kafka client errors by kind", m.errors.clone());
         reg.register(
             "chat4all_rebalances",
@@ -91,11 +83,8 @@ impl KafkaMetrics {
 /// A registry whose every metric carries the service and instance labels.
 pub fn registry(common: &crate::config::Common) -> Registry {
     Registry::with_labels(
-        [
-            ("service".into(), common.service.clone().into()),
-            ("instance".into(), common.instance.clone().into()),
-        ]
-        .into_iter(),
+        [("service".into(), common.service.clone().into()), ("instance".into(), common.instance.clone().into())]
+            .into_iter(),
     )
 }
 

@@ -57,15 +57,12 @@ impl Config {
                 .unwrap_or_else(|| "http://127.0.0.1:8081".into())
                 .trim_end_matches('/')
                 .to_string(),
-            database_url: var("DATABASE_URL")
-                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/chat4all".into()),
+            database_url: var("DATABASE_URL").unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/chat4all".into()),
             kafka_bootstrap: var("KAFKA_BOOTSTRAP").unwrap_or_else(|| "127.0.0.1:9092".into()),
             ctl: var("CHAT4ALL_CTL")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| workspace.join("target").join("debug").join("chat4allctl")),
-            home: var("CHAT4ALL_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace.join(".chat4all")),
+            home: var("CHAT4ALL_HOME").map(PathBuf::from).unwrap_or_else(|| workspace.join(".chat4all")),
         }
     }
 }
@@ -152,10 +149,7 @@ pub async fn ctl(cfg: &Config, args: &[&str]) -> Result<String> {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
-        bail!(
-            "`{shown}` failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            out.status
-        );
+        bail!("`{shown}` failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
     }
     Ok(stdout)
 }
@@ -186,11 +180,7 @@ impl Reply {
     /// Errors unless the status is `expected`.
     pub fn expect(&self, expected: u16, what: &str) -> Result<&Self> {
         if self.status != expected {
-            bail!(
-                "{what}: expected HTTP {expected}, got {} with body {}",
-                self.status,
-                self.raw
-            );
+            bail!("{what}: expected HTTP {expected}, got {} with body {}", self.status, self.raw);
         }
         Ok(self)
     }
@@ -221,10 +211,7 @@ impl Api {
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(32)
             .build()?;
-        let api = Self {
-            base: base.trim_end_matches('/').to_string(),
-            client,
-        };
+        let api = Self { base: base.trim_end_matches('/').to_string(), client };
         let url = format!("{}/health/live", api.base);
         match api.client.get(&url).send().await {
             Ok(r) if r.status().is_success() => Ok(api),
@@ -232,10 +219,7 @@ impl Api {
                 &format!("the message-service at {} is not live", api.base),
                 format!("GET /health/live answered {}", r.status()),
             )),
-            Err(e) => Err(not_running(
-                &format!("the message-service at {} is not reachable", api.base),
-                e,
-            )),
+            Err(e) => Err(not_running(&format!("the message-service at {} is not reachable", api.base), e)),
         }
     }
 
@@ -270,10 +254,7 @@ impl Api {
 
     /// `POST /api/v1/messages` with arbitrary bytes and content type (None: no header).
     pub async fn post_raw(&self, body: Vec<u8>, content_type: Option<&str>) -> Result<Reply> {
-        let mut req = self
-            .client
-            .post(format!("{}/api/v1/messages", self.base))
-            .body(body);
+        let mut req = self.client.post(format!("{}/api/v1/messages", self.base)).body(body);
         if let Some(ct) = content_type {
             req = req.header(reqwest::header::CONTENT_TYPE, ct);
         }
@@ -282,12 +263,8 @@ impl Api {
 
     /// `GET {path}` (path starting with `/`).
     pub async fn get(&self, path: &str) -> Result<Reply> {
-        let resp = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
+        let resp =
+            self.client.get(format!("{}{path}", self.base)).send().await.with_context(|| format!("GET {path}"))?;
         Self::reply(resp).await
     }
 
@@ -303,10 +280,7 @@ impl Api {
         limit: Option<&str>,
         cursor: Option<&str>,
     ) -> Result<Reply> {
-        let mut req = self.client.get(format!(
-            "{}/api/v1/conversations/{conversation}/messages",
-            self.base
-        ));
+        let mut req = self.client.get(format!("{}/api/v1/conversations/{conversation}/messages", self.base));
         let mut query = Vec::new();
         if let Some(l) = limit {
             query.push(("limit", l));
@@ -321,11 +295,7 @@ impl Api {
     /// Polls (every [`POLL_INTERVAL`]) until every recipient of every message in `ids` is
     /// DELIVERED; returns the final views. Fails at `deadline` listing what is still missing,
     /// and at once when a recipient FAILED.
-    pub async fn wait_delivered(
-        &self,
-        ids: &[Uuid],
-        deadline: Instant,
-    ) -> Result<HashMap<Uuid, Value>> {
+    pub async fn wait_delivered(&self, ids: &[Uuid], deadline: Instant) -> Result<HashMap<Uuid, Value>> {
         let mut pending: Vec<Uuid> = ids.to_vec();
         let mut done: HashMap<Uuid, Value> = HashMap::with_capacity(ids.len());
         let mut last_seen: HashMap<Uuid, Value> = HashMap::new();
@@ -351,17 +321,11 @@ impl Api {
                             continue;
                         }
                     };
-                    let recipients = view
-                        .get("recipients")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
+                    let recipients = view.get("recipients").and_then(Value::as_array).cloned().unwrap_or_default();
                     if let Some(failed) = recipients.iter().find(|r| r["status"] == "FAILED") {
                         bail!("message {id}: recipient {failed} FAILED (message: {view})");
                     }
-                    if !recipients.is_empty()
-                        && recipients.iter().all(|r| r["status"] == "DELIVERED")
-                    {
+                    if !recipients.is_empty() && recipients.iter().all(|r| r["status"] == "DELIVERED") {
                         done.insert(id, view);
                     } else {
                         last_seen.insert(id, view);
@@ -377,12 +341,7 @@ impl Api {
                 let sample: Vec<String> = pending
                     .iter()
                     .take(5)
-                    .map(|id| {
-                        format!(
-                            "  {id}: {}",
-                            last_seen.get(id).cloned().unwrap_or(Value::Null)
-                        )
-                    })
+                    .map(|id| format!("  {id}: {}", last_seen.get(id).cloned().unwrap_or(Value::Null)))
                     .collect();
                 bail!(
                     "{} of {} messages not DELIVERED to every recipient by the deadline; e.g.:\n{}",
@@ -440,8 +399,7 @@ impl MessageBuilder {
     }
 
     pub fn to(mut self, user_id: &str, channel: &str) -> Self {
-        self.recipients
-            .push((user_id.to_string(), channel.to_string()));
+        self.recipients.push((user_id.to_string(), channel.to_string()));
         self
     }
 
@@ -469,10 +427,7 @@ impl MessageBuilder {
     /// The (message, recipient, channel) deliveries this message should produce once accepted
     /// as `id`, channels in their canonical upper-case spelling.
     pub fn deliveries(&self, id: Uuid) -> Vec<DeliveryKey> {
-        self.recipients
-            .iter()
-            .map(|(u, c)| (id, u.clone(), c.to_ascii_uppercase()))
-            .collect()
+        self.recipients.iter().map(|(u, c)| (id, u.clone(), c.to_ascii_uppercase())).collect()
     }
 }
 
@@ -508,39 +463,21 @@ pub async fn provider_send_counts(db: &PgPool, ids: &[Uuid]) -> Result<HashMap<D
     .fetch_all(db)
     .await
     .context("counting provider_sends")?;
-    Ok(rows
-        .into_iter()
-        .map(|(m, r, c, n)| ((m, r, c), n))
-        .collect())
+    Ok(rows.into_iter().map(|(m, r, c, n)| ((m, r, c), n)).collect())
 }
 
 /// Checks `provider_sends` holds exactly one row for each of `expected` and nothing else for
 /// those messages. The error lists missing, duplicated and unexpected deliveries.
 pub async fn assert_delivered_exactly_once(db: &PgPool, expected: &[DeliveryKey]) -> Result<()> {
-    let ids: Vec<Uuid> = expected
-        .iter()
-        .map(|k| k.0)
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
+    let ids: Vec<Uuid> = expected.iter().map(|k| k.0).collect::<HashSet<_>>().into_iter().collect();
     let counts = provider_send_counts(db, &ids).await?;
     let wanted: HashSet<&DeliveryKey> = expected.iter().collect();
-    let missing: Vec<&DeliveryKey> = expected
-        .iter()
-        .filter(|k| !counts.contains_key(*k))
-        .collect();
-    let duplicated: BTreeMap<String, i64> = counts
-        .iter()
-        .filter(|(_, &n)| n > 1)
-        .map(|(k, &n)| (format!("{k:?}"), n))
-        .collect();
+    let missing: Vec<&DeliveryKey> = expected.iter().filter(|k| !counts.contains_key(*k)).collect();
+    let duplicated: BTreeMap<String, i64> =
+        counts.iter().filter(|(_, &n)| n > 1).map(|(k, &n)| (format!("{k:?}"), n)).collect();
     let unexpected: Vec<&DeliveryKey> = counts.keys().filter(|k| !wanted.contains(k)).collect();
     let total: i64 = counts.values().sum();
-    if !missing.is_empty()
-        || !duplicated.is_empty()
-        || !unexpected.is_empty()
-        || total != expected.len() as i64
-    {
+    if !missing.is_empty() || !duplicated.is_empty() || !unexpected.is_empty() || total != expected.len() as i64 {
         bail!(
             "provider_sends is not exactly-once: expected {} rows, found {total}; {} missing (e.g. {:?}), \
              {} duplicated (row counts: {:?}), {} unexpected (e.g. {:?})",
@@ -576,11 +513,7 @@ pub async fn outbox_rows(db: &PgPool, conversations: &[String]) -> Result<i64> {
 }
 
 /// Waits until the outbox holds nothing of `conversations`.
-pub async fn wait_outbox_drained(
-    db: &PgPool,
-    conversations: &[String],
-    deadline: Instant,
-) -> Result<()> {
+pub async fn wait_outbox_drained(db: &PgPool, conversations: &[String], deadline: Instant) -> Result<()> {
     loop {
         let n = outbox_rows(db, conversations).await?;
         if n == 0 {
@@ -602,8 +535,5 @@ pub async fn route_counts(db: &PgPool, ids: &[Uuid]) -> Result<HashMap<DeliveryK
     .fetch_all(db)
     .await
     .context("reading deliveries")?;
-    Ok(rows
-        .into_iter()
-        .map(|(m, r, c, n)| ((m, r, c), n))
-        .collect())
+    Ok(rows.into_iter().map(|(m, r, c, n)| ((m, r, c), n)).collect())
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use chat4all_tests::{
-    assert_delivered_exactly_once, outbox_rows, route_counts, unique, wait_outbox_drained, Api,
-    DeliveryKey, MessageBuilder, Stack, TELEGRAM, WHATSAPP,
+    assert_delivered_exactly_once, outbox_rows, route_counts, unique, wait_outbox_drained, Api, DeliveryKey,
+    MessageBuilder, Stack, TELEGRAM, WHATSAPP,
 };
 use uuid::Uuid;
 
@@ -44,13 +44,9 @@ async fn post_steadily(api: Api, run: String) -> Posted {
         match api.post_message(&msg.build()).await {
             Ok(r) if r.status == 202 => match r.message_id() {
                 Ok(id) => out.accepted.push((id, msg)),
-                Err(e) => out
-                    .refused
-                    .push(format!("#{i} at {at:?}: 202 without a usable id: {e:#}")),
+                Err(e) => out.refused.push(format!("#{i} at {at:?}: 202 without a usable id: {e:#}")),
             },
-            Ok(r) => out
-                .refused
-                .push(format!("#{i} at {at:?}: HTTP {} {}", r.status, r.raw)),
+            Ok(r) => out.refused.push(format!("#{i} at {at:?}: HTTP {} {}", r.status, r.raw)),
             Err(e) => out.refused.push(format!("#{i} at {at:?}: {e:#}")),
         }
         i += 1;
@@ -59,16 +55,8 @@ async fn post_steadily(api: Api, run: String) -> Posted {
 }
 
 async fn kafka_port_open(bootstrap: &str) -> bool {
-    let addr = bootstrap
-        .split(',')
-        .next()
-        .unwrap_or(bootstrap)
-        .trim()
-        .to_string();
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
-        Ok(Ok(_))
-    )
+    let addr = bootstrap.split(',').next().unwrap_or(bootstrap).trim().to_string();
+    matches!(tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await, Ok(Ok(_)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,16 +68,12 @@ async fn broker_restart_under_load_loses_and_duplicates_nothing() -> Result<()> 
         s.cfg.kafka_bootstrap
     );
     let run = unique("broker-restart");
-    let convs: Vec<String> = (0..CONVERSATIONS)
-        .map(|c| format!("{run}-conv-{c}"))
-        .collect();
+    let convs: Vec<String> = (0..CONVERSATIONS).map(|c| format!("{run}-conv-{c}")).collect();
     let poster = tokio::spawn(post_steadily(s.api.clone(), run.clone()));
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stopping = Instant::now();
-    s.ctl(&["stop", "broker"])
-        .await
-        .context("stopping the broker")?;
+    s.ctl(&["stop", "broker"]).await.context("stopping the broker")?;
     println!("broker stopped in {:?}", stopping.elapsed());
 
     // While it is down: the port is closed and the outbox holds what the API accepts. Whatever
@@ -107,10 +91,7 @@ async fn broker_restart_under_load_loses_and_duplicates_nothing() -> Result<()> 
     }
     .await;
     let starting = Instant::now();
-    let started = s
-        .ctl(&["start", "broker"])
-        .await
-        .context("starting the broker again");
+    let started = s.ctl(&["start", "broker"]).await.context("starting the broker again");
     println!("broker started in {:?}", starting.elapsed());
     let held = down?;
     started?;
@@ -128,35 +109,19 @@ async fn broker_restart_under_load_loses_and_duplicates_nothing() -> Result<()> 
             posted.refused.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
         );
     }
-    ensure!(
-        n >= 200,
-        "only {n} messages were posted in {POST_FOR:?}: the load never reached ~50/s"
-    );
+    ensure!(n >= 200, "only {n} messages were posted in {POST_FOR:?}: the load never reached ~50/s");
 
     let ids: Vec<Uuid> = posted.accepted.iter().map(|(id, _)| *id).collect();
-    let expected: Vec<DeliveryKey> = posted
-        .accepted
-        .iter()
-        .flat_map(|(id, m)| m.deliveries(*id))
-        .collect();
+    let expected: Vec<DeliveryKey> = posted.accepted.iter().flat_map(|(id, m)| m.deliveries(*id)).collect();
     let waiting = Instant::now();
-    s.api
-        .wait_delivered(&ids, waiting + Duration::from_secs(60))
-        .await?;
-    println!(
-        "all {} deliveries DELIVERED {:?} after the posting stopped",
-        expected.len(),
-        waiting.elapsed()
-    );
+    s.api.wait_delivered(&ids, waiting + Duration::from_secs(60)).await?;
+    println!("all {} deliveries DELIVERED {:?} after the posting stopped", expected.len(), waiting.elapsed());
     assert_delivered_exactly_once(&s.db, &expected).await?;
     wait_outbox_drained(&s.db, &convs, Instant::now() + Duration::from_secs(10)).await?;
 
     // Informational: how often the router handled a delivery (redeliveries are dedup'd).
     let routed = route_counts(&s.db, &ids).await?;
     let rerouted = routed.values().filter(|&&c| c != 1).count();
-    println!(
-        "{rerouted} of {} deliveries have route_count != 1",
-        routed.len()
-    );
+    println!("{rerouted} of {} deliveries have route_count != 1", routed.len());
     Ok(())
 }

@@ -14,7 +14,10 @@ pub async fn act(cli: &Cli, instance: &str, action: &str) -> anyhow::Result<()> 
     let rt = ProcessRuntime::connect(&cli.data(), Duration::from_secs(120))?;
     let message = rt.act(instance, action).await?;
     match cli.output {
-        Format::Json => println!("{}", output::json(&serde_json::json!({"action": action, "instance": instance, "message": message}))),
+        Format::Json => println!(
+            "{}",
+            output::json(&serde_json::json!({"action": action, "instance": instance, "message": message}))
+        ),
         Format::Table => println!("{message}"),
     }
     Ok(())
@@ -31,15 +34,12 @@ pub struct ScaleArgs {
 
 /// Parses `router=3`.
 pub fn parse_scale(target: &str) -> anyhow::Result<(ServiceKind, u32)> {
-    let (service, n) = target
-        .split_once('=')
-        .ok_or_else(|| usage(format!("expected SERVICE=N (e.g. router=3), got {target:?}")))?;
+    let (service, n) =
+        target.split_once('=').ok_or_else(|| usage(format!("expected SERVICE=N (e.g. router=3), got {target:?}")))?;
     let kind =
         ServiceKind::parse(service).ok_or_else(|| usage(format!("unknown service {service:?} (scalable: router)")))?;
-    let n: u32 = n
-        .trim()
-        .parse()
-        .map_err(|_| usage(format!("replicas must be a whole number of 0 or more, got {n:?}")))?;
+    let n: u32 =
+        n.trim().parse().map_err(|_| usage(format!("replicas must be a whole number of 0 or more, got {n:?}")))?;
     if !kind.scalable() {
         return Err(usage(format!("{} cannot be scaled (only router-service can)", kind.name())));
     }
@@ -71,7 +71,11 @@ pub async fn scale(cli: &Cli, args: &ScaleArgs) -> anyhow::Result<()> {
     if args.dry_run {
         let p = partitions.unwrap_or(0).max(0) as u32;
         let active = n.min(p);
-        println!("dry run: {} would run {n} instance(s); {active} would own partitions, {} standby", kind.name(), n - active);
+        println!(
+            "dry run: {} would run {n} instance(s); {active} would own partitions, {} standby",
+            kind.name(),
+            n - active
+        );
         for i in 0..active {
             let owned: Vec<String> = (0..p).filter(|q| q % active == i).map(|q| q.to_string()).collect();
             println!("  {}-{}: partitions {}", kind.name(), i + 1, owned.join(","));

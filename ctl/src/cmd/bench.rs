@@ -32,14 +32,16 @@ pub struct BenchArgs {
 }
 
 pub async fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
-    let mut opts = BenchOptions::default();
-    opts.api_url = args.api_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081".into());
-    opts.database_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/chat4all".into());
-    opts.rate = args.rate;
-    opts.duration = args.duration;
-    opts.drain_timeout = args.drain_timeout;
-    opts.concurrency = args.concurrency;
+    let opts = BenchOptions {
+        api_url: args.api_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081".into()),
+        database_url: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/chat4all".into()),
+        rate: args.rate,
+        duration: args.duration,
+        drain_timeout: args.drain_timeout,
+        concurrency: args.concurrency,
+        ..BenchOptions::default()
+    };
     let report = bench::run(&opts).await?;
     match cli.output {
         Format::Json => println!("{}", output::json(&report)),

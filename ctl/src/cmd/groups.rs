@@ -74,8 +74,7 @@ pub async fn groups(cli: &Cli, cmd: &GroupsCommand) -> anyhow::Result<()> {
     let timeout = cli.timeout;
     match cmd {
         GroupsCommand::List => {
-            let groups =
-                tokio::task::spawn_blocking(move || Observer::new(&bootstrap, timeout)?.groups()).await??;
+            let groups = tokio::task::spawn_blocking(move || Observer::new(&bootstrap, timeout)?.groups()).await??;
             match cli.output {
                 Format::Json => println!("{}", output::json(&groups)),
                 Format::Table => {
@@ -144,8 +143,16 @@ async fn describe(cli: &Cli, group: &str, bootstrap: String) -> anyhow::Result<(
         Format::Table => {
             let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             let mut t = Table::new(&[
-                "GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST",
-                "CLIENT-ID", "OWNER",
+                "GROUP",
+                "TOPIC",
+                "PARTITION",
+                "CURRENT-OFFSET",
+                "LOG-END-OFFSET",
+                "LAG",
+                "CONSUMER-ID",
+                "HOST",
+                "CLIENT-ID",
+                "OWNER",
             ]);
             for p in &desc.partitions {
                 t.row(vec![

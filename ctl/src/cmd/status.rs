@@ -55,9 +55,10 @@ async fn instance_rows(rt: &ProcessRuntime) -> anyhow::Result<Vec<InstanceRow>> 
                 return "-".to_string();
             }
             if i.service == "broker" {
-                let ok = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(("127.0.0.1", i.port)))
-                    .await
-                    .is_ok_and(|r| r.is_ok());
+                let ok =
+                    tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(("127.0.0.1", i.port)))
+                        .await
+                        .is_ok_and(|r| r.is_ok());
                 return if ok { "up" } else { "down" }.to_string();
             }
             match http.get(format!("http://127.0.0.1:{}/health", i.port)).send().await {

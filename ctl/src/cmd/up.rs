@@ -47,10 +47,7 @@ fn server_bin() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating chat4allctl")?;
     let bin = exe.with_file_name("chat4all-server");
     if !bin.is_file() {
-        return Err(usage(format!(
-            "{} not found: build the platform first (cargo build --workspace)",
-            bin.display()
-        )));
+        return Err(usage(format!("{} not found: build the platform first (cargo build --workspace)", bin.display())));
     }
     Ok(bin)
 }
@@ -222,7 +219,10 @@ async fn detach(cli: &Cli, args: &UpArgs, data: &DataDir) -> anyhow::Result<()> 
     loop {
         if let Some(status) = child.try_wait()? {
             let tail = tail_file(&log_path, 1);
-            return Err(anyhow::anyhow!("the stack did not start ({status}): {tail} (full log: {})", log_path.display()));
+            return Err(anyhow::anyhow!(
+                "the stack did not start ({status}): {tail} (full log: {})",
+                log_path.display()
+            ));
         }
         if let Ok(rt) = ProcessRuntime::connect(data, Duration::from_secs(2)) {
             if let Ok(list) = rt.list().await {

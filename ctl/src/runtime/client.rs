@@ -24,10 +24,7 @@ impl ProcessRuntime {
     pub fn connect(data: &DataDir, timeout: Duration) -> anyhow::Result<Self> {
         let file = data.supervisor_file();
         let text = std::fs::read_to_string(&file).map_err(|_| {
-            usage(format!(
-                "no local stack is running in {} (start it with `chat4allctl up`)",
-                data.root().display()
-            ))
+            usage(format!("no local stack is running in {} (start it with `chat4allctl up`)", data.root().display()))
         })?;
         let info: SupervisorFile =
             serde_json::from_str(&text).with_context(|| format!("reading {}", file.display()))?;
@@ -37,7 +34,12 @@ impl ProcessRuntime {
         Ok(Self { base: info.control_url.clone(), token: token.trim().to_string(), http, info })
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<T> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<T> {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);

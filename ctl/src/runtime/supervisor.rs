@@ -122,11 +122,8 @@ impl Supervisor {
             self.start(ServiceKind::Broker, 1).await?;
         }
         self.start(ServiceKind::MessageService, 1).await?;
-        let connectors = [
-            ServiceKind::WhatsappConnector,
-            ServiceKind::TelegramConnector,
-            ServiceKind::InstagramConnector,
-        ];
+        let connectors =
+            [ServiceKind::WhatsappConnector, ServiceKind::TelegramConnector, ServiceKind::InstagramConnector];
         let starts = connectors.iter().map(|k| self.start(*k, 1));
         for r in futures::future::join_all(starts).await {
             r?;
@@ -213,9 +210,7 @@ impl Supervisor {
         // SAFETY: prctl is async-signal-safe; the child only asks to get SIGTERM when we die, so
         // a crashed supervisor never leaves orphans holding the ports.
         unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
-            });
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from));
         }
         cmd.spawn().with_context(|| format!("starting {} ({})", name, launch.program.display()))
     }
@@ -275,7 +270,11 @@ impl Supervisor {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("{name} did not become healthy within {}s (see {})", START_TIMEOUT.as_secs(), self.data.log_file(name).display());
+                bail!(
+                    "{name} did not become healthy within {}s (see {})",
+                    START_TIMEOUT.as_secs(),
+                    self.data.log_file(name).display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

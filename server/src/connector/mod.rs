@@ -18,7 +18,7 @@ use prometheus_client::metrics::family::Family;
 use self::provider::{Outcome, Provider};
 use self::wire::{DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
 use crate::config::{topics, Common, ConnectorArgs};
-use crate::events::{DeliveryStatus, StatusUpdate};
+use crate::events::{DeliveryStatus, ReceiptBatch, StatusUpdate};
 use crate::http::{self, AppError, Health, OpsState};
 use crate::kafka::Producer;
 use crate::metrics::{ChannelResultLabels, HttpMetrics};
@@ -85,13 +85,13 @@ async fn deliver(
     // Receipts for everything the provider has (re-sent for duplicates: a crash between the
     // send and the receipt must not leave a delivery PENDING forever).
     let now = Utc::now();
-    let mut receipts = Vec::new();
+    let mut updates = Vec::with_capacity(req.items.len() * 2);
     for (item, outcome) in req.items.iter().zip(&outcomes) {
         if matches!(outcome, Outcome::Failed(_)) {
             continue;
         }
         for status in [DeliveryStatus::Sent, DeliveryStatus::Delivered] {
-            let update = StatusUpdate {
+            updates.push(StatusUpdate {
                 message_id: item.message_id,
                 recipient_id: item.recipient_id.clone(),
                 channel: item.channel,
@@ -99,17 +99,16 @@ async fn deliver(
                 at: now,
                 reason: None,
                 source: s.provider.instance.clone(),
-            };
-            receipts.push((item.message_id.to_string(), serde_json::to_vec(&update).expect("serializes")));
+            });
         }
     }
-    let refs: Vec<(&str, &str, &[u8])> =
-        receipts.iter().map(|(k, p)| (topics::STATUS_UPDATES, k.as_str(), p.as_slice())).collect();
-    let (acked, err) = s.producer.send_all(&refs).await;
-    if let Some(e) = err {
-        tracing::warn!(error = format!("{e:#}"), acked, "publishing receipts failed");
-        // The provider already has the messages; the router retries and we re-send receipts.
-        return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "receipts could not be published"));
+    if !updates.is_empty() {
+        let payload = serde_json::to_vec(&ReceiptBatch { updates }).expect("receipts serialize");
+        if let Err(e) = s.producer.send(topics::STATUS_UPDATES, &s.provider.instance, &payload).await {
+            tracing::warn!(error = format!("{e:#}"), "publishing receipts failed");
+            // The provider already has the messages; the router retries and we re-send receipts.
+            return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "receipts could not be published"));
+        }
     }
     let label = s.provider.channel.label();
     let mut results = Vec::with_capacity(outcomes.len());
@@ -119,9 +118,7 @@ async fn deliver(
             Outcome::AlreadySent => "duplicate",
             Outcome::Failed(_) => "failed",
         };
-        s.deliveries
-            .get_or_create(&ChannelResultLabels { channel: label.into(), result: result.into() })
-            .inc();
+        s.deliveries.get_or_create(&ChannelResultLabels { channel: label.into(), result: result.into() }).inc();
         results.push(outcome.to_result(item));
     }
     Ok(Json(DeliveryResponse { results }))

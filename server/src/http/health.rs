@@ -24,9 +24,9 @@ impl Health {
             "postgres",
             Arc::new(move || {
                 let pool = pool.clone();
-                Box::pin(async move {
-                    sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string())
-                })
+                Box::pin(
+                    async move { sqlx::query("SELECT 1").execute(&pool).await.map(|_| ()).map_err(|e| e.to_string()) },
+                )
             }),
         )
     }
@@ -40,7 +40,11 @@ impl Health {
                     let ok = tokio::task::spawn_blocking(move || p.broker_reachable(Duration::from_secs(1)))
                         .await
                         .unwrap_or(false);
-                    if ok { Ok(()) } else { Err("broker unreachable".into()) }
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("broker unreachable".into())
+                    }
                 })
             }),
         )
@@ -49,9 +53,8 @@ impl Health {
     /// Runs every check; `(ready, body)`.
     pub async fn run(&self) -> (bool, Value) {
         let results = futures::future::join_all(self.checks.iter().map(|(name, check)| async move {
-            let r = tokio::time::timeout(Duration::from_secs(2), check())
-                .await
-                .unwrap_or_else(|_| Err("timed out".into()));
+            let r =
+                tokio::time::timeout(Duration::from_secs(2), check()).await.unwrap_or_else(|_| Err("timed out".into()));
             (*name, r)
         }))
         .await;

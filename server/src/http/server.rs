@@ -59,11 +59,8 @@ async fn metrics(State(s): State<OpsState>) -> Response {
 
 /// Middleware recording request count and latency by route template.
 pub async fn track_metrics(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_owned();
     let start = Instant::now();
     let resp = next.run(req).await;
@@ -75,12 +72,7 @@ pub async fn track_metrics(State(m): State<HttpMetrics>, req: Request, next: Nex
 
 /// Binds `listen` and serves `app` until shutdown.
 pub async fn serve(listen: SocketAddr, app: Router, shutdown: Shutdown) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-        .context("HTTP server")
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await.context("HTTP server")
 }

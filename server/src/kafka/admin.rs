@@ -14,13 +14,10 @@ pub struct TopicSpec {
 
 /// Creates the topics that do not exist yet; existing ones are left as they are.
 pub async fn ensure_topics(bootstrap: &str, client_id: &str, topics: &[TopicSpec]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = super::base_config(bootstrap, client_id)
-        .create()
-        .context("creating Kafka admin client")?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1)))
-        .collect();
+    let admin: AdminClient<DefaultClientContext> =
+        super::base_config(bootstrap, client_id).create().context("creating Kafka admin client")?;
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1))).collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(new.iter(), &opts)

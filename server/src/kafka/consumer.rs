@@ -8,7 +8,7 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::{ClientContext, ClientConfig};
+use rdkafka::{ClientConfig, ClientContext};
 use tokio::sync::mpsc;
 
 use crate::events::{RebalanceEvent, RebalanceKind, TopicPartition};
@@ -65,9 +65,7 @@ impl ConsumerContext for ReportingContext {
             Rebalance::Assign(tpl) => self.report(consumer, RebalanceKind::Assigned, tpl),
             Rebalance::Revoke(tpl) => {
                 // SAFETY: the native handle is valid for the duration of the callback.
-                let lost = unsafe {
-                    rdkafka::bindings::rd_kafka_assignment_lost(consumer.client().native_ptr())
-                } != 0;
+                let lost = unsafe { rdkafka::bindings::rd_kafka_assignment_lost(consumer.client().native_ptr()) } != 0;
                 let kind = if lost { RebalanceKind::Lost } else { RebalanceKind::Revoked };
                 self.report(consumer, kind, tpl)
             }

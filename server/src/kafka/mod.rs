@@ -23,9 +23,7 @@ pub fn base_config(bootstrap: &str, client_id: &str) -> ClientConfig {
 }
 
 /// The consumer's member id as the group coordinator knows it (empty before the first join).
-pub fn member_id<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &rdkafka::consumer::BaseConsumer<C>,
-) -> String {
+pub fn member_id<C: rdkafka::consumer::ConsumerContext>(consumer: &rdkafka::consumer::BaseConsumer<C>) -> String {
     use rdkafka::consumer::Consumer;
     // SAFETY: `native_ptr` is valid for the consumer's lifetime; librdkafka returns a newly
     // allocated C string (or NULL) that we copy and release with rd_kafka_mem_free.

@@ -52,9 +52,7 @@ impl Producer {
         Self::count_acked(pending).await
     }
 
-    async fn count_acked(
-        pending: Vec<rdkafka::producer::DeliveryFuture>,
-    ) -> (usize, Option<anyhow::Error>) {
+    async fn count_acked(pending: Vec<rdkafka::producer::DeliveryFuture>) -> (usize, Option<anyhow::Error>) {
         let mut acked = 0;
         let mut first_err = None;
         for fut in pending {

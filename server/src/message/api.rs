@@ -41,10 +41,7 @@ async fn create_message(
 ) -> Result<Response, AppError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-            )
+            AppError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds {MAX_BODY_BYTES} bytes"))
         } else {
             AppError::bad_request(format!("unreadable body: {e}"), None)
         }

@@ -40,19 +40,15 @@ pub struct NewMessage {
 impl NewMessage {
     /// Parses a request body. Every rule of the API lives here.
     pub fn parse(body: &[u8]) -> Result<Self, Invalid> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| Invalid {
-            error: format!("malformed JSON: {e}"),
-            field: None,
-        })?;
-        let obj = value.as_object().ok_or_else(|| Invalid {
-            error: "the body must be a JSON object".into(),
-            field: None,
-        })?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| Invalid { error: format!("malformed JSON: {e}"), field: None })?;
+        let obj =
+            value.as_object().ok_or_else(|| Invalid { error: "the body must be a JSON object".into(), field: None })?;
         let message_id = match obj.get("messageId") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(
-                Uuid::parse_str(s).map_err(|_| Invalid::at("messageId", "messageId must be a UUID"))?,
-            ),
+            Some(Value::String(s)) => {
+                Some(Uuid::parse_str(s).map_err(|_| Invalid::at("messageId", "messageId must be a UUID"))?)
+            }
             Some(_) => return Err(Invalid::at("messageId", "messageId must be a UUID string")),
         };
         let conversation_id = id_field(obj.get("conversationId"), "conversationId")?;
@@ -67,13 +63,10 @@ impl NewMessage {
 fn id_field(v: Option<&Value>, field: &str) -> Result<String, Invalid> {
     match v {
         None | Some(Value::Null) => Err(Invalid::at(field, format!("{field} is required"))),
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            Err(Invalid::at(field, format!("{field} must not be empty")))
+        Some(Value::String(s)) if s.trim().is_empty() => Err(Invalid::at(field, format!("{field} must not be empty"))),
+        Some(Value::String(s)) if s.chars().count() > MAX_ID_CHARS => {
+            Err(Invalid::at(field, format!("{field} must be at most {MAX_ID_CHARS} characters")))
         }
-        Some(Value::String(s)) if s.chars().count() > MAX_ID_CHARS => Err(Invalid::at(
-            field,
-            format!("{field} must be at most {MAX_ID_CHARS} characters"),
-        )),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(Invalid::at(field, format!("{field} must be a string"))),
     }
@@ -82,9 +75,9 @@ fn id_field(v: Option<&Value>, field: &str) -> Result<String, Invalid> {
 fn channel_field(v: Option<&Value>, field: &str) -> Result<Channel, Invalid> {
     match v {
         None | Some(Value::Null) => Err(Invalid::at(field, format!("{field} is required"))),
-        Some(Value::String(s)) => s.parse().map_err(|e: crate::channel::UnknownChannel| {
-            Invalid::at(field, e.to_string())
-        }),
+        Some(Value::String(s)) => {
+            s.parse().map_err(|e: crate::channel::UnknownChannel| Invalid::at(field, e.to_string()))
+        }
         Some(_) => Err(Invalid::at(field, format!("{field} must be a string"))),
     }
 }
@@ -127,10 +120,7 @@ fn recipients_field(v: Option<&Value>) -> Result<Vec<Recipient>, Invalid> {
         Some(_) => return Err(Invalid::at("recipients", "recipients must be an array")),
     };
     if arr.is_empty() || arr.len() > MAX_RECIPIENTS {
-        return Err(Invalid::at(
-            "recipients",
-            format!("recipients must hold 1 to {MAX_RECIPIENTS} entries"),
-        ));
+        return Err(Invalid::at("recipients", format!("recipients must hold 1 to {MAX_RECIPIENTS} entries")));
     }
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(arr.len());
@@ -142,10 +132,7 @@ fn recipients_field(v: Option<&Value>) -> Result<Vec<Recipient>, Invalid> {
         let channel = channel_field(obj.get("channel"), &format!("recipients[{i}].channel"))?;
         let recipient = Recipient { user_id, channel };
         if !seen.insert(recipient.clone()) {
-            return Err(Invalid::at(
-                &format!("recipients[{i}]"),
-                "the same recipient and channel appear twice",
-            ));
+            return Err(Invalid::at(&format!("recipients[{i}]"), "the same recipient and channel appear twice"));
         }
         out.push(recipient);
     }

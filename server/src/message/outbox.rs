@@ -116,9 +116,7 @@ impl Relay {
 
     /// Publishes one batch; returns how many records were published.
     async fn round(&self) -> anyhow::Result<usize> {
-        let control = sqlx::query("SELECT paused, topic FROM relay_control WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let control = sqlx::query("SELECT paused, topic FROM relay_control WHERE id = 1").fetch_one(&self.pool).await?;
         let paused: bool = control.get("paused");
         self.metrics.paused.set(paused as i64);
         if paused {
@@ -145,8 +143,10 @@ impl Relay {
             records.iter().map(|(_, t, k, p)| (t.as_str(), k.as_str(), p.as_slice())).collect();
         let (acked, err) = self.producer.send_all(&refs).await;
         if acked > 0 {
-            let last_id = records[acked - 1].0;
-            sqlx::query("DELETE FROM outbox WHERE id <= $1").bind(last_id).execute(&self.pool).await?;
+            // Delete exactly what was published, never a range: ids are taken at insert but
+            // transactions commit in any order, so a lower id may become visible after we read.
+            let ids: Vec<i64> = records[..acked].iter().map(|r| r.0).collect();
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&ids).execute(&self.pool).await?;
             self.metrics.published.inc_by(acked as u64);
         }
         match err {

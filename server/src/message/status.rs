@@ -7,6 +7,7 @@ use prometheus_client::registry::Registry;
 use rdkafka::Message;
 
 use super::store;
+use crate::events::{ReceiptBatch, StatusUpdate};
 use crate::kafka::BatchConsumer;
 use crate::shutdown::Shutdown;
 
@@ -31,17 +32,21 @@ pub async fn run(consumer: BatchConsumer, pool: sqlx::PgPool, metrics: StatusMet
         if batch.is_empty() {
             continue;
         }
-        let updates: Vec<_> = batch
-            .iter()
-            .filter_map(|m| match serde_json::from_slice(m.payload().unwrap_or_default()) {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    metrics.malformed.inc();
-                    tracing::warn!(error = %e, offset = m.offset(), "malformed status update skipped");
-                    None
-                }
-            })
-            .collect();
+        let mut updates: Vec<StatusUpdate> = Vec::new();
+        for m in &batch {
+            let payload = m.payload().unwrap_or_default();
+            match serde_json::from_slice::<ReceiptBatch>(payload) {
+                Ok(b) => updates.extend(b.updates),
+                // A single receipt is accepted too (other producers, older connectors).
+                Err(_) => match serde_json::from_slice::<StatusUpdate>(payload) {
+                    Ok(u) => updates.push(u),
+                    Err(e) => {
+                        metrics.malformed.inc();
+                        tracing::warn!(error = %e, offset = m.offset(), "malformed status update skipped");
+                    }
+                },
+            }
+        }
         // Retry until applied: receipts are never dropped because PostgreSQL hiccupped.
         let mut backoff = Duration::from_millis(100);
         loop {

@@ -164,9 +164,8 @@ async fn load_many(
     filter: &str,
     bind: impl for<'q> FnOnce(PgQuery<'q>) -> PgQuery<'q>,
 ) -> Result<Vec<MessageView>, sqlx::Error> {
-    let sql = format!(
-        "SELECT id, seq, conversation_id, sender_id, channel, content, created_at FROM messages {filter}"
-    );
+    let sql =
+        format!("SELECT id, seq, conversation_id, sender_id, channel, content, created_at FROM messages {filter}");
     let rows = bind(sqlx::query(&sql)).fetch_all(pool).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.get("id")).collect();
     let drows = sqlx::query(
@@ -242,10 +241,20 @@ pub async fn apply_status_updates(pool: &PgPool, updates: &[StatusUpdate]) -> Re
         return Ok(0);
     }
     let n = folded.len();
-    let (mut ids, mut users, mut chans, mut statuses, mut ranks) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut sent, mut delivered, mut read, mut failed, mut reasons) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ids, mut users, mut chans, mut statuses, mut ranks) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut sent, mut delivered, mut read, mut failed, mut reasons) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for ((id, user, chan), f) in folded {
         let status = f.status.unwrap_or(DeliveryStatus::Pending);
         ids.push(id);

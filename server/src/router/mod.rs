@@ -39,11 +39,8 @@ pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow
     // The reporter gets its own copy of the sender side via the consumer context; a second
     // channel carries the final `left` report written at shutdown.
     let (left_tx, left_rx) = tokio::sync::mpsc::unbounded_channel::<RebalanceEvent>();
-    let reporter = tokio::spawn(crate::ops::run_reporter(
-        common.redis_url.clone(),
-        merge(rebalances, left_rx),
-        kafka_metrics,
-    ));
+    let reporter =
+        tokio::spawn(crate::ops::run_reporter(common.redis_url.clone(), merge(rebalances, left_rx), kafka_metrics));
 
     let ops = OpsState {
         service: common.service.clone(),
@@ -58,10 +55,7 @@ pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow
     let router = Router {
         pool,
         producer: producer.clone(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(8)
-            .build()?,
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(8).build()?,
         batch_limit: args.batch,
         args,
         instance: common.instance.clone(),

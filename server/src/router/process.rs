@@ -138,7 +138,10 @@ impl Router {
                         if r.ok {
                             self.metrics
                                 .deliveries
-                                .get_or_create(&ChannelResultLabels { channel: label.into(), result: "delivered".into() })
+                                .get_or_create(&ChannelResultLabels {
+                                    channel: label.into(),
+                                    result: "delivered".into(),
+                                })
                                 .inc();
                             delivered.push(w.key);
                         } else {
@@ -191,9 +194,7 @@ impl Router {
             "router": self.instance,
             "at": Utc::now(),
         });
-        self.producer
-            .send(topics::DEAD_LETTERS, &event.conversation_id, &serde_json::to_vec(&payload)?)
-            .await?;
+        self.producer.send(topics::DEAD_LETTERS, &event.conversation_id, &serde_json::to_vec(&payload)?).await?;
         self.metrics.dead_lettered.inc();
         Ok(())
     }
