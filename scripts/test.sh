@@ -20,4 +20,4 @@ echo "== starting the stack in $CHAT4ALL_HOME"
 "$CTL" up --detach
 
 echo "== integration tests"
-cargo test -p chat4all-tests -- --test-threads=4
+cargo test -p chat4all-tests --tests -- --test-threads=4
