@@ -160,6 +160,15 @@ impl Observer {
     }
 }
 
+/// Topics our own groups consume even before they commit anything (so their lag shows as `-`).
+pub fn known_topic(group: &str, topic: &str) -> bool {
+    match group {
+        "router-service" => topic == "chat-events" || topic.starts_with("chat-events.g"),
+        "message-service-status" => topic == "status-updates",
+        _ => false,
+    }
+}
+
 /// Decodes a ConsumerProtocol assignment (version, [topic, [partition]], user data).
 pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
     let mut r = Reader { b: bytes, at: 0 };

@@ -97,11 +97,7 @@ async fn describe(cli: &Cli, group: &str, bootstrap: String) -> anyhow::Result<(
     let (info, offsets) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let obs = Observer::new(&bootstrap, timeout)?;
         let info = obs.group(&name)?.ok_or_else(|| usage(format!("unknown consumer group {name:?}")))?;
-        let known = |t: &str| match name.as_str() {
-            "router-service" => t == "chat-events" || t.starts_with("chat-events.g"),
-            "message-service-status" => t == "status-updates",
-            _ => false,
-        };
+        let known = |t: &str| chat4all_ctl::kafka::known_topic(&name, t);
         let offsets = obs.group_offsets(&name, &known)?;
         Ok((info, offsets))
     })

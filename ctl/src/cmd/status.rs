@@ -91,11 +91,7 @@ async fn instance_rows(rt: &ProcessRuntime) -> anyhow::Result<Vec<InstanceRow>> 
 fn group_rows(obs: &Observer) -> anyhow::Result<Vec<GroupRow>> {
     let mut rows = Vec::new();
     for g in obs.groups()? {
-        let known = |t: &str| match g.group.as_str() {
-            "router-service" => t == "chat-events" || t.starts_with("chat-events.g"),
-            "message-service-status" => t == "status-updates",
-            _ => false,
-        };
+        let known = |t: &str| chat4all_ctl::kafka::known_topic(&g.group, t);
         let offsets = obs.group_offsets(&g.group, &known)?;
         rows.push(GroupRow {
             state: g.state.clone(),
