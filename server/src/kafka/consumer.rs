@@ -50,13 +50,12 @@ impl ReportingContext {
 
 impl ConsumerContext for ReportingContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
+        if let Rebalance::Revoke(_) = rebalance {
             // Offsets stored for the partitions we are about to lose are committed now, so the
             // next owner starts exactly after the last event whose work is durable.
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(error = %e, "commit on revoke (nothing stored yet?)");
             }
-            let _ = tpl;
         }
     }
 
@@ -92,10 +91,9 @@ pub struct BatchConsumer {
 }
 
 impl BatchConsumer {
-    /// Joins the group; rebalance reports arrive on the returned receiver.
-    pub fn subscribe(spec: &ConsumerSpec<'_>) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<RebalanceEvent>)> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let ctx = ReportingContext { group: spec.group.into(), instance: spec.instance.into(), events: tx };
+    /// Joins the group; every rebalance is reported on `events`.
+    pub fn subscribe(spec: &ConsumerSpec<'_>, events: mpsc::UnboundedSender<RebalanceEvent>) -> anyhow::Result<Self> {
+        let ctx = ReportingContext { group: spec.group.into(), instance: spec.instance.into(), events };
         let mut cfg: ClientConfig = super::base_config(spec.bootstrap, spec.instance);
         cfg.set("group.id", spec.group)
             .set("enable.auto.commit", "true")
@@ -111,7 +109,7 @@ impl BatchConsumer {
         let inner: StreamConsumer<ReportingContext> =
             cfg.create_with_context(ctx).context("creating Kafka consumer")?;
         inner.subscribe(spec.topics).context("subscribing")?;
-        Ok((Self { inner }, rx))
+        Ok(Self { inner })
     }
 
     /// Waits for at least one message (or shutdown), then takes what else is ready, up to `max`.

@@ -58,16 +58,20 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     };
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
 
-    let (consumer, rebalances) = BatchConsumer::subscribe(&ConsumerSpec {
-        bootstrap: &common.kafka_bootstrap,
-        group: topics::STATUS_GROUP,
-        instance: &common.instance,
-        topics: &[topics::STATUS_UPDATES],
-        session_timeout_ms: 10_000,
-        heartbeat_interval_ms: 3_000,
-        assignment_strategy: "cooperative-sticky",
-        metadata_refresh_ms: 10_000,
-    })?;
+    let (rebalance_tx, rebalances) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = BatchConsumer::subscribe(
+        &ConsumerSpec {
+            bootstrap: &common.kafka_bootstrap,
+            group: topics::STATUS_GROUP,
+            instance: &common.instance,
+            topics: &[topics::STATUS_UPDATES],
+            session_timeout_ms: 10_000,
+            heartbeat_interval_ms: 3_000,
+            assignment_strategy: "cooperative-sticky",
+            metadata_refresh_ms: 10_000,
+        },
+        rebalance_tx,
+    )?;
     tokio::spawn(crate::ops::run_reporter(common.redis_url.clone(), rebalances, kafka_metrics));
     let status_task = tokio::spawn(status::run(consumer, pool.clone(), status_metrics, shutdown.clone()));
 

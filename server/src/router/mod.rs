@@ -26,21 +26,22 @@ pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow
     let kafka_metrics = KafkaMetrics::register(&mut registry);
     let router_metrics = metrics::RouterMetrics::register(&mut registry);
 
-    let (consumer, rebalances) = BatchConsumer::subscribe(&ConsumerSpec {
-        bootstrap: &common.kafka_bootstrap,
-        group: topics::ROUTER_GROUP,
-        instance: &common.instance,
-        topics: &[topics::CHAT_EVENTS_PATTERN],
-        session_timeout_ms: args.consumer.session_timeout_ms,
-        heartbeat_interval_ms: args.consumer.heartbeat_interval_ms,
-        assignment_strategy: &args.consumer.assignment_strategy,
-        metadata_refresh_ms: args.consumer.metadata_refresh_ms,
-    })?;
-    // The reporter gets its own copy of the sender side via the consumer context; a second
-    // channel carries the final `left` report written at shutdown.
-    let (left_tx, left_rx) = tokio::sync::mpsc::unbounded_channel::<RebalanceEvent>();
-    let reporter =
-        tokio::spawn(crate::ops::run_reporter(common.redis_url.clone(), merge(rebalances, left_rx), kafka_metrics));
+    // The consumer context reports rebalances; a clone of the sender carries the final `left`.
+    let (rebalance_tx, rebalances) = tokio::sync::mpsc::unbounded_channel::<RebalanceEvent>();
+    let consumer = BatchConsumer::subscribe(
+        &ConsumerSpec {
+            bootstrap: &common.kafka_bootstrap,
+            group: topics::ROUTER_GROUP,
+            instance: &common.instance,
+            topics: &[topics::CHAT_EVENTS_PATTERN],
+            session_timeout_ms: args.consumer.session_timeout_ms,
+            heartbeat_interval_ms: args.consumer.heartbeat_interval_ms,
+            assignment_strategy: &args.consumer.assignment_strategy,
+            metadata_refresh_ms: args.consumer.metadata_refresh_ms,
+        },
+        rebalance_tx.clone(),
+    )?;
+    let reporter = tokio::spawn(crate::ops::run_reporter(common.redis_url.clone(), rebalances, kafka_metrics));
 
     let ops = OpsState {
         service: common.service.clone(),
@@ -56,13 +57,12 @@ pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow
         pool,
         producer: producer.clone(),
         http: reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(8).build()?,
-        batch_limit: args.batch,
         args,
         instance: common.instance.clone(),
         metrics: router_metrics,
     };
     while !shutdown.is_triggered() {
-        let batch = consumer.next_batch(router.batch_limit, Duration::from_millis(5), &shutdown).await;
+        let batch = consumer.next_batch(router.args.batch, Duration::from_millis(5), &shutdown).await;
         if batch.is_empty() {
             continue;
         }
@@ -75,7 +75,7 @@ pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow
     }
     tracing::info!("leaving the consumer group");
     consumer.close();
-    let _ = left_tx.send(RebalanceEvent {
+    let _ = rebalance_tx.send(RebalanceEvent {
         at: chrono::Utc::now(),
         group: topics::ROUTER_GROUP.into(),
         instance: common.instance.clone(),
@@ -84,27 +84,9 @@ pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow
         partitions: Vec::new(),
         assignment: Vec::new(),
     });
-    drop(left_tx);
+    drop(rebalance_tx);
     let _ = tokio::time::timeout(Duration::from_secs(3), reporter).await;
     producer.flush(Duration::from_secs(5));
     let _ = server.await;
     Ok(())
-}
-
-/// Both receivers into one, in arrival order; closes when both closed.
-fn merge(
-    mut a: tokio::sync::mpsc::UnboundedReceiver<RebalanceEvent>,
-    mut b: tokio::sync::mpsc::UnboundedReceiver<RebalanceEvent>,
-) -> tokio::sync::mpsc::UnboundedReceiver<RebalanceEvent> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let (mut a_open, mut b_open) = (true, true);
-        while a_open || b_open {
-            tokio::select! {
-                ev = a.recv(), if a_open => match ev { Some(ev) => { let _ = tx.send(ev); } None => a_open = false },
-                ev = b.recv(), if b_open => match ev { Some(ev) => { let _ = tx.send(ev); } None => b_open = false },
-            }
-        }
-    });
-    rx
 }

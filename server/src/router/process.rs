@@ -23,7 +23,6 @@ pub struct Router {
     pub producer: Producer,
     pub http: reqwest::Client,
     pub args: RouterArgs,
-    pub batch_limit: usize,
     pub instance: String,
     pub metrics: RouterMetrics,
 }
