@@ -7,6 +7,9 @@ scripts/bootstrap.sh
 
 export CHAT4ALL_HOME=${CHAT4ALL_TEST_HOME:-$PWD/target/test-stack}
 export DATABASE_URL=${CHAT4ALL_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/chat4all_test}
+# Its own ports and Redis database, so a development stack on the defaults keeps running beside it.
+export CHAT4ALL_PORT_OFFSET=${CHAT4ALL_TEST_PORT_OFFSET:-500}
+export REDIS_URL=${CHAT4ALL_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 CTL=$PWD/target/debug/chat4allctl
 
 "$CTL" down >/dev/null 2>&1 || true

@@ -78,6 +78,22 @@ impl Default for Ports {
     }
 }
 
+impl Ports {
+    /// The default ports shifted by `offset`, so that several stacks share one machine
+    /// (`up --port-offset 100`: broker 9192, message-service 8181, ...).
+    pub fn with_offset(offset: u16) -> Self {
+        let d = Self::default();
+        Self {
+            kafka: d.kafka + offset,
+            message_service: d.message_service + offset,
+            whatsapp: d.whatsapp + offset,
+            telegram: d.telegram + offset,
+            instagram: d.instagram + offset,
+            router_base: d.router_base + offset,
+        }
+    }
+}
+
 /// Everything needed to start any instance of the stack.
 #[derive(Debug, Clone)]
 pub struct StackSpec {
