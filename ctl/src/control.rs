@@ -19,6 +19,7 @@ use crate::error::UsageError;
 use crate::paths::DataDir;
 use crate::runtime::supervisor::Supervisor;
 use crate::runtime::ScaleRequest;
+use crate::sampler::Observations;
 use crate::spec::ServiceKind;
 
 /// Written to `supervisor.json` by a running supervisor.
@@ -30,6 +31,11 @@ pub struct SupervisorFile {
     pub started_at: chrono::DateTime<chrono::Utc>,
     pub kafka_bootstrap: String,
     pub api_url: String,
+    /// PostgreSQL and Redis of this stack, so that every client reads the same ones.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    #[serde(default)]
+    pub redis_url: Option<String>,
 }
 
 /// A fresh random token, written with mode 0600.
@@ -55,6 +61,7 @@ struct ApiState {
     sup: Arc<Supervisor>,
     token: Arc<String>,
     shutdown: Arc<Notify>,
+    obs: Observations,
 }
 
 struct ApiError(anyhow::Error);
@@ -84,18 +91,20 @@ pub async fn serve(
     token: String,
     port: u16,
     shutdown: Arc<Notify>,
+    obs: Observations,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("binding the control API on 127.0.0.1:{port}"))?;
     let addr = listener.local_addr()?;
-    let state = ApiState { sup, token: Arc::new(token), shutdown };
+    let state = ApiState { sup, token: Arc::new(token), shutdown, obs };
     let app = Router::new()
         .route("/v1/instances", get(list))
         .route("/v1/instances/{name}/{action}", post(act))
         .route("/v1/instances/{name}/logs", get(logs))
         .route("/v1/scale", post(scale))
         .route("/v1/actions", get(actions))
+        .route("/v1/lag/history", get(lag_history))
         .route("/v1/shutdown", post(shutdown_handler))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state);
@@ -126,6 +135,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn list(State(s): State<ApiState>) -> ApiResult {
     Ok(Json(s.sup.list()).into_response())
+}
+
+/// The supervisor's offset history, so that a one-shot `lag` has a window to judge by.
+async fn lag_history(State(s): State<ApiState>) -> ApiResult {
+    Ok(Json(s.obs.history()).into_response())
 }
 
 async fn actions(State(s): State<ApiState>) -> ApiResult {

@@ -1,7 +1,8 @@
 //! Reads of the broker through the Kafka protocol: groups, members, committed and log-end
 //! offsets, lag. Computed exactly as `kafka-consumer-groups --describe` does.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -47,6 +48,8 @@ pub struct Observer {
     bootstrap: String,
     timeout: Duration,
     client: BaseConsumer,
+    /// One offset reader per group, kept so a refresh does not reconnect.
+    readers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
 }
 
 fn config(bootstrap: &str) -> ClientConfig {
@@ -61,7 +64,7 @@ fn config(bootstrap: &str) -> ClientConfig {
 impl Observer {
     pub fn new(bootstrap: &str, timeout: Duration) -> anyhow::Result<Self> {
         let client: BaseConsumer = config(bootstrap).create().context("creating Kafka client")?;
-        Ok(Self { bootstrap: bootstrap.into(), timeout, client })
+        Ok(Self { bootstrap: bootstrap.into(), timeout, client, readers: Mutex::new(HashMap::new()) })
     }
 
     /// Topic -> partition count, internal topics left out.
@@ -112,6 +115,21 @@ impl Observer {
         Ok(self.groups()?.into_iter().find(|g| g.group == group))
     }
 
+    fn reader(&self, group: &str) -> anyhow::Result<Arc<BaseConsumer>> {
+        let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = readers.get(group) {
+            return Ok(r.clone());
+        }
+        let consumer: BaseConsumer = config(&self.bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("creating offset reader")?;
+        let consumer = Arc::new(consumer);
+        readers.insert(group.to_string(), consumer.clone());
+        Ok(consumer)
+    }
+
     /// Committed and log-end offsets of `group` over `topics` (every partition of each).
     pub fn offsets(&self, group: &str, topics: &[(String, i32)]) -> anyhow::Result<Vec<PartitionOffsets>> {
         let mut tpl = TopicPartitionList::new();
@@ -120,11 +138,7 @@ impl Observer {
                 tpl.add_partition(t, p);
             }
         }
-        let consumer: BaseConsumer = config(&self.bootstrap)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .context("creating offset reader")?;
+        let consumer = self.reader(group)?;
         let committed = consumer
             .committed_offsets(tpl, self.timeout)
             .with_context(|| format!("fetching committed offsets of {group}"))?;
@@ -150,12 +164,15 @@ impl Observer {
         Ok(out)
     }
 
-    /// The topics a group consumes: those it has committed offsets on, plus `known`.
-    pub fn group_offsets(&self, group: &str, known: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<PartitionOffsets>> {
-        let topics = self.topics()?;
-        let all = self.offsets(group, &topics)?;
-        let used: BTreeSet<String> =
-            all.iter().filter(|p| p.committed.is_some() || known(&p.topic)).map(|p| p.topic.clone()).collect();
+    /// Committed and log-end offsets of `group` over the topics it consumes: those it has
+    /// committed on, plus the ones our own groups consume before their first commit.
+    pub fn offsets_of_group(&self, group: &str, topics: &[(String, i32)]) -> anyhow::Result<Vec<PartitionOffsets>> {
+        let all = self.offsets(group, topics)?;
+        let used: BTreeSet<String> = all
+            .iter()
+            .filter(|p| p.committed.is_some() || known_topic(group, &p.topic))
+            .map(|p| p.topic.clone())
+            .collect();
         Ok(all.into_iter().filter(|p| used.contains(&p.topic)).collect())
     }
 }

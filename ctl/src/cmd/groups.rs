@@ -3,12 +3,16 @@
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::watch::{self, Render};
 use super::Cli;
-use chat4all_ctl::error::usage;
-use chat4all_ctl::kafka::{Observer, PartitionOffsets};
+use chat4all_ctl::kafka::Observer;
+use chat4all_ctl::lag::{LagHistory, Rules};
 use chat4all_ctl::output::{self, Format, Table};
-use chat4all_ctl::ownership::{self, Owner};
+use chat4all_ctl::ownership;
 use chat4all_ctl::runtime::client::ProcessRuntime;
+use chat4all_ctl::runtime::Action;
+use chat4all_ctl::view::{GroupReader, GroupView};
+use chat4all_server::events::{RebalanceEvent, TopicPartition};
 
 #[derive(Debug, Subcommand)]
 pub enum GroupsCommand {
@@ -30,7 +34,8 @@ pub struct EventsArgs {
     pub limit: usize,
 }
 
-fn bootstrap(cli: &Cli) -> String {
+/// Kafka bootstrap of the stack: `KAFKA_BOOTSTRAP`, else the running supervisor's, else the default.
+pub(crate) fn bootstrap(cli: &Cli) -> String {
     if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
         if !b.is_empty() {
             return b;
@@ -41,173 +46,184 @@ fn bootstrap(cli: &Cli) -> String {
         .unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+/// Redis of the stack: `REDIS_URL`, else the one the running supervisor uses, else the default.
+pub(crate) fn redis_url(cli: &Cli) -> String {
+    if let Ok(u) = std::env::var("REDIS_URL") {
+        if !u.is_empty() {
+            return u;
+        }
+    }
+    ProcessRuntime::connect(&cli.data(), cli.timeout)
+        .ok()
+        .and_then(|rt| rt.info.redis_url)
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PartitionRow {
-    group: String,
-    #[serde(flatten)]
-    offsets: PartitionOffsets,
-    consumer_id: Option<String>,
-    host: Option<String>,
-    client_id: Option<String>,
-    owner: Option<Owner>,
+/// PostgreSQL of the stack: `DATABASE_URL`, else the running supervisor's, else the default.
+pub(crate) fn database_url(cli: &Cli) -> String {
+    if let Ok(u) = std::env::var("DATABASE_URL") {
+        if !u.is_empty() {
+            return u;
+        }
+    }
+    ProcessRuntime::connect(&cli.data(), cli.timeout)
+        .ok()
+        .and_then(|rt| rt.info.database_url)
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/chat4all".into())
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Description {
-    group: String,
-    state: String,
-    protocol: String,
-    members: usize,
-    partitions: Vec<PartitionRow>,
-    standby: Vec<String>,
-    stale_reports: Vec<String>,
+/// A group reader primed with the supervisor's offset history (when a supervisor runs), so that
+/// even a one-shot command has a window to judge lag status by.
+pub(crate) async fn reader(cli: &Cli) -> anyhow::Result<GroupReader> {
+    let mut history = LagHistory::new(Rules::default());
+    if let Ok(rt) = ProcessRuntime::connect(&cli.data(), cli.timeout) {
+        if let Ok(h) = rt.lag_history().await {
+            history.merge(&h);
+        }
+    }
+    GroupReader::new(&bootstrap(cli), &redis_url(cli), cli.timeout, history)
 }
 
 pub async fn groups(cli: &Cli, cmd: &GroupsCommand) -> anyhow::Result<()> {
-    let bootstrap = bootstrap(cli);
-    let timeout = cli.timeout;
     match cmd {
         GroupsCommand::List => {
-            let groups = tokio::task::spawn_blocking(move || Observer::new(&bootstrap, timeout)?.groups()).await??;
-            match cli.output {
-                Format::Json => println!("{}", output::json(&groups)),
-                Format::Table => {
-                    let mut t = Table::new(&["GROUP", "STATE", "PROTOCOL", "MEMBERS"]);
-                    for g in groups {
-                        t.row(vec![g.group, g.state, g.protocol, g.members.len().to_string()]);
-                    }
-                    print!("{}", t.render());
-                }
-            }
-            Ok(())
+            let mut v = ListView { observer: reader(cli).await?.observer() };
+            watch::show(cli, &mut v).await
         }
-        GroupsCommand::Describe(args) => describe(cli, &args.group, bootstrap).await,
+        GroupsCommand::Describe(args) => {
+            let mut v = DescribeView { reader: reader(cli).await?, group: args.group.clone() };
+            watch::show(cli, &mut v).await
+        }
     }
 }
 
-async fn describe(cli: &Cli, group: &str, bootstrap: String) -> anyhow::Result<()> {
-    let timeout = cli.timeout;
-    let name = group.to_string();
-    let (info, offsets) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let obs = Observer::new(&bootstrap, timeout)?;
-        let info = obs.group(&name)?.ok_or_else(|| usage(format!("unknown consumer group {name:?}")))?;
-        let known = |t: &str| chat4all_ctl::kafka::known_topic(&name, t);
-        let offsets = obs.group_offsets(&name, &known)?;
-        Ok((info, offsets))
-    })
-    .await??;
-    let reports = match ownership::redis(&redis_url()).await {
-        Ok(mut conn) => ownership::reports(&mut conn, group).await.unwrap_or_default(),
-        Err(e) => {
-            eprintln!("chat4allctl: warning: no instance reports ({e:#}); ownership from the broker only");
-            Vec::new()
-        }
-    };
-    let own = ownership::reconcile(&info, &reports);
-    let partitions: Vec<PartitionRow> = offsets
-        .into_iter()
-        .map(|o| {
-            let owner = own.owners.get(&(o.topic.clone(), o.partition)).cloned();
-            let member = owner.as_ref().and_then(|ow| info.members.iter().find(|m| m.member_id == ow.member_id));
-            PartitionRow {
-                group: group.to_string(),
-                consumer_id: owner.as_ref().map(|o| o.member_id.clone()),
-                host: member.map(|m| m.host.clone()).filter(|h| !h.is_empty()),
-                client_id: member.map(|m| m.client_id.clone()).filter(|c| !c.is_empty()),
-                owner,
-                offsets: o,
+struct ListView {
+    observer: std::sync::Arc<Observer>,
+}
+
+impl Render for ListView {
+    async fn render(&mut self, format: Format) -> anyhow::Result<String> {
+        let obs = self.observer.clone();
+        let groups = tokio::task::spawn_blocking(move || obs.groups()).await??;
+        Ok(match format {
+            Format::Json => output::json(&groups),
+            Format::Table => {
+                let mut t = Table::new(&["GROUP", "STATE", "PROTOCOL", "MEMBERS"]);
+                for g in groups {
+                    t.row(vec![g.group, g.state, g.protocol, g.members.len().to_string()]);
+                }
+                t.render()
             }
         })
-        .collect();
-    let desc = Description {
-        group: group.into(),
-        state: info.state.clone(),
-        protocol: info.protocol.clone(),
-        members: info.members.len(),
-        partitions,
-        standby: own.standby,
-        stale_reports: own.stale,
-    };
-    match cli.output {
-        Format::Json => println!("{}", output::json(&desc)),
-        Format::Table => {
-            let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-            let mut t = Table::new(&[
-                "GROUP",
-                "TOPIC",
-                "PARTITION",
-                "CURRENT-OFFSET",
-                "LOG-END-OFFSET",
-                "LAG",
-                "CONSUMER-ID",
-                "HOST",
-                "CLIENT-ID",
-                "OWNER",
-            ]);
-            for p in &desc.partitions {
-                t.row(vec![
-                    p.group.clone(),
-                    p.offsets.topic.clone(),
-                    p.offsets.partition.to_string(),
-                    dash(p.offsets.committed.map(|c| c.to_string())),
-                    p.offsets.log_end.to_string(),
-                    dash(p.offsets.lag.map(|l| l.to_string())),
-                    dash(p.consumer_id.clone()),
-                    dash(p.host.clone()),
-                    dash(p.client_id.clone()),
-                    dash(p.owner.as_ref().map(|o| o.instance.clone())),
-                ]);
-            }
-            for s in &desc.standby {
-                t.row(vec![
-                    group.into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    format!("{s} (standby)"),
-                ]);
-            }
-            println!("group {} state {} members {}", desc.group, desc.state, desc.members);
-            print!("{}", t.render());
-        }
     }
-    Ok(())
+}
+
+struct DescribeView {
+    reader: GroupReader,
+    group: String,
+}
+
+impl Render for DescribeView {
+    async fn render(&mut self, format: Format) -> anyhow::Result<String> {
+        let desc = self.reader.describe(&self.group).await?;
+        Ok(match format {
+            Format::Json => output::json(&desc),
+            Format::Table => {
+                let mut out = String::new();
+                if let Some(e) = &self.reader.reports_error {
+                    out.push_str(&format!("warning: no instance reports ({e}); ownership from the broker only\n"));
+                }
+                out.push_str(&describe_table(&desc));
+                out
+            }
+        })
+    }
+}
+
+fn dash(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "-".into())
+}
+
+/// `kafka-consumer-groups --describe` columns, then the owner and the lag status.
+pub(crate) fn describe_table(desc: &GroupView) -> String {
+    let mut t = Table::new(&[
+        "GROUP",
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+        "CONSUMER-ID",
+        "HOST",
+        "CLIENT-ID",
+        "OWNER",
+        "STATUS",
+    ]);
+    for p in &desc.partitions {
+        t.row(vec![
+            p.group.clone(),
+            p.offsets.topic.clone(),
+            p.offsets.partition.to_string(),
+            dash(p.offsets.committed.map(|c| c.to_string())),
+            p.offsets.log_end.to_string(),
+            dash(p.offsets.lag.map(|l| l.to_string())),
+            dash(p.consumer_id.clone()),
+            dash(p.host.clone()),
+            dash(p.client_id.clone()),
+            dash(p.owner.as_ref().map(|o| o.instance.clone())),
+            p.status.to_string(),
+        ]);
+    }
+    for s in &desc.standby {
+        let mut row = vec![desc.group.clone()];
+        row.extend(std::iter::repeat_n("-".to_string(), 8));
+        row.push(format!("{s} (standby)"));
+        row.push("-".into());
+        t.row(row);
+    }
+    format!(
+        "group {} state {} members {} lag {} status {}\n{}",
+        desc.group,
+        desc.state,
+        desc.members,
+        desc.total_lag,
+        desc.status,
+        t.render()
+    )
 }
 
 pub async fn events(cli: &Cli, args: &EventsArgs) -> anyhow::Result<()> {
-    let mut conn = ownership::redis(&redis_url()).await?;
-    let events = ownership::timeline(&mut conn, args.limit).await?;
-    let actions = match ProcessRuntime::connect(&cli.data(), cli.timeout) {
-        Ok(rt) => rt.actions().await.unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Row<'a> {
-        #[serde(flatten)]
-        event: &'a chat4all_server::events::RebalanceEvent,
-        cause: Option<String>,
-    }
-    // The cause of a rebalance: the newest operator action on the same service in the 60 s before it.
+    let conn = ownership::redis(&redis_url(cli)).await?;
+    let runtime = ProcessRuntime::connect(&cli.data(), cli.timeout).ok();
+    let mut v = EventsView { conn, runtime, limit: args.limit };
+    watch::show(cli, &mut v).await
+}
+
+struct EventsView {
+    conn: redis::aio::MultiplexedConnection,
+    runtime: Option<ProcessRuntime>,
+    limit: usize,
+}
+
+/// One rebalance report and the operator action that caused it, where known.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EventRow {
+    #[serde(flatten)]
+    pub event: RebalanceEvent,
+    pub cause: Option<String>,
+}
+
+/// The cause of a rebalance: the newest operator action on the same service in the 60 s before it.
+pub(crate) fn attribute(events: Vec<RebalanceEvent>, actions: &[Action]) -> Vec<EventRow> {
     let service_of = |instance: &str| -> String {
         match instance.rsplit_once('-') {
             Some((s, n)) if n.chars().all(|c| c.is_ascii_digit()) => s.to_string(),
             _ => instance.to_string(),
         }
     };
-    let rows: Vec<Row<'_>> = events
-        .iter()
+    events
+        .into_iter()
         .map(|e| {
             let service = service_of(&e.instance);
             let cause = actions
@@ -216,33 +232,43 @@ pub async fn events(cli: &Cli, args: &EventsArgs) -> anyhow::Result<()> {
                 .filter(|a| service_of(&a.target) == service)
                 .max_by_key(|a| a.at)
                 .map(|a| format!("{} {}", a.action, a.target));
-            Row { event: e, cause }
+            EventRow { event: e, cause }
         })
-        .collect();
-    match cli.output {
-        Format::Json => println!("{}", output::json(&rows)),
-        Format::Table => {
-            let mut t = Table::new(&["TIME", "GROUP", "INSTANCE", "KIND", "PARTITIONS", "ASSIGNMENT", "CAUSE"]);
-            let fmt = |v: &[chat4all_server::events::TopicPartition]| {
-                if v.is_empty() {
-                    "-".to_string()
-                } else {
-                    v.iter().map(|p| format!("{}-{}", p.topic, p.partition)).collect::<Vec<_>>().join(",")
+        .collect()
+}
+
+impl Render for EventsView {
+    async fn render(&mut self, format: Format) -> anyhow::Result<String> {
+        let events = ownership::timeline(&mut self.conn, self.limit).await?;
+        let actions = match &self.runtime {
+            Some(rt) => rt.actions().await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let rows = attribute(events, &actions);
+        Ok(match format {
+            Format::Json => output::json(&rows),
+            Format::Table => {
+                let mut t = Table::new(&["TIME", "GROUP", "INSTANCE", "KIND", "PARTITIONS", "ASSIGNMENT", "CAUSE"]);
+                let fmt = |v: &[TopicPartition]| {
+                    if v.is_empty() {
+                        "-".to_string()
+                    } else {
+                        v.iter().map(|p| format!("{}-{}", p.topic, p.partition)).collect::<Vec<_>>().join(",")
+                    }
+                };
+                for r in &rows {
+                    t.row(vec![
+                        r.event.at.format("%H:%M:%S%.3f").to_string(),
+                        r.event.group.clone(),
+                        r.event.instance.clone(),
+                        format!("{:?}", r.event.kind).to_lowercase(),
+                        fmt(&r.event.partitions),
+                        fmt(&r.event.assignment),
+                        r.cause.clone().unwrap_or_else(|| "-".into()),
+                    ]);
                 }
-            };
-            for r in &rows {
-                t.row(vec![
-                    r.event.at.format("%H:%M:%S%.3f").to_string(),
-                    r.event.group.clone(),
-                    r.event.instance.clone(),
-                    format!("{:?}", r.event.kind).to_lowercase(),
-                    fmt(&r.event.partitions),
-                    fmt(&r.event.assignment),
-                    r.cause.clone().unwrap_or_else(|| "-".into()),
-                ]);
+                t.render()
             }
-            print!("{}", t.render());
-        }
+        })
     }
-    Ok(())
 }

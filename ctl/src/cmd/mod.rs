@@ -3,8 +3,11 @@
 mod act;
 mod bench;
 mod groups;
+mod lag;
+mod repartition;
 mod status;
 mod up;
+mod watch;
 
 use std::time::Duration;
 
@@ -19,6 +22,14 @@ Exit codes:
   1  a condition was not met (a wait that timed out, a failed drill criterion)
   2  error: bad input, unknown instance or service, stack or broker unreachable; nothing changed
 
+Lag status (lag, groups describe, status):
+  OK       lag is zero, or the group keeps up
+  WARN     offsets are committed but lag has not decreased over the window
+  STALL    an owner holds the partition but has not committed for 10 s while lag > 0
+  STOP     lag > 0 and no live member owns the partition
+  REWIND   the committed offset went backwards
+  UNKNOWN  not enough history yet
+
 Environment:
   CHAT4ALL_HOME    data directory of the local stack (default: ./.chat4all)
   KAFKA_BOOTSTRAP  use this Kafka instead of the embedded broker (up), or read from it
@@ -30,6 +41,8 @@ Examples:
   chat4allctl status -o json       everything at a glance, for scripts
   chat4allctl kill router-service-1
   chat4allctl scale router=2
+  chat4allctl lag --watch          lag, lag seconds and status, refreshed every second
+  chat4allctl repartition chat-events --partitions 4 --dry-run
   chat4allctl down";
 
 #[derive(Debug, Parser)]
@@ -51,6 +64,12 @@ pub struct Cli {
     /// How long to wait for the broker or the supervisor before giving up (e.g. 5s, 500ms).
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Refresh a read command in place (tables) or print one JSON document per line (-o json).
+    #[arg(short, long, global = true)]
+    pub watch: bool,
+    /// Refresh interval of --watch (e.g. 1s, 500ms).
+    #[arg(long, global = true, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
     /// More logging on stderr.
     #[arg(short, long, global = true)]
     pub verbose: bool,
@@ -75,6 +94,8 @@ pub enum Command {
     /// Consumer groups: list, or describe one (offsets, lag, owner per partition).
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// Lag per group / topic / partition, lag in seconds and status (OK, WARN, STALL, STOP, REWIND).
+    Lag(lag::LagArgs),
     /// The rebalance timeline: assigned / revoked partitions per instance, with the cause.
     Events(groups::EventsArgs),
     /// The instances of the local stack.
@@ -92,6 +113,8 @@ pub enum Command {
     Scale(act::ScaleArgs),
     /// Print the log of an instance.
     Logs(act::LogsArgs),
+    /// More partitions for chat-events, keeping per-conversation order (drain, change, resume).
+    Repartition(repartition::RepartitionArgs),
     /// Drive the API at a fixed rate and report throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -125,6 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => status::status(&cli).await,
         Command::Instances => status::instances(&cli).await,
         Command::Groups(c) => groups::groups(&cli, c).await,
+        Command::Lag(a) => lag::lag(&cli, a).await,
         Command::Events(a) => groups::events(&cli, a).await,
         Command::Kill(a) => act::act(&cli, &a.instance, "kill").await,
         Command::Stop(a) => act::act(&cli, &a.instance, "stop").await,
@@ -132,6 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart(a) => act::act(&cli, &a.instance, "restart").await,
         Command::Scale(a) => act::scale(&cli, a).await,
         Command::Logs(a) => act::logs(&cli, a).await,
+        Command::Repartition(a) => repartition::repartition(&cli, a).await,
         Command::Bench(a) => bench::bench(&cli, a).await,
     }
 }

@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::watch::{self, Render};
 use super::Cli;
-use chat4all_ctl::kafka::Observer;
+use chat4all_ctl::lag::LagStatus;
 use chat4all_ctl::output::{self, human_duration, Format, Table};
 use chat4all_ctl::runtime::client::ProcessRuntime;
 use chat4all_ctl::runtime::InstanceInfo;
+use chat4all_ctl::view::{GroupReader, GroupView};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -30,6 +32,9 @@ struct GroupRow {
     total_lag: i64,
     /// Partitions with nothing committed yet.
     uncommitted: usize,
+    /// Worst lag status of its partitions.
+    status: LagStatus,
+    max_lag_seconds: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -88,21 +93,17 @@ async fn instance_rows(rt: &ProcessRuntime) -> anyhow::Result<Vec<InstanceRow>> 
         .collect())
 }
 
-fn group_rows(obs: &Observer) -> anyhow::Result<Vec<GroupRow>> {
-    let mut rows = Vec::new();
-    for g in obs.groups()? {
-        let known = |t: &str| chat4all_ctl::kafka::known_topic(&g.group, t);
-        let offsets = obs.group_offsets(&g.group, &known)?;
-        rows.push(GroupRow {
-            state: g.state.clone(),
-            members: g.members.len(),
-            partitions: offsets.len(),
-            total_lag: offsets.iter().filter_map(|p| p.lag).sum(),
-            uncommitted: offsets.iter().filter(|p| p.committed.is_none()).count(),
-            group: g.group,
-        });
+fn group_row(g: &GroupView) -> GroupRow {
+    GroupRow {
+        group: g.group.clone(),
+        state: g.state.clone(),
+        members: g.members,
+        partitions: g.partitions.len(),
+        total_lag: g.total_lag,
+        uncommitted: g.partitions.iter().filter(|p| p.offsets.committed.is_none()).count(),
+        status: g.status,
+        max_lag_seconds: g.max_lag_seconds,
     }
-    Ok(rows)
 }
 
 fn instance_table(rows: &[InstanceRow]) -> String {
@@ -125,65 +126,82 @@ fn instance_table(rows: &[InstanceRow]) -> String {
 pub async fn status(cli: &Cli) -> anyhow::Result<()> {
     let data = cli.data();
     let rt = ProcessRuntime::connect(&data, cli.timeout)?;
-    let instances = instance_rows(&rt).await?;
-    let bootstrap = rt.info.kafka_bootstrap.clone();
-    let timeout = cli.timeout;
-    let groups = tokio::task::spawn_blocking(move || {
-        let obs = Observer::new(&bootstrap, timeout)?;
-        group_rows(&obs)
-    })
-    .await?;
-    let (groups, broker_error) = match groups {
-        Ok(g) => (g, None),
-        Err(e) => (Vec::new(), Some(format!("{e:#}"))),
-    };
-    let status = Status {
-        data_dir: data.root().display().to_string(),
-        supervisor_pid: rt.info.pid,
-        control_url: rt.info.control_url.clone(),
-        broker: rt.info.kafka_bootstrap.clone(),
-        broker_reachable: broker_error.is_none(),
-        broker_error,
-        instances,
-        groups,
-    };
-    match cli.output {
-        Format::Json => println!("{}", output::json(&status)),
-        Format::Table => {
-            println!(
-                "supervisor pid {}  control {}  data {}",
-                status.supervisor_pid, status.control_url, status.data_dir
-            );
-            match &status.broker_error {
-                None => println!("broker {}  reachable", status.broker),
-                Some(e) => println!("broker {}  UNREACHABLE: {e}", status.broker),
-            }
-            println!();
-            print!("{}", instance_table(&status.instances));
-            println!();
-            let mut t = Table::new(&["GROUP", "STATE", "MEMBERS", "PARTITIONS", "LAG", "UNCOMMITTED"]);
-            for g in &status.groups {
-                t.row(vec![
-                    g.group.clone(),
-                    g.state.clone(),
-                    g.members.to_string(),
-                    g.partitions.to_string(),
-                    g.total_lag.to_string(),
-                    g.uncommitted.to_string(),
-                ]);
-            }
-            print!("{}", t.render());
+    let reader = super::groups::reader(cli).await?;
+    let mut v = StatusView { rt, reader, data_dir: data.root().display().to_string() };
+    watch::show(cli, &mut v).await
+}
+
+struct StatusView {
+    rt: ProcessRuntime,
+    reader: GroupReader,
+    data_dir: String,
+}
+
+impl Render for StatusView {
+    async fn render(&mut self, format: Format) -> anyhow::Result<String> {
+        let instances = instance_rows(&self.rt).await?;
+        let (groups, broker_error) = match self.reader.all().await {
+            Ok(g) => (g.iter().map(group_row).collect(), None),
+            Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+        };
+        let status = Status {
+            data_dir: self.data_dir.clone(),
+            supervisor_pid: self.rt.info.pid,
+            control_url: self.rt.info.control_url.clone(),
+            broker: self.rt.info.kafka_bootstrap.clone(),
+            broker_reachable: broker_error.is_none(),
+            broker_error,
+            instances,
+            groups,
+        };
+        if format == Format::Json {
+            return Ok(output::json(&status));
         }
+        let mut out = format!(
+            "supervisor pid {}  control {}  data {}\n",
+            status.supervisor_pid, status.control_url, status.data_dir
+        );
+        match &status.broker_error {
+            None => out.push_str(&format!("broker {}  reachable\n", status.broker)),
+            Some(e) => out.push_str(&format!("broker {}  UNREACHABLE: {e}\n", status.broker)),
+        }
+        out.push('\n');
+        out.push_str(&instance_table(&status.instances));
+        out.push('\n');
+        let mut t =
+            Table::new(&["GROUP", "STATE", "MEMBERS", "PARTITIONS", "LAG", "LAG-SECONDS", "UNCOMMITTED", "STATUS"]);
+        for g in &status.groups {
+            t.row(vec![
+                g.group.clone(),
+                g.state.clone(),
+                g.members.to_string(),
+                g.partitions.to_string(),
+                g.total_lag.to_string(),
+                g.max_lag_seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
+                g.uncommitted.to_string(),
+                g.status.to_string(),
+            ]);
+        }
+        out.push_str(&t.render());
+        Ok(out)
     }
-    Ok(())
 }
 
 pub async fn instances(cli: &Cli) -> anyhow::Result<()> {
     let rt = ProcessRuntime::connect(&cli.data(), cli.timeout)?;
-    let rows = instance_rows(&rt).await?;
-    match cli.output {
-        Format::Json => println!("{}", output::json(&rows)),
-        Format::Table => print!("{}", instance_table(&rows)),
+    watch::show(cli, &mut InstancesView { rt }).await
+}
+
+struct InstancesView {
+    rt: ProcessRuntime,
+}
+
+impl Render for InstancesView {
+    async fn render(&mut self, format: Format) -> anyhow::Result<String> {
+        let rows = instance_rows(&self.rt).await?;
+        Ok(match format {
+            Format::Json => output::json(&rows),
+            Format::Table => instance_table(&rows),
+        })
     }
-    Ok(())
 }

@@ -15,6 +15,7 @@ use chat4all_ctl::paths::DataDir;
 use chat4all_ctl::runtime::client::ProcessRuntime;
 use chat4all_ctl::runtime::supervisor::{tail_file, Supervisor};
 use chat4all_ctl::runtime::InstanceState;
+use chat4all_ctl::sampler::Observations;
 use chat4all_ctl::spec::{Ports, StackSpec};
 
 #[derive(Debug, Args)]
@@ -25,15 +26,31 @@ pub struct UpArgs {
     /// Start in the background and return once every instance is healthy.
     #[arg(short, long)]
     pub detach: bool,
-    /// Port of the supervisor's control API (loopback only).
-    #[arg(long, env = "CHAT4ALL_CONTROL_PORT", default_value_t = 7070)]
-    pub control_port: u16,
+    /// Port of the supervisor's control API (loopback only; default 7070 + port offset).
+    #[arg(long, env = "CHAT4ALL_CONTROL_PORT")]
+    pub control_port: Option<u16>,
+    /// Shift every port of the stack (broker 9092, services 808x, routers 809x, control 7070) by
+    /// this much, to run a second stack beside the first (use its own --data-dir and database).
+    #[arg(long, env = "CHAT4ALL_PORT_OFFSET", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=400))]
+    pub port_offset: u16,
     /// How long `--detach` waits for the stack to become healthy.
     #[arg(long, default_value = "180s", value_parser = chat4all_ctl::output::parse_duration)]
     pub wait: Duration,
     /// Run the supervisor in this process without interaction (what --detach starts).
     #[arg(long, hide = true)]
     pub supervise: bool,
+}
+
+/// How often the supervisor samples group offsets (lag history for `lag`, the exporter).
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Aborts a background task when the supervisor returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn env_or(key: &str, default: &str) -> String {
@@ -125,7 +142,7 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     if args.detach && !args.supervise {
         return detach(cli, args, &data).await;
     }
-    let ports = Ports::default();
+    let ports = Ports::with_offset(args.port_offset);
     let spec = StackSpec {
         server_bin,
         broker_bin,
@@ -143,13 +160,31 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
     let token = control::write_token(data)?;
     let sup = Arc::new(Supervisor::new(spec.clone(), data.clone()));
     let stop = Arc::new(Notify::new());
-    let (addr, _api) = control::serve(sup.clone(), token, args.control_port, stop.clone()).await?;
+    let obs = Observations::default();
+    let (addr, _api) = control::serve(
+        sup.clone(),
+        token,
+        args.control_port.unwrap_or(7070 + args.port_offset),
+        stop.clone(),
+        obs.clone(),
+    )
+    .await?;
+    // Offset history for lag status and lag seconds; it retries until the broker answers.
+    let _sampler = AbortOnDrop(tokio::spawn(chat4all_ctl::sampler::run(
+        spec.kafka_bootstrap.clone(),
+        spec.redis_url.clone(),
+        SAMPLE_INTERVAL,
+        Duration::from_secs(5),
+        obs,
+    )));
     let info = SupervisorFile {
         pid: std::process::id(),
         control_url: format!("http://{addr}"),
         started_at: chrono::Utc::now(),
         kafka_bootstrap: spec.kafka_bootstrap.clone(),
         api_url: format!("http://127.0.0.1:{}", spec.ports.message_service),
+        database_url: Some(spec.database_url.clone()),
+        redis_url: Some(spec.redis_url.clone()),
     };
     let tmp = data.supervisor_file().with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
@@ -202,7 +237,9 @@ async fn detach(cli: &Cli, args: &UpArgs, data: &DataDir) -> anyhow::Result<()> 
         .arg("--routers")
         .arg(args.routers.to_string())
         .arg("--control-port")
-        .arg(args.control_port.to_string())
+        .arg(args.control_port.unwrap_or(7070 + args.port_offset).to_string())
+        .arg("--port-offset")
+        .arg(args.port_offset.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

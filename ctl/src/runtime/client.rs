@@ -66,6 +66,11 @@ impl ProcessRuntime {
         }
     }
 
+    /// The supervisor's offset history (empty from a supervisor that keeps none).
+    pub async fn lag_history(&self) -> anyhow::Result<crate::lag::LagHistory> {
+        self.call(reqwest::Method::GET, "/v1/lag/history", None).await
+    }
+
     pub async fn list(&self) -> anyhow::Result<Vec<InstanceInfo>> {
         self.call(reqwest::Method::GET, "/v1/instances", None).await
     }

@@ -17,6 +17,9 @@ impl Producer {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "none")
+            // The Java client's key hash, so a key lands on the same partition whichever client
+            // produced it, and `repartition --dry-run` can tell which keys move.
+            .set("partitioner", "murmur2_random")
             // A send that cannot reach the broker fails after this long; the caller keeps the
             // record (outbox) and tries again, so nothing is lost by giving up.
             .set("message.timeout.ms", "10000")

@@ -1,0 +1,120 @@
+//! `lag [GROUP...]`: lag per group / topic / partition, lag in seconds and Burrow-style status.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::watch::{self, Render};
+use super::Cli;
+use chat4all_ctl::output::{self, parse_duration, Format, Table};
+use chat4all_ctl::view::{GroupReader, GroupView};
+
+#[derive(Debug, Args)]
+pub struct LagArgs {
+    /// Groups to show (default: every group on the broker).
+    pub groups: Vec<String>,
+    /// Without the supervisor's offset history (no local stack, an external Kafka), sample the
+    /// broker this long first so status and lag seconds have a window (0s: one sample).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub sample_for: Duration,
+}
+
+pub async fn lag(cli: &Cli, args: &LagArgs) -> anyhow::Result<()> {
+    let reader = super::groups::reader(cli).await?;
+    let mut v = LagView { reader, groups: args.groups.clone() };
+    if !cli.watch && !args.sample_for.is_zero() && v.thin_history() {
+        // Prime the history: samples a second apart over `sample_for`.
+        let end = tokio::time::Instant::now() + args.sample_for;
+        loop {
+            v.collect().await?;
+            if tokio::time::Instant::now() + Duration::from_secs(1) > end {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep_until(end).await;
+    }
+    watch::show(cli, &mut v).await
+}
+
+struct LagView {
+    reader: GroupReader,
+    groups: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LagReport {
+    groups: Vec<GroupView>,
+}
+
+impl LagView {
+    /// Whether the history holds fewer than two samples of any partition it knows (or none).
+    fn thin_history(&self) -> bool {
+        self.reader.history.is_thin()
+    }
+
+    async fn collect(&mut self) -> anyhow::Result<Vec<GroupView>> {
+        if self.groups.is_empty() {
+            return self.reader.all().await;
+        }
+        let mut out = Vec::new();
+        for g in &self.groups {
+            out.push(self.reader.describe(g).await?);
+        }
+        Ok(out)
+    }
+}
+
+impl Render for LagView {
+    async fn render(&mut self, format: Format) -> anyhow::Result<String> {
+        let groups = self.collect().await?;
+        Ok(match format {
+            Format::Json => output::json(&LagReport { groups }),
+            Format::Table => table(&groups),
+        })
+    }
+}
+
+fn table(groups: &[GroupView]) -> String {
+    let mut t = Table::new(&[
+        "GROUP",
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+        "LAG-SECONDS",
+        "STATUS",
+        "OWNER",
+    ]);
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for g in groups {
+        for p in &g.partitions {
+            t.row(vec![
+                g.group.clone(),
+                p.offsets.topic.clone(),
+                p.offsets.partition.to_string(),
+                dash(p.offsets.committed.map(|c| c.to_string())),
+                p.offsets.log_end.to_string(),
+                dash(p.offsets.lag.map(|l| l.to_string())),
+                dash(p.lag_seconds.map(|s| format!("{s:.1}"))),
+                p.status.to_string(),
+                dash(p.owner.as_ref().map(|o| o.instance.clone())),
+            ]);
+        }
+    }
+    let mut out = String::new();
+    for g in groups {
+        out.push_str(&format!(
+            "{}: lag {} ({}), status {}\n",
+            g.group,
+            g.total_lag,
+            g.max_lag_seconds.map(|s| format!("{s:.1}s behind")).unwrap_or_else(|| "-".into()),
+            g.status
+        ));
+    }
+    out.push_str(&t.render());
+    out
+}

@@ -1,0 +1,80 @@
+//! `repartition TOPIC --partitions N [--dry-run] [--drain-timeout 60s]`.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::Cli;
+use chat4all_ctl::output::{self, parse_duration, Format};
+use chat4all_ctl::repartition::{self, Method, Plan, Target};
+
+#[derive(Debug, Args)]
+pub struct RepartitionArgs {
+    /// The topic: chat-events (its current generation is looked up).
+    pub topic: String,
+    /// New partition count; must exceed the current one (partitions are never removed).
+    #[arg(long, short = 'p', allow_negative_numbers = true)]
+    pub partitions: i32,
+    /// Print the plan and the share of conversation keys that change partition; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for the router group to drain before giving up (nothing changed, exit 1).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+pub async fn repartition(cli: &Cli, args: &RepartitionArgs) -> anyhow::Result<()> {
+    let target = Target {
+        bootstrap: super::groups::bootstrap(cli),
+        database_url: super::groups::database_url(cli),
+        timeout: cli.timeout,
+    };
+    let plan = repartition::plan(&target, &args.topic, args.partitions).await?;
+    if args.dry_run {
+        match cli.output {
+            Format::Json => println!("{}", output::json(&serde_json::json!({"dryRun": true, "plan": plan}))),
+            Format::Table => print!("{}", describe(&plan)),
+        }
+        return Ok(());
+    }
+    let json = cli.output == Format::Json;
+    if !json {
+        print!("{}", describe(&plan));
+    }
+    let progress = move |line: &str| {
+        if !json {
+            println!("  {line}");
+        }
+    };
+    let outcome = repartition::execute(&target, &plan, args.drain_timeout, &progress).await?;
+    match cli.output {
+        Format::Json => println!("{}", output::json(&outcome)),
+        Format::Table => println!(
+            "done: {} -> {} partitions ({}); relay paused {} ms, {} messages waited in the outbox",
+            plan.from, plan.to, plan.target_topic, outcome.paused_ms, outcome.backlog_at_resume
+        ),
+    }
+    Ok(())
+}
+
+fn describe(plan: &Plan) -> String {
+    let how = match plan.method {
+        Method::CreatePartitions => format!("add partitions to {} (CreatePartitions)", plan.current_topic),
+        Method::NewGeneration => format!(
+            "the broker lacks CreatePartitions: new topic generation {} (routers follow by pattern)",
+            plan.target_topic
+        ),
+    };
+    format!(
+        "repartition {} ({}): {} -> {} partitions\n  method: {}\n  keys changing partition: {} of {} {} ({:.1}%)\n  order: relay paused, router-service drained to lag 0, then changed and resumed\n",
+        plan.topic,
+        plan.current_topic,
+        plan.from,
+        plan.to,
+        how,
+        plan.key_moves.moved,
+        plan.key_moves.keys,
+        plan.key_moves.source,
+        plan.key_moves.share * 100.0
+    )
+}

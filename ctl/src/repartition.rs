@@ -1,0 +1,365 @@
+//! `repartition TOPIC --partitions N`: more partitions without breaking per-conversation order.
+//!
+//! The outbox relay is paused (the API keeps accepting; messages wait in the outbox), the router
+//! group drains the current topic to lag 0, the partitions change, the relay resumes. The change
+//! is CreatePartitions where the broker supports it (ApiVersions says), otherwise a new topic
+//! generation (`chat-events.g2`, `.g3`, ...) that the relay switches to and the routers follow by
+//! pattern subscription. Either way, no message of a conversation is routed before an older one.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::error::{usage, ConditionNotMet};
+use crate::kafka::Observer;
+use crate::wire;
+
+/// The logical topic our relay publishes to, and the group that consumes it.
+pub const CHAT_EVENTS: &str = "chat-events";
+pub const ROUTER_GROUP: &str = "router-service";
+
+/// Where the stack is.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub bootstrap: String,
+    pub database_url: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The broker adds partitions to the topic in place.
+    CreatePartitions,
+    /// A new topic with more partitions; the relay switches to it.
+    NewGeneration,
+}
+
+/// How many conversation keys land on another partition after the change.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyMoves {
+    /// `conversations` (the keys in PostgreSQL) or `synthetic` (none stored yet).
+    pub source: &'static str,
+    pub keys: usize,
+    pub moved: usize,
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// What the operator named (`chat-events`).
+    pub topic: String,
+    /// The topic the relay publishes to now (`chat-events` or a generation).
+    pub current_topic: String,
+    pub from: i32,
+    pub to: i32,
+    pub method: Method,
+    /// The topic that will hold `to` partitions.
+    pub target_topic: String,
+    pub key_moves: KeyMoves,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub plan: Plan,
+    /// Time from pausing the relay to the group's lag reaching 0.
+    pub drain_ms: u64,
+    /// Time the relay was paused (messages waited in the outbox, none refused).
+    pub paused_ms: u64,
+    /// Messages that waited in the outbox when the relay resumed.
+    pub backlog_at_resume: i64,
+}
+
+/// Validates the request and computes the plan; a usage error (exit 2) for bad input.
+pub async fn plan(target: &Target, topic: &str, partitions: i32) -> anyhow::Result<Plan> {
+    if partitions < 1 {
+        return Err(usage(format!("--partitions must be at least 1, got {partitions}")));
+    }
+    let pool = connect(&target.database_url).await?;
+    let current_topic = if topic == CHAT_EVENTS {
+        current_generation(&pool).await?
+    } else {
+        return Err(usage(format!(
+            "unknown topic {topic:?}: chat4allctl repartitions {CHAT_EVENTS} (the topic the platform routes); \
+             other topics are not drained by the platform"
+        )));
+    };
+    let (bootstrap, timeout) = (target.bootstrap.clone(), target.timeout);
+    let cur = current_topic.clone();
+    let from = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<i32>> {
+        let obs = Observer::new(&bootstrap, timeout)?;
+        Ok(obs.topics()?.into_iter().find(|(t, _)| *t == cur).map(|(_, n)| n))
+    })
+    .await??
+    .ok_or_else(|| {
+        usage(format!("topic {current_topic:?} does not exist on the broker yet (start the stack first)"))
+    })?;
+    if partitions <= from {
+        return Err(usage(format!(
+            "{topic} has {from} partitions; repartition only increases (asked for {partitions})"
+        )));
+    }
+    let supports = wire::supports(&first_broker(&target.bootstrap), wire::api::CREATE_PARTITIONS, target.timeout)
+        .await
+        .map_err(|e| usage(format!("broker unreachable: {e}")))?;
+    let (method, target_topic) = if supports {
+        (Method::CreatePartitions, current_topic.clone())
+    } else {
+        (Method::NewGeneration, next_generation(&current_topic))
+    };
+    let key_moves = key_moves(&pool, from, partitions).await?;
+    Ok(Plan { topic: topic.to_string(), current_topic, from, to: partitions, method, target_topic, key_moves })
+}
+
+/// Carries out `plan`; `progress` receives one line per step. On failure after the pause the
+/// relay is resumed and nothing else has changed.
+pub async fn execute(
+    target: &Target,
+    plan: &Plan,
+    drain_timeout: Duration,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<Outcome> {
+    let pool = connect(&target.database_url).await?;
+    let started = Instant::now();
+    set_paused(&pool, true).await?;
+    progress("outbox relay paused; the API keeps accepting");
+    let result = drain_and_change(target, plan, &pool, drain_timeout, progress).await;
+    let resumed = set_paused(&pool, false).await;
+    let paused_ms = started.elapsed().as_millis() as u64;
+    resumed.context(
+        "resuming the outbox relay (run `chat4allctl repartition` again or set relay_control.paused = false)",
+    )?;
+    progress(&format!("outbox relay resumed after {paused_ms} ms"));
+    let drain_ms = result?;
+    let backlog_at_resume: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap_or(0);
+    Ok(Outcome { plan: plan.clone(), drain_ms, paused_ms, backlog_at_resume })
+}
+
+async fn drain_and_change(
+    target: &Target,
+    plan: &Plan,
+    pool: &PgPool,
+    drain_timeout: Duration,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    // A publish round that read the outbox before the pause may still be in flight: the drain
+    // below only counts once the log end has stopped moving as well.
+    wait_drained(target, &plan.current_topic, drain_timeout, progress).await?;
+    let drain_ms = started.elapsed().as_millis() as u64;
+    progress(&format!("{ROUTER_GROUP} drained {} to lag 0 in {drain_ms} ms", plan.current_topic));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &target.bootstrap)
+        .set("client.id", "chat4allctl")
+        .set("log_level", "3")
+        .create()
+        .context("creating Kafka admin client")?;
+    let opts = AdminOptions::new().operation_timeout(Some(target.timeout));
+    match plan.method {
+        Method::CreatePartitions => {
+            let np = NewPartitions::new(&plan.current_topic, plan.to as usize);
+            let res = admin.create_partitions([&np], &opts).await.context("CreatePartitions")?;
+            for r in res {
+                r.map_err(|(t, e)| anyhow::anyhow!("adding partitions to {t}: {e}"))?;
+            }
+            progress(&format!("{} now has {} partitions", plan.current_topic, plan.to));
+        }
+        Method::NewGeneration => {
+            let nt = NewTopic::new(&plan.target_topic, plan.to, TopicReplication::Fixed(1));
+            let res = admin.create_topics([&nt], &opts).await.context("CreateTopics")?;
+            for r in res {
+                match r {
+                    Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((t, e)) => anyhow::bail!("creating {t}: {e}"),
+                }
+            }
+            sqlx::query("UPDATE relay_control SET topic = $1, updated_at = now() WHERE id = 1")
+                .bind(&plan.target_topic)
+                .execute(pool)
+                .await
+                .context("switching the relay to the new generation")?;
+            progress(&format!(
+                "created {} with {} partitions; the relay publishes there, routers follow by pattern",
+                plan.target_topic, plan.to
+            ));
+        }
+    }
+    Ok(drain_ms)
+}
+
+/// Waits until every partition of `topic` is committed up to its log end by the router group
+/// and the log end has not moved for a second.
+async fn wait_drained(
+    target: &Target,
+    topic: &str,
+    timeout: Duration,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let (bootstrap, t) = (target.bootstrap.clone(), target.timeout);
+    let obs = std::sync::Arc::new(tokio::task::spawn_blocking(move || Observer::new(&bootstrap, t)).await??);
+    let mut last_end: Option<i64> = None;
+    let mut stable_since = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let o = obs.clone();
+        let tp = topic.to_string();
+        let offsets = tokio::task::spawn_blocking(move || {
+            let topics = o.topics()?;
+            let n = topics.iter().find(|(name, _)| *name == tp).map(|(_, n)| *n).unwrap_or(0);
+            o.offsets(ROUTER_GROUP, &[(tp, n)])
+        })
+        .await??;
+        let end: i64 = offsets.iter().map(|p| p.log_end).sum();
+        let lag: i64 = offsets.iter().map(|p| p.log_end - p.committed.unwrap_or(0)).sum();
+        if last_end != Some(end) {
+            last_end = Some(end);
+            stable_since = Instant::now();
+        }
+        if lag == 0 && stable_since.elapsed() >= Duration::from_secs(1) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ConditionNotMet(format!(
+                "{ROUTER_GROUP} did not drain {topic} within {timeout:?} (lag {lag}); nothing was changed, the relay resumes"
+            ))
+            .into());
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            progress(&format!("draining {topic}: lag {lag}"));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<PgPool> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| usage(format!("PostgreSQL unreachable at {url}: {e}")))
+}
+
+async fn current_generation(pool: &PgPool) -> anyhow::Result<String> {
+    sqlx::query_scalar("SELECT topic FROM relay_control WHERE id = 1")
+        .fetch_one(pool)
+        .await
+        .context("reading relay_control (has the message-service migrated the database?)")
+}
+
+async fn set_paused(pool: &PgPool, paused: bool) -> anyhow::Result<()> {
+    sqlx::query("UPDATE relay_control SET paused = $1, updated_at = now() WHERE id = 1")
+        .bind(paused)
+        .execute(pool)
+        .await
+        .context("updating relay_control")?;
+    Ok(())
+}
+
+/// `chat-events` -> `chat-events.g2`, `chat-events.g2` -> `chat-events.g3`.
+pub fn next_generation(topic: &str) -> String {
+    match topic.rsplit_once(".g").and_then(|(base, n)| n.parse::<u32>().ok().map(|n| (base, n))) {
+        Some((base, n)) => format!("{base}.g{}", n + 1),
+        None => format!("{topic}.g2"),
+    }
+}
+
+fn first_broker(bootstrap: &str) -> String {
+    bootstrap.split(',').next().unwrap_or(bootstrap).trim().to_string()
+}
+
+/// Share of conversation keys whose partition changes from `from` to `to` partitions, over the
+/// stored conversations (up to 100,000), or over synthetic keys when none is stored yet.
+async fn key_moves(pool: &PgPool, from: i32, to: i32) -> anyhow::Result<KeyMoves> {
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT conversation_id FROM messages GROUP BY conversation_id LIMIT 100000")
+            .fetch_all(pool)
+            .await
+            .context("reading conversation ids")?;
+    let (source, keys) = if keys.is_empty() {
+        ("synthetic", (0..10_000).map(|i| format!("conversation-{i}")).collect())
+    } else {
+        ("conversations", keys)
+    };
+    let moved = keys.iter().filter(|k| partition_for(k.as_bytes(), from) != partition_for(k.as_bytes(), to)).count();
+    Ok(KeyMoves { source, keys: keys.len(), moved, share: moved as f64 / keys.len() as f64 })
+}
+
+/// The partition the Java client's default partitioner (and librdkafka's `murmur2_random`)
+/// picks for a non-empty key.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) as i64 % partitions.max(1) as i64) as i32
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as its clients compute it.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        if tail.len() >= 3 {
+            h ^= (tail[2] as u32) << 16;
+        }
+        if tail.len() >= 2 {
+            h ^= (tail[1] as u32) << 8;
+        }
+        h ^= tail[0] as u32;
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Reference values from the Kafka client's own tests.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58897971);
+        assert_eq!(murmur2(b"abc"), 479470107);
+    }
+
+    #[test]
+    fn partitions_are_in_range() {
+        for i in 0..1000 {
+            let p = partition_for(format!("k{i}").as_bytes(), 7);
+            assert!((0..7).contains(&p));
+        }
+        assert_eq!(partition_for(b"anything", 1), 0);
+    }
+
+    #[test]
+    fn generations() {
+        assert_eq!(next_generation("chat-events"), "chat-events.g2");
+        assert_eq!(next_generation("chat-events.g2"), "chat-events.g3");
+        assert_eq!(next_generation("chat-events.g10"), "chat-events.g11");
+    }
+}

@@ -1,0 +1,197 @@
+//! The consumer-group view every front end shares (`groups describe`, `lag`, `status`, the
+//! dashboard, the exporter): the broker's offsets and members, ownership reconciled with the
+//! instances' reports, and lag status from the offset history. One implementation of each query.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::usage;
+use crate::kafka::{GroupInfo, Observer, PartitionOffsets};
+use crate::lag::{LagHistory, LagStatus};
+use crate::ownership::{self, Owner};
+
+/// One partition of one group, as `kafka-consumer-groups --describe` prints it, plus the owner
+/// and the lag status.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionView {
+    pub group: String,
+    #[serde(flatten)]
+    pub offsets: PartitionOffsets,
+    pub consumer_id: Option<String>,
+    pub host: Option<String>,
+    pub client_id: Option<String>,
+    pub owner: Option<Owner>,
+    pub status: LagStatus,
+    pub lag_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupView {
+    pub group: String,
+    pub state: String,
+    pub protocol: String,
+    pub members: usize,
+    pub partitions: Vec<PartitionView>,
+    /// Instances in the group that own nothing.
+    pub standby: Vec<String>,
+    /// Instances whose last report names a member the broker no longer lists.
+    pub stale_reports: Vec<String>,
+    /// Sum of the lag of partitions with a committed offset.
+    pub total_lag: i64,
+    /// Worst partition status (OK when every partition is).
+    pub status: LagStatus,
+    /// Largest lag in seconds of any partition.
+    pub max_lag_seconds: Option<f64>,
+}
+
+/// Reads groups from a broker and instance reports from Redis, keeping the offset history that
+/// lag status and lag seconds need. Cheap to call repeatedly (`--watch`, the dashboard).
+pub struct GroupReader {
+    observer: Arc<Observer>,
+    redis_url: String,
+    redis: Option<redis::aio::MultiplexedConnection>,
+    pub history: LagHistory,
+    /// Set when the instance reports could not be read (ownership then from the broker only).
+    pub reports_error: Option<String>,
+}
+
+impl GroupReader {
+    pub fn new(bootstrap: &str, redis_url: &str, timeout: Duration, history: LagHistory) -> anyhow::Result<Self> {
+        Ok(Self {
+            observer: Arc::new(Observer::new(bootstrap, timeout)?),
+            redis_url: redis_url.to_string(),
+            redis: None,
+            history,
+            reports_error: None,
+        })
+    }
+
+    pub fn observer(&self) -> Arc<Observer> {
+        self.observer.clone()
+    }
+
+    /// Every group on the broker, described.
+    pub async fn all(&mut self) -> anyhow::Result<Vec<GroupView>> {
+        let obs = self.observer.clone();
+        let raw = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let topics = obs.topics()?;
+            let mut out = Vec::new();
+            for g in obs.groups()? {
+                let offsets = obs.offsets_of_group(&g.group, &topics)?;
+                out.push((g, offsets));
+            }
+            Ok(out)
+        })
+        .await??;
+        let mut views = Vec::new();
+        for (info, offsets) in raw {
+            views.push(self.build(info, offsets).await);
+        }
+        Ok(views)
+    }
+
+    /// One group; a usage error (exit 2) when the broker does not know it.
+    pub async fn describe(&mut self, group: &str) -> anyhow::Result<GroupView> {
+        let obs = self.observer.clone();
+        let name = group.to_string();
+        let (info, offsets) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let info = obs.group(&name)?.ok_or_else(|| usage(format!("unknown consumer group {name:?}")))?;
+            let topics = obs.topics()?;
+            let offsets = obs.offsets_of_group(&name, &topics)?;
+            Ok((info, offsets))
+        })
+        .await??;
+        Ok(self.build(info, offsets).await)
+    }
+
+    async fn reports(&mut self, group: &str) -> Vec<chat4all_server::events::AssignmentReport> {
+        if self.redis.is_none() {
+            match ownership::redis(&self.redis_url).await {
+                Ok(c) => self.redis = Some(c),
+                Err(e) => {
+                    self.reports_error = Some(format!("{e:#}"));
+                    return Vec::new();
+                }
+            }
+        }
+        let conn = self.redis.as_mut().expect("connected above");
+        match ownership::reports(conn, group).await {
+            Ok(r) => {
+                self.reports_error = None;
+                r
+            }
+            Err(e) => {
+                self.reports_error = Some(format!("{e:#}"));
+                self.redis = None;
+                Vec::new()
+            }
+        }
+    }
+
+    async fn build(&mut self, info: GroupInfo, offsets: Vec<PartitionOffsets>) -> GroupView {
+        let reports = self.reports(&info.group).await;
+        let own = ownership::reconcile(&info, &reports);
+        let now = chrono::Utc::now().timestamp_millis();
+        self.history.record(&info.group, &offsets, now);
+        let partitions: Vec<PartitionView> = offsets
+            .into_iter()
+            .map(|o| {
+                let owner = own.owners.get(&(o.topic.clone(), o.partition)).cloned();
+                let member = owner.as_ref().and_then(|ow| info.members.iter().find(|m| m.member_id == ow.member_id));
+                let eval = self.history.evaluate(&info.group, &o.topic, o.partition, owner.is_some());
+                PartitionView {
+                    group: info.group.clone(),
+                    consumer_id: owner.as_ref().map(|o| o.member_id.clone()),
+                    host: member.map(|m| m.host.clone()).filter(|h| !h.is_empty()),
+                    client_id: member.map(|m| m.client_id.clone()).filter(|c| !c.is_empty()),
+                    owner,
+                    status: eval.status,
+                    lag_seconds: eval.lag_seconds,
+                    offsets: o,
+                }
+            })
+            .collect();
+        GroupView {
+            total_lag: partitions.iter().filter_map(|p| p.offsets.lag).sum(),
+            status: worst(partitions.iter().map(|p| p.status)),
+            max_lag_seconds: partitions.iter().filter_map(|p| p.lag_seconds).reduce(f64::max),
+            group: info.group.clone(),
+            state: info.state.clone(),
+            protocol: info.protocol.clone(),
+            members: info.members.len(),
+            partitions,
+            standby: own.standby,
+            stale_reports: own.stale,
+        }
+    }
+}
+
+/// The worst status of a group's partitions: REWIND > STOP > STALL > WARN > UNKNOWN > OK.
+pub fn worst(statuses: impl Iterator<Item = LagStatus>) -> LagStatus {
+    let rank = |s: LagStatus| match s {
+        LagStatus::Ok => 0,
+        LagStatus::Unknown => 1,
+        LagStatus::Warn => 2,
+        LagStatus::Stall => 3,
+        LagStatus::Stop => 4,
+        LagStatus::Rewind => 5,
+    };
+    statuses.max_by_key(|s| rank(*s)).unwrap_or(LagStatus::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_status_ranks_rewind_highest() {
+        use LagStatus::*;
+        assert_eq!(worst([Ok, Warn, Ok].into_iter()), Warn);
+        assert_eq!(worst([Stall, Rewind, Stop].into_iter()), Rewind);
+        assert_eq!(worst(std::iter::empty()), Ok);
+    }
+}
