@@ -1,7 +1,6 @@
 //! `groups list`, `groups describe GROUP` and `events`.
 
 use clap::{Args, Subcommand};
-use serde::Serialize;
 
 use super::watch::{self, Render};
 use super::Cli;
@@ -10,9 +9,9 @@ use chat4all_ctl::lag::{LagHistory, Rules};
 use chat4all_ctl::output::{self, Format, Table};
 use chat4all_ctl::ownership;
 use chat4all_ctl::runtime::client::ProcessRuntime;
-use chat4all_ctl::runtime::Action;
+use chat4all_ctl::timeline::attribute;
 use chat4all_ctl::view::{GroupReader, GroupView};
-use chat4all_server::events::{RebalanceEvent, TopicPartition};
+use chat4all_server::events::TopicPartition;
 
 #[derive(Debug, Subcommand)]
 pub enum GroupsCommand {
@@ -203,38 +202,6 @@ struct EventsView {
     conn: redis::aio::MultiplexedConnection,
     runtime: Option<ProcessRuntime>,
     limit: usize,
-}
-
-/// One rebalance report and the operator action that caused it, where known.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct EventRow {
-    #[serde(flatten)]
-    pub event: RebalanceEvent,
-    pub cause: Option<String>,
-}
-
-/// The cause of a rebalance: the newest operator action on the same service in the 60 s before it.
-pub(crate) fn attribute(events: Vec<RebalanceEvent>, actions: &[Action]) -> Vec<EventRow> {
-    let service_of = |instance: &str| -> String {
-        match instance.rsplit_once('-') {
-            Some((s, n)) if n.chars().all(|c| c.is_ascii_digit()) => s.to_string(),
-            _ => instance.to_string(),
-        }
-    };
-    events
-        .into_iter()
-        .map(|e| {
-            let service = service_of(&e.instance);
-            let cause = actions
-                .iter()
-                .filter(|a| a.at <= e.at && (e.at - a.at).num_seconds() <= 60)
-                .filter(|a| service_of(&a.target) == service)
-                .max_by_key(|a| a.at)
-                .map(|a| format!("{} {}", a.action, a.target));
-            EventRow { event: e, cause }
-        })
-        .collect()
 }
 
 impl Render for EventsView {

@@ -1,0 +1,31 @@
+//! Health of one instance as `status`, `instances` and the dashboard show it: the broker by a TCP
+//! connect to its port, every other service by its `/health` endpoint (naming the checks that fail).
+
+use std::time::Duration;
+
+use crate::runtime::InstanceInfo;
+
+/// `up`, `down (postgres,kafka)`, `unreachable`, or `-` for an instance that is not running.
+pub async fn probe(http: &reqwest::Client, i: &InstanceInfo, timeout: Duration) -> String {
+    if !i.state.is_alive() {
+        return "-".to_string();
+    }
+    if i.service == "broker" {
+        let ok = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(("127.0.0.1", i.port)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        return if ok { "up" } else { "down" }.to_string();
+    }
+    match http.get(format!("http://127.0.0.1:{}/health", i.port)).timeout(timeout).send().await {
+        Ok(r) if r.status().is_success() => "up".into(),
+        Ok(r) => {
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            let down: Vec<String> = body["checks"]
+                .as_object()
+                .map(|m| m.iter().filter(|(_, v)| v["status"] != "up").map(|(k, _)| k.clone()).collect())
+                .unwrap_or_default();
+            format!("down ({})", down.join(","))
+        }
+        Err(_) => "unreachable".into(),
+    }
+}

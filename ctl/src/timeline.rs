@@ -1,0 +1,99 @@
+//! The rebalance timeline with causes: each rebalance report linked to the operator action that
+//! caused it (`events`, the dashboard).
+
+use serde::Serialize;
+
+use chat4all_server::events::RebalanceEvent;
+
+use crate::runtime::Action;
+
+/// How far back an operator action may be and still count as the cause of a rebalance.
+pub const CAUSE_WINDOW_SECONDS: i64 = 60;
+
+/// One rebalance report and the operator action that caused it, where known.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRow {
+    #[serde(flatten)]
+    pub event: RebalanceEvent,
+    pub cause: Option<String>,
+}
+
+/// The service of an instance name: `router-service-2` -> `router-service`.
+pub fn service_of(instance: &str) -> &str {
+    match instance.rsplit_once('-') {
+        Some((s, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => s,
+        _ => instance,
+    }
+}
+
+/// The cause of a rebalance: the newest operator action on the same service in the
+/// [`CAUSE_WINDOW_SECONDS`] before it.
+pub fn attribute(events: Vec<RebalanceEvent>, actions: &[Action]) -> Vec<EventRow> {
+    events
+        .into_iter()
+        .map(|e| {
+            let service = service_of(&e.instance);
+            let cause = actions
+                .iter()
+                .filter(|a| a.at <= e.at && (e.at - a.at).num_seconds() <= CAUSE_WINDOW_SECONDS)
+                .filter(|a| service_of(&a.target) == service)
+                .max_by_key(|a| a.at)
+                .map(|a| format!("{} {}", a.action, a.target));
+            EventRow { event: e, cause }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat4all_server::events::RebalanceKind;
+    use chrono::{Duration, Utc};
+
+    fn event(instance: &str, secs_after: i64, base: chrono::DateTime<Utc>) -> RebalanceEvent {
+        RebalanceEvent {
+            at: base + Duration::seconds(secs_after),
+            group: "router-service".into(),
+            instance: instance.into(),
+            member_id: "m".into(),
+            kind: RebalanceKind::Assigned,
+            partitions: vec![],
+            assignment: vec![],
+        }
+    }
+
+    fn action(what: &str, target: &str, at: chrono::DateTime<Utc>) -> Action {
+        Action { at, action: what.into(), target: target.into(), detail: String::new() }
+    }
+
+    #[test]
+    fn newest_action_on_the_same_service_within_the_window_is_the_cause() {
+        let t0 = Utc::now();
+        let actions = [
+            action("kill", "router-service-1", t0),
+            action("restart", "router-service-3", t0 + Duration::seconds(2)),
+            action("kill", "whatsapp-connector-1", t0 + Duration::seconds(3)),
+        ];
+        let rows = attribute(
+            vec![
+                event("router-service-2", 5, t0),
+                event("router-service-2", 1, t0),
+                event("router-service-2", 100, t0),
+                event("router-service-2", -1, t0),
+            ],
+            &actions,
+        );
+        assert_eq!(rows[0].cause.as_deref(), Some("restart router-service-3"));
+        assert_eq!(rows[1].cause.as_deref(), Some("kill router-service-1"));
+        assert_eq!(rows[2].cause, None, "outside the window");
+        assert_eq!(rows[3].cause, None, "before any action");
+    }
+
+    #[test]
+    fn service_of_strips_the_replica_number_only() {
+        assert_eq!(service_of("router-service-12"), "router-service");
+        assert_eq!(service_of("broker"), "broker");
+        assert_eq!(service_of("chat-events"), "chat-events");
+    }
+}
