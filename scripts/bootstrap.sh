@@ -68,9 +68,16 @@ ensure_broker() {
   cargo install "nisshi@$NISSHI_VERSION" --locked --features dynostore,libsql,postgres --root "$TOOLS" --quiet
 }
 
+ensure_promtool() {
+  # promtool and prometheus (Debian's package) check and unit-test alerts/ and run the alert e2e test.
+  command -v promtool >/dev/null && command -v prometheus >/dev/null && return 0
+  apt_install --no-install-recommends prometheus
+}
+
 ensure_postgres
 ensure_redis
 ensure_broker
+ensure_promtool
 say "building the workspace"
 cargo build --workspace --quiet
 say "ready"

@@ -1,10 +1,12 @@
 //! chat4all control plane: the local supervisor (`up`), the control API, and the observe/act
 //! operations shared by `chat4allctl` and the dashboard.
 
+pub mod alerts;
 pub mod bench;
 pub mod broker;
 pub mod control;
 pub mod error;
+pub mod exporter;
 pub mod health;
 pub mod kafka;
 pub mod lag;

@@ -1,7 +1,9 @@
 //! The command line: arguments and dispatch.
 
 mod act;
+mod alerts;
 mod bench;
+mod exporter;
 mod groups;
 mod lag;
 mod repartition;
@@ -117,6 +119,11 @@ pub enum Command {
     Repartition(repartition::RepartitionArgs),
     /// Drive the API at a fixed rate and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Prometheus alert rules for the platform: `alerts emit` prints them.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
+    /// Serve consumer lag, offsets, ownership and instance states as Prometheus metrics.
+    Exporter(exporter::ExporterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -158,5 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(a) => act::logs(&cli, a).await,
         Command::Repartition(a) => repartition::repartition(&cli, a).await,
         Command::Bench(a) => bench::bench(&cli, a).await,
+        Command::Alerts(c) => alerts::alerts(c),
+        Command::Exporter(a) => exporter::exporter(&cli, a).await,
     }
 }

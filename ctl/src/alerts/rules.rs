@@ -1,0 +1,225 @@
+//! The alert definitions. Each rule names the labels that locate the problem in its description;
+//! rules whose input series may vanish (exporter gone, group gone, no router scraped) have an
+//! `absent()` twin so that silence is itself an alert.
+
+use super::{prom_duration, Params, Rule, RuleGroup, EXPORTER_JOB, ROUTER_JOB};
+
+fn rule(alert: &str, expr: String, for_: Option<String>, severity: &str, summary: &str, description: String) -> Rule {
+    Rule {
+        alert: alert.into(),
+        expr,
+        for_,
+        labels: vec![("severity".into(), severity.into())],
+        annotations: vec![("summary".into(), summary.into()), ("description".into(), description)],
+    }
+}
+
+/// `consumergroup=~"a|b"` with regex metacharacters of the names escaped for PromQL.
+fn group_selector(p: &Params) -> String {
+    let alternatives: Vec<String> = p.groups.iter().map(|g| g.replace('.', "\\\\.")).collect();
+    format!("consumergroup=~\"{}\"", alternatives.join("|"))
+}
+
+pub(super) fn all(p: &Params) -> Vec<RuleGroup> {
+    let interval = p.interval.map(prom_duration);
+    vec![
+        RuleGroup { name: "chat4all-consumer-groups".into(), interval: interval.clone(), rules: consumer_groups(p) },
+        RuleGroup { name: "chat4all-instances".into(), interval: interval.clone(), rules: instances(p) },
+        RuleGroup { name: "chat4all-pipeline".into(), interval: interval.clone(), rules: pipeline(p) },
+        RuleGroup { name: "chat4all-exporter".into(), interval, rules: exporter(p) },
+    ]
+}
+
+fn consumer_groups(p: &Params) -> Vec<Rule> {
+    let sel = group_selector(p);
+    let lag = format!("kafka_consumergroup_lag{{{sel}}}");
+    let growing = prom_duration(p.growing_window);
+    let unobserved = p
+        .groups
+        .iter()
+        .map(|g| format!("absent(kafka_consumergroup_members{{consumergroup=\"{g}\"}})"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    vec![
+        rule(
+            "Chat4allConsumerLagHigh",
+            format!("{lag} > {}", p.lag_threshold),
+            Some(prom_duration(p.lag_for)),
+            "warning",
+            "Consumer group lag above threshold",
+            format!(
+                "Group {{{{ $labels.consumergroup }}}} is {{{{ $value }}}} messages behind on \
+                 {{{{ $labels.topic }}}}/{{{{ $labels.partition }}}} (threshold {}) for {}.",
+                p.lag_threshold,
+                prom_duration(p.lag_for)
+            ),
+        ),
+        rule(
+            "Chat4allConsumerLagGrowing",
+            format!("{lag} > 0 and delta({lag}[{growing}]) > 0"),
+            Some(prom_duration(p.lag_for)),
+            "warning",
+            "Consumer group lag keeps growing",
+            format!(
+                "Lag of group {{{{ $labels.consumergroup }}}} on {{{{ $labels.topic }}}}/{{{{ $labels.partition }}}} \
+                 is higher than {growing} ago and has been for {}: consumers are falling behind.",
+                prom_duration(p.lag_for)
+            ),
+        ),
+        rule(
+            "Chat4allPartitionWithoutOwner",
+            format!("{lag} unless on (consumergroup, topic, partition) chat4all_partition_owner_info"),
+            Some(prom_duration(p.session_timeout)),
+            "critical",
+            "Partition has no owner",
+            format!(
+                "No live instance of group {{{{ $labels.consumergroup }}}} owns {{{{ $labels.topic }}}}/\
+                 {{{{ $labels.partition }}}} (lag {{{{ $value }}}}) for longer than the session timeout {}: \
+                 nothing consumes it.",
+                prom_duration(p.session_timeout)
+            ),
+        ),
+        rule(
+            "Chat4allConsumerGroupRebalancing",
+            format!(
+                "increase(chat4all_consumergroup_rebalances_total{{{sel}}}[{}]) > {}",
+                prom_duration(p.rebalance_window),
+                p.rebalance_max
+            ),
+            None,
+            "warning",
+            "Consumer group keeps rebalancing",
+            format!(
+                "Group {{{{ $labels.consumergroup }}}} reported {{{{ $value | humanize }}}} assignment changes in \
+                 the last {} (more than {}): instances are joining and leaving; see `chat4allctl events`.",
+                prom_duration(p.rebalance_window),
+                p.rebalance_max
+            ),
+        ),
+        rule(
+            "Chat4allStandbyInstancesIdle",
+            format!("kafka_consumergroup_members{{{sel}}} > on (consumergroup) chat4all_consumergroup_partitions"),
+            Some(prom_duration(p.standby_for)),
+            "info",
+            "More instances than partitions: standbys idle",
+            "Group {{ $labels.consumergroup }} has {{ $value }} members but fewer partitions: the extra \
+             instances own nothing and only stand by. Add partitions (`chat4allctl repartition`) or scale down."
+                .into(),
+        ),
+        rule(
+            "Chat4allConsumerGroupUnobserved",
+            unobserved,
+            Some(prom_duration(p.lag_for)),
+            "warning",
+            "Consumer group not reported by the exporter",
+            "The exporter reports no group {{ $labels.consumergroup }}: its lag and ownership alerts cannot \
+             fire. Is the group gone from the broker, or the exporter unable to read it?"
+                .into(),
+        ),
+    ]
+}
+
+fn instances(p: &Params) -> Vec<Rule> {
+    let down = prom_duration(p.down_for);
+    vec![
+        rule(
+            "Chat4allInstanceDown",
+            "chat4all_instance_up == 0".into(),
+            Some(down.clone()),
+            "critical",
+            "Instance not running",
+            format!(
+                "Instance {{{{ $labels.instance }}}} of {{{{ $labels.service }}}} has not been running for {down} \
+                 (see `chat4allctl instances`)."
+            ),
+        ),
+        rule(
+            "Chat4allInstanceUnhealthy",
+            "chat4all_instance_ready == 0".into(),
+            Some(down.clone()),
+            "warning",
+            "Instance health check failing",
+            format!(
+                "Instance {{{{ $labels.instance }}}} of {{{{ $labels.service }}}} runs but its /health check has \
+                 failed for {down}: a dependency (PostgreSQL, Kafka, Redis) is unreachable from it."
+            ),
+        ),
+        rule(
+            "Chat4allScrapeTargetDown",
+            format!("up{{job=~\"chat4all-.+\", job!=\"{EXPORTER_JOB}\"}} == 0"),
+            Some(down.clone()),
+            "warning",
+            "Service metrics endpoint unreachable",
+            format!(
+                "Prometheus cannot scrape {{{{ $labels.instance }}}} (job {{{{ $labels.job }}}}) for {down}: \
+                 the instance is down or its /metrics fails."
+            ),
+        ),
+        rule(
+            "Chat4allRuntimeUnobserved",
+            "absent(chat4all_instance_up)".into(),
+            Some(down),
+            "warning",
+            "Instance states not exported",
+            "The exporter reports no instance state (chat4all_instance_up): it runs without a supervisor to \
+             ask, so instance-down alerts cannot fire."
+                .into(),
+        ),
+    ]
+}
+
+fn pipeline(p: &Params) -> Vec<Rule> {
+    let window = prom_duration(p.dead_letter_window);
+    vec![
+        rule(
+            "Chat4allDeadLetters",
+            format!("increase(chat4all_router_dead_lettered_total[{window}]) > 0"),
+            None,
+            "warning",
+            "Events sent to the dead-letter topic",
+            format!(
+                "{{{{ $labels.instance }}}} sent {{{{ $value | humanize }}}} events to chat-events-dlq in the last \
+                 {window}: connectors fail past their retries, or events are malformed."
+            ),
+        ),
+        rule(
+            "Chat4allDeadLettersUnobserved",
+            format!("absent(chat4all_router_dead_lettered_total{{job=\"{ROUTER_JOB}\"}})"),
+            Some(prom_duration(p.down_for)),
+            "warning",
+            "No router metrics: dead letters would go unnoticed",
+            format!(
+                "No router-service instance is scraped (job {ROUTER_JOB}), so dead letters and routing failures \
+                 cannot be seen."
+            ),
+        ),
+    ]
+}
+
+fn exporter(p: &Params) -> Vec<Rule> {
+    let stale = prom_duration(p.stale_after);
+    vec![
+        rule(
+            "Chat4allExporterDown",
+            format!("absent(up{{job=\"{EXPORTER_JOB}\"}} == 1)"),
+            Some(prom_duration(p.down_for)),
+            "critical",
+            "Lag exporter not scraped",
+            format!(
+                "The chat4allctl exporter (job {EXPORTER_JOB}) is down or not scraped: no lag, ownership or \
+                 instance alert can fire."
+            ),
+        ),
+        rule(
+            "Chat4allExporterStale",
+            format!("chat4all_exporter_sample_age_seconds > {}", p.stale_after.as_secs_f64()),
+            None,
+            "warning",
+            "Exporter serves an old observation",
+            format!(
+                "The exporter {{{{ $labels.instance }}}} last observed the broker {{{{ $value | humanizeDuration }}}} \
+                 ago (more than {stale}): the broker or Redis does not answer it; lag figures are stale."
+            ),
+        ),
+    ]
+}

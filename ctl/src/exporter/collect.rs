@@ -1,0 +1,154 @@
+//! What the exporter adds to the broker observation (`sampler`): the runtime's instances and
+//! their health, and the rebalance reports per group counted from the ops stream in Redis.
+//! Collected in the background so that a scrape only renders.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chat4all_server::config::ops_keys;
+use chat4all_server::events::RebalanceEvent;
+
+use crate::runtime::client::ProcessRuntime;
+use crate::runtime::supervisor::Supervisor;
+use crate::runtime::{InstanceInfo, InstanceState};
+
+/// Where the instance list comes from.
+#[derive(Clone)]
+pub enum InstanceSource {
+    /// In-process: the exporter served by `up`.
+    Supervisor(Arc<Supervisor>),
+    /// The control API of a running supervisor (standalone exporter beside `up`).
+    Remote(ProcessRuntime),
+    /// No runtime to ask: no instance metrics.
+    None,
+}
+
+impl InstanceSource {
+    async fn list(&self) -> anyhow::Result<Option<Vec<InstanceInfo>>> {
+        match self {
+            InstanceSource::Supervisor(s) => Ok(Some(s.list())),
+            InstanceSource::Remote(rt) => rt.list().await.map(Some),
+            InstanceSource::None => Ok(None),
+        }
+    }
+}
+
+/// The latest collection.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub instances: Vec<InstanceInfo>,
+    /// Instance name -> health check passed (running instances only).
+    pub ready: BTreeMap<String, bool>,
+    /// Consumer group -> assignment changes reported since the exporter started counting.
+    pub rebalances: BTreeMap<String, u64>,
+    pub error: Option<String>,
+}
+
+/// Counts rebalance reports per group, reading only the entries added since the last call, so the
+/// counts only grow (a counter) even though the stream is capped.
+#[derive(Debug, Default)]
+pub struct RebalanceCounter {
+    last_id: Option<String>,
+    counts: BTreeMap<String, u64>,
+}
+
+/// Entries read per round trip.
+const PAGE: usize = 1000;
+
+impl RebalanceCounter {
+    pub fn counts(&self) -> &BTreeMap<String, u64> {
+        &self.counts
+    }
+
+    /// Reads the new entries of the stream and adds them to the counts.
+    pub async fn poll(&mut self, conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<()> {
+        loop {
+            let start = match &self.last_id {
+                Some(id) => format!("({id}"),
+                None => "-".to_string(),
+            };
+            let page: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(ops_keys::REBALANCE_STREAM)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(conn)
+                .await?;
+            let n = page.len();
+            for (id, fields) in page {
+                for (k, v) in fields {
+                    if k != "event" {
+                        continue;
+                    }
+                    if let Ok(ev) = serde_json::from_str::<RebalanceEvent>(&v) {
+                        *self.counts.entry(ev.group).or_default() += 1;
+                    }
+                }
+                self.last_id = Some(id);
+            }
+            if n < PAGE {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Health of one running instance: HTTP 200 from `/health` for a service, a TCP connect for the
+/// broker.
+async fn probe(http: &reqwest::Client, i: &InstanceInfo) -> bool {
+    if i.service == "broker" {
+        return tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(("127.0.0.1", i.port)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+    }
+    match http.get(format!("http://127.0.0.1:{}/health", i.port)).send().await {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    }
+}
+
+/// Collects every `interval` into `out` until the task is dropped.
+pub async fn run(source: InstanceSource, redis_url: String, interval: Duration, out: Arc<RwLock<Extras>>) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("HTTP client builds");
+    let mut counter = RebalanceCounter::default();
+    let mut redis: Option<redis::aio::MultiplexedConnection> = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut errors = Vec::new();
+        let instances = match source.list().await {
+            Ok(list) => list,
+            Err(e) => {
+                errors.push(format!("instances: {e:#}"));
+                None
+            }
+        };
+        let mut ready = BTreeMap::new();
+        if let Some(list) = &instances {
+            let running: Vec<&InstanceInfo> = list.iter().filter(|i| i.state == InstanceState::Running).collect();
+            let results = futures::future::join_all(running.iter().map(|i| probe(&http, i))).await;
+            ready = running.iter().zip(results).map(|(i, ok)| (i.name.clone(), ok)).collect();
+        }
+        if redis.is_none() {
+            match crate::ownership::redis(&redis_url).await {
+                Ok(c) => redis = Some(c),
+                Err(e) => errors.push(format!("redis: {e:#}")),
+            }
+        }
+        if let Some(conn) = redis.as_mut() {
+            if let Err(e) = counter.poll(conn).await {
+                errors.push(format!("rebalance stream: {e:#}"));
+                redis = None;
+            }
+        }
+        let mut w = out.write().unwrap_or_else(|e| e.into_inner());
+        // A runtime that does not answer reports no instances (rather than the last known states).
+        w.instances = instances.unwrap_or_default();
+        w.ready = ready;
+        w.rebalances = counter.counts().clone();
+        w.error = (!errors.is_empty()).then(|| errors.join("; "));
+    }
+}

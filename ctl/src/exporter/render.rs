@@ -1,0 +1,156 @@
+//! Pure rendering of one observation as OpenMetrics text (prometheus-client), with
+//! kafka_exporter's metric names and labels for lag and offsets, so that existing dashboards and
+//! rules work unchanged, plus chat4all's own.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::collect::Extras;
+use crate::runtime::InstanceState;
+use crate::sampler::Latest;
+
+type Labels = Vec<(&'static str, String)>;
+type IntFamily = Family<Labels, Gauge>;
+type FloatFamily = Family<Labels, Gauge<f64, AtomicU64>>;
+
+fn int_family(reg: &mut Registry, name: &str, help: &str) -> IntFamily {
+    let f = IntFamily::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+fn float_family(reg: &mut Registry, name: &str, help: &str) -> FloatFamily {
+    let f = FloatFamily::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+fn gpt(group: &str, topic: &str, partition: i32) -> Labels {
+    vec![("consumergroup", group.to_string()), ("topic", topic.to_string()), ("partition", partition.to_string())]
+}
+
+/// The metrics text of `latest` and `extras` as of `now`.
+pub fn render(latest: &Latest, extras: &Extras, now: DateTime<Utc>) -> String {
+    let mut reg = Registry::default();
+    let topic_partitions = int_family(&mut reg, "kafka_topic_partitions", "Number of partitions of a topic");
+    let topic_offset = int_family(
+        &mut reg,
+        "kafka_topic_partition_current_offset",
+        "Log-end offset of a partition (of the topics consumer groups read)",
+    );
+    let group_offset = int_family(
+        &mut reg,
+        "kafka_consumergroup_current_offset",
+        "Committed offset of a consumer group on a partition",
+    );
+    let group_lag = int_family(
+        &mut reg,
+        "kafka_consumergroup_lag",
+        "Log-end offset minus committed offset, per partition (only where the group has committed)",
+    );
+    let group_lag_sum =
+        int_family(&mut reg, "kafka_consumergroup_lag_sum", "Lag of a consumer group summed over a topic");
+    let members = int_family(&mut reg, "kafka_consumergroup_members", "Members of a consumer group on the broker");
+    let lag_seconds = float_family(
+        &mut reg,
+        "chat4all_consumergroup_lag_seconds",
+        "How far behind in time the committed offset is, estimated from the log-end offset's history",
+    );
+    let owner = int_family(
+        &mut reg,
+        "chat4all_partition_owner_info",
+        "1 for the live instance that owns a partition (reconciled from the broker and the instances' reports)",
+    );
+    let group_partitions =
+        int_family(&mut reg, "chat4all_consumergroup_partitions", "Partitions of the topics a consumer group reads");
+    let rebalances = Family::<Labels, Counter>::default();
+    reg.register(
+        "chat4all_consumergroup_rebalances",
+        "Assignment changes (assigned, revoked, lost, left) reported by the group's instances",
+        rebalances.clone(),
+    );
+    let instance_up =
+        int_family(&mut reg, "chat4all_instance_up", "1 while an instance of the local stack runs, 0 otherwise");
+    let instance_ready = int_family(
+        &mut reg,
+        "chat4all_instance_ready",
+        "1 while a running instance answers its health check (dependencies reachable), 0 otherwise",
+    );
+    let sample_age = float_family(
+        &mut reg,
+        "chat4all_exporter_sample_age_seconds",
+        "Age of the observation of the broker being served",
+    );
+    let sample_took = float_family(
+        &mut reg,
+        "chat4all_exporter_sample_duration_seconds",
+        "How long the last observation of the broker took",
+    );
+    let sample_error =
+        int_family(&mut reg, "chat4all_exporter_sample_error", "1 when the last observation of the broker failed");
+
+    for (topic, n) in &latest.topics {
+        topic_partitions.get_or_create(&vec![("topic", topic.clone())]).set(*n as i64);
+    }
+    let mut seen_log_end: BTreeSet<(&str, i32)> = BTreeSet::new();
+    for g in &latest.groups {
+        let glabel = vec![("consumergroup", g.group.clone())];
+        members.get_or_create(&glabel).set(g.members as i64);
+        group_partitions.get_or_create(&glabel).set(g.partitions.len() as i64);
+        let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+        for p in &g.partitions {
+            let o = &p.offsets;
+            let labels = gpt(&g.group, &o.topic, o.partition);
+            if seen_log_end.insert((o.topic.as_str(), o.partition)) {
+                topic_offset
+                    .get_or_create(&vec![("topic", o.topic.clone()), ("partition", o.partition.to_string())])
+                    .set(o.log_end);
+            }
+            if let (Some(c), Some(lag)) = (o.committed, o.lag) {
+                group_offset.get_or_create(&labels).set(c);
+                group_lag.get_or_create(&labels).set(lag);
+                *sums.entry(o.topic.as_str()).or_default() += lag;
+            }
+            if let Some(s) = p.lag_seconds {
+                lag_seconds.get_or_create(&labels).set(s);
+            }
+            if let Some(ow) = &p.owner {
+                let mut l = labels;
+                l.push(("instance", ow.instance.clone()));
+                owner.get_or_create(&l).set(1);
+            }
+        }
+        for (topic, sum) in sums {
+            group_lag_sum
+                .get_or_create(&vec![("consumergroup", g.group.clone()), ("topic", topic.to_string())])
+                .set(sum);
+        }
+    }
+    for (group, n) in &extras.rebalances {
+        rebalances.get_or_create(&vec![("consumergroup", group.clone())]).inc_by(*n);
+    }
+    for i in &extras.instances {
+        let labels = vec![("service", i.service.clone()), ("instance", i.name.clone())];
+        instance_up.get_or_create(&labels).set(i64::from(i.state == InstanceState::Running));
+        if let Some(ok) = extras.ready.get(&i.name) {
+            instance_ready.get_or_create(&labels).set(i64::from(*ok));
+        }
+    }
+    if let Some(at) = latest.at {
+        sample_age.get_or_create(&vec![]).set((now - at).num_milliseconds().max(0) as f64 / 1000.0);
+        sample_took.get_or_create(&vec![]).set(latest.took.as_secs_f64());
+    }
+    sample_error.get_or_create(&vec![]).set(i64::from(latest.error.is_some()));
+
+    let mut out = String::with_capacity(16 * 1024);
+    if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
+        out.clear();
+    }
+    out
+}
