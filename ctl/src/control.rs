@@ -36,6 +36,9 @@ pub struct SupervisorFile {
     pub database_url: Option<String>,
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// The Prometheus exporter served by the supervisor (`/metrics`), when it could bind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter_url: Option<String>,
 }
 
 /// A fresh random token, written with mode 0600.

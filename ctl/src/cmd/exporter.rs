@@ -58,7 +58,7 @@ pub async fn exporter(cli: &Cli, args: &ExporterArgs) -> anyhow::Result<()> {
         .or_else(|| env("REDIS_URL"))
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
     let source = match runtime {
-        Some(rt) => InstanceSource::Remote(rt),
+        Some(rt) => InstanceSource::Remote(Box::new(rt)),
         None => {
             tracing::warn!("no local stack runs in {}: no instance metrics", cli.data().root().display());
             InstanceSource::None

@@ -11,6 +11,8 @@ use tokio::sync::Notify;
 use super::Cli;
 use chat4all_ctl::control::{self, SupervisorFile};
 use chat4all_ctl::error::usage;
+use chat4all_ctl::exporter::collect::InstanceSource;
+use chat4all_ctl::exporter::{Exporter, DEFAULT_PORT as EXPORTER_PORT};
 use chat4all_ctl::paths::DataDir;
 use chat4all_ctl::runtime::client::ProcessRuntime;
 use chat4all_ctl::runtime::supervisor::{tail_file, Supervisor};
@@ -30,7 +32,8 @@ pub struct UpArgs {
     #[arg(long, env = "CHAT4ALL_CONTROL_PORT")]
     pub control_port: Option<u16>,
     /// Shift every port of the stack (broker 9092, services 808x, routers 809x, control 7070) by
-    /// this much, to run a second stack beside the first (use its own --data-dir and database).
+    /// this much (exporter 9308 too), to run a second stack beside the first (use its own --data-dir
+    /// and database).
     #[arg(long, env = "CHAT4ALL_PORT_OFFSET", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=400))]
     pub port_offset: u16,
     /// How long `--detach` waits for the stack to become healthy.
@@ -175,8 +178,22 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
         spec.redis_url.clone(),
         SAMPLE_INTERVAL,
         Duration::from_secs(5),
-        obs,
+        obs.clone(),
     )));
+    // The Prometheus exporter over the same observations (a busy port costs the exporter only).
+    let exporter = Exporter::new(obs);
+    let exporter_port = EXPORTER_PORT + args.port_offset;
+    let (exporter_url, _exporter_tasks) = match exporter.serve(([127, 0, 0, 1], exporter_port).into()).await {
+        Ok((addr, server)) => {
+            let collector =
+                exporter.collect(InstanceSource::Supervisor(sup.clone()), spec.redis_url.clone(), SAMPLE_INTERVAL);
+            (Some(format!("http://{addr}/metrics")), Some((AbortOnDrop(server), AbortOnDrop(collector))))
+        }
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "the exporter is not served");
+            (None, None)
+        }
+    };
     let info = SupervisorFile {
         pid: std::process::id(),
         control_url: format!("http://{addr}"),
@@ -185,6 +202,7 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
         api_url: format!("http://127.0.0.1:{}", spec.ports.message_service),
         database_url: Some(spec.database_url.clone()),
         redis_url: Some(spec.redis_url.clone()),
+        exporter_url,
     };
     let tmp = data.supervisor_file().with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;

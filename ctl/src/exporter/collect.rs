@@ -19,7 +19,7 @@ pub enum InstanceSource {
     /// In-process: the exporter served by `up`.
     Supervisor(Arc<Supervisor>),
     /// The control API of a running supervisor (standalone exporter beside `up`).
-    Remote(ProcessRuntime),
+    Remote(Box<ProcessRuntime>),
     /// No runtime to ask: no instance metrics.
     None,
 }

@@ -82,19 +82,6 @@ pub fn render(latest: &Latest, extras: &Extras, now: DateTime<Utc>) -> String {
         "chat4all_instance_ready",
         "1 while a running instance answers its health check (dependencies reachable), 0 otherwise",
     );
-    let sample_age = float_family(
-        &mut reg,
-        "chat4all_exporter_sample_age_seconds",
-        "Age of the observation of the broker being served",
-    );
-    let sample_took = float_family(
-        &mut reg,
-        "chat4all_exporter_sample_duration_seconds",
-        "How long the last observation of the broker took",
-    );
-    let sample_error =
-        int_family(&mut reg, "chat4all_exporter_sample_error", "1 when the last observation of the broker failed");
-
     for (topic, n) in &latest.topics {
         topic_partitions.get_or_create(&vec![("topic", topic.clone())]).set(*n as i64);
     }
@@ -143,14 +130,93 @@ pub fn render(latest: &Latest, extras: &Extras, now: DateTime<Utc>) -> String {
         }
     }
     if let Some(at) = latest.at {
-        sample_age.get_or_create(&vec![]).set((now - at).num_milliseconds().max(0) as f64 / 1000.0);
-        sample_took.get_or_create(&vec![]).set(latest.took.as_secs_f64());
+        let age = Gauge::<f64, AtomicU64>::default();
+        age.set((now - at).num_milliseconds().max(0) as f64 / 1000.0);
+        reg.register("chat4all_exporter_sample_age_seconds", "Age of the observation of the broker being served", age);
+        let took = Gauge::<f64, AtomicU64>::default();
+        took.set(latest.took.as_secs_f64());
+        reg.register(
+            "chat4all_exporter_sample_duration_seconds",
+            "How long the last observation of the broker took",
+            took,
+        );
     }
-    sample_error.get_or_create(&vec![]).set(i64::from(latest.error.is_some()));
+    let error = Gauge::<i64>::default();
+    error.set(i64::from(latest.error.is_some()));
+    reg.register("chat4all_exporter_sample_error", "1 when the last observation of the broker failed", error);
 
     let mut out = String::with_capacity(16 * 1024);
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
         out.clear();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exporter::bench::synthetic;
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn kafka_exporter_names_and_labels() {
+        let (latest, extras) = synthetic(1, 2, 3);
+        let text = render(&latest, &extras, Utc::now());
+        let l = lines(&text);
+        for want in [
+            r#"kafka_consumergroup_lag{consumergroup="group-0",topic="topic-0",partition="1"} 50"#,
+            r#"kafka_consumergroup_current_offset{consumergroup="group-0",topic="topic-0",partition="1"} 1000001"#,
+            r#"kafka_topic_partition_current_offset{topic="topic-0",partition="0"} 1000050"#,
+            r#"kafka_topic_partitions{topic="topic-0"} 2"#,
+            r#"kafka_consumergroup_members{consumergroup="group-0"} 3"#,
+            r#"kafka_consumergroup_lag_sum{consumergroup="group-0",topic="topic-0"} 100"#,
+            r#"chat4all_partition_owner_info{consumergroup="group-0",topic="topic-0",partition="1",instance="instance-1"} 1"#,
+            r#"chat4all_consumergroup_rebalances_total{consumergroup="group-0"} 12"#,
+            r#"chat4all_consumergroup_lag_seconds{consumergroup="group-0",topic="topic-0",partition="0"} 0.25"#,
+            r#"chat4all_consumergroup_partitions{consumergroup="group-0"} 2"#,
+            r#"chat4all_instance_up{service="router-service",instance="instance-2"} 1"#,
+            r#"chat4all_instance_ready{service="router-service",instance="instance-2"} 1"#,
+            r#"chat4all_exporter_sample_error 0"#,
+        ] {
+            assert!(l.contains(&want), "missing {want} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn no_lag_without_a_commit_no_owner_line_without_an_owner() {
+        let (mut latest, mut extras) = synthetic(1, 2, 0);
+        let p = &mut latest.groups[0].partitions[0];
+        p.offsets.committed = None;
+        p.offsets.lag = None;
+        p.owner = None;
+        extras.instances[0].state = InstanceState::Killed;
+        extras.ready.remove("instance-1");
+        let text = render(&latest, &extras, Utc::now());
+        assert!(!text.contains(r#"kafka_consumergroup_lag{consumergroup="group-0",topic="topic-0",partition="0"}"#));
+        assert!(text.contains(r#"kafka_consumergroup_lag{consumergroup="group-0",topic="topic-0",partition="1"} 50"#));
+        assert!(
+            !text.contains(r#"chat4all_partition_owner_info{consumergroup="group-0",topic="topic-0",partition="0""#)
+        );
+        // The log-end offset is still known.
+        assert!(text.contains(r#"kafka_topic_partition_current_offset{topic="topic-0",partition="0"} 1000050"#));
+        assert!(text.contains(r#"chat4all_instance_up{service="router-service",instance="instance-1"} 0"#));
+        assert!(!text.contains(r#"chat4all_instance_ready{service="router-service",instance="instance-1"}"#));
+    }
+
+    #[test]
+    fn sample_age_and_error() {
+        let (mut latest, extras) = synthetic(1, 1, 0);
+        let at = Utc::now() - chrono::Duration::seconds(90);
+        latest.at = Some(at);
+        latest.error = Some("broker unreachable".into());
+        let text = render(&latest, &extras, at + chrono::Duration::milliseconds(90_500));
+        assert!(text.contains("chat4all_exporter_sample_age_seconds 90.5"), "{text}");
+        assert!(text.contains("chat4all_exporter_sample_error 1"));
+        latest.at = None;
+        assert!(!render(&latest, &extras, Utc::now()).contains("chat4all_exporter_sample_age_seconds "));
+    }
 }
