@@ -7,6 +7,7 @@ pub mod broker;
 pub mod control;
 pub mod error;
 pub mod exporter;
+pub mod failover;
 pub mod health;
 pub mod kafka;
 pub mod lag;

@@ -316,17 +316,56 @@ impl Supervisor {
         false
     }
 
-    /// SIGKILL, like `docker kill`: no goodbye to the consumer group.
+    /// SIGKILL, like `docker kill`: the process says no goodbye to its consumer group. Since the
+    /// operator knows it is dead, the supervisor then says it on its behalf (LeaveGroup with the
+    /// member id of its last report, see `failover`), so the survivors take over after one
+    /// rebalance instead of the session timeout.
     pub async fn kill(&self, name: &str) -> anyhow::Result<String> {
-        self.lookup(name)?;
+        let (kind, _) = self.lookup(name)?;
         match self.signal(name, Intent::Kill, Signal::SIGKILL)? {
             None => Err(usage(format!("{name} is not running"))),
             Some(pid) => {
                 self.wait_dead(name, Duration::from_secs(5)).await;
                 self.record("kill", name, format!("SIGKILL pid {pid}"));
-                Ok(format!("killed {name} (pid {pid}, SIGKILL)"))
+                let mut msg = format!("killed {name} (pid {pid}, SIGKILL)");
+                if matches!(kind, ServiceKind::RouterService | ServiceKind::MessageService) {
+                    for line in self.leave_on_behalf(name, pid).await {
+                        msg.push_str("; ");
+                        msg.push_str(&line);
+                    }
+                }
+                Ok(msg)
             }
         }
+    }
+
+    /// LeaveGroup for every group the killed instance `name` (pid `pid`) was a member of; each
+    /// outcome goes to the action log. Failures only cost the fast path: the session timeout
+    /// still removes the member.
+    async fn leave_on_behalf(&self, name: &str, pid: u32) -> Vec<String> {
+        let r = crate::failover::leave_for_dead(
+            &self.spec.kafka_bootstrap,
+            &self.spec.redis_url,
+            name,
+            pid,
+            Duration::from_secs(3),
+        )
+        .await;
+        let outcomes = match r {
+            Ok(o) => o,
+            Err(e) => vec![Err(format!("{e:#}"))],
+        };
+        outcomes
+            .into_iter()
+            .map(|o| {
+                let line = match o {
+                    Ok(o) => o.describe(),
+                    Err(e) => format!("LeaveGroup failed ({e}); the group waits for the session timeout"),
+                };
+                self.record("leave-group", name, line.clone());
+                line
+            })
+            .collect()
     }
 
     /// SIGTERM and wait (then SIGKILL after the grace period).
