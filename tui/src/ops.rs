@@ -1,0 +1,71 @@
+//! Runs a confirmed operation through the ctl library (the same calls chat4allctl makes) and
+//! reports progress and the outcome as actions.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use chat4all_ctl::paths::DataDir;
+use chat4all_ctl::repartition::{self, Target};
+use chat4all_ctl::runtime::client::ProcessRuntime;
+
+use crate::command::Op;
+use crate::source::Endpoints;
+use crate::state::Action;
+
+/// How long an action on the runtime may take (a graceful stop waits for the group to leave).
+const ACT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a repartition waits for the router group to drain.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub async fn run(op: Op, data: DataDir, timeout: Duration, tx: mpsc::Sender<Action>) {
+    let result =
+        execute(&op, &data, timeout, &tx).await.map_err(|e| format!("{}: {e:#}", op.running().trim_end_matches("...")));
+    let _ = tx.send(Action::Done(result)).await;
+}
+
+async fn execute(op: &Op, data: &DataDir, timeout: Duration, tx: &mpsc::Sender<Action>) -> anyhow::Result<String> {
+    let rt = ProcessRuntime::connect(data, ACT_TIMEOUT)?;
+    match op {
+        Op::Act { verb, instance } => {
+            let message = rt.act(instance, verb).await?;
+            Ok(if message.is_empty() { format!("{verb} {instance}: done") } else { message })
+        }
+        Op::Scale { service, replicas } => {
+            let r = rt.scale(service, *replicas).await?;
+            let mut s = format!("scaled {} from {} to {}", r.service, r.before, r.after);
+            if !r.started.is_empty() {
+                s.push_str(&format!("; started {}", r.started.join(", ")));
+            }
+            if !r.stopped.is_empty() {
+                s.push_str(&format!("; stopped {}", r.stopped.join(", ")));
+            }
+            Ok(s)
+        }
+        Op::Repartition { topic, partitions } => {
+            let ep = Endpoints::resolve(Some(&rt));
+            let target = Target { bootstrap: ep.bootstrap, database_url: ep.database_url, timeout };
+            let plan = repartition::plan(&target, topic, *partitions).await?;
+            let progress_tx = tx.clone();
+            let progress = move |line: &str| {
+                let _ = progress_tx.try_send(Action::Progress(format!("repartition: {line}")));
+            };
+            let outcome = repartition::execute(&target, &plan, DRAIN_TIMEOUT, &progress).await;
+            let detail = match &outcome {
+                Ok(o) => format!(
+                    "{} -> {} partitions ({}), relay paused {} ms",
+                    plan.from, plan.to, plan.target_topic, o.paused_ms
+                ),
+                Err(e) => format!("failed: {e:#}"),
+            };
+            // Recorded so the timeline and the charts show it; a failure to record is not the
+            // operation's failure.
+            let _ = rt.record_action("repartition", &plan.topic, &detail).await;
+            let o = outcome?;
+            Ok(format!(
+                "repartitioned {}: {} -> {} partitions ({}); relay paused {} ms",
+                plan.topic, plan.from, plan.to, plan.target_topic, o.paused_ms
+            ))
+        }
+    }
+}

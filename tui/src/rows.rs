@@ -1,0 +1,116 @@
+//! The rows each pane shows, derived from the state (filtered), shared by `update` (what is
+//! selected) and `draw` (what is on screen).
+
+use chrono::{DateTime, Utc};
+
+use chat4all_ctl::runtime::Action;
+use chat4all_ctl::timeline::EventRow;
+use chat4all_ctl::view::PartitionView;
+use chat4all_server::events::RebalanceKind;
+
+use crate::snapshot::InstanceRow;
+use crate::state::State;
+
+/// One line of the timeline: a rebalance report or an operator action.
+#[derive(Debug, Clone, Copy)]
+pub enum Entry<'a> {
+    Rebalance(&'a EventRow),
+    Action(&'a Action),
+}
+
+impl Entry<'_> {
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Entry::Rebalance(r) => r.event.at,
+            Entry::Action(a) => a.at,
+        }
+    }
+
+    /// The text after the time, used for filtering and drawing.
+    pub fn text(&self) -> String {
+        match self {
+            Entry::Rebalance(r) => {
+                let e = &r.event;
+                let kind = match e.kind {
+                    RebalanceKind::Assigned => "assigned",
+                    RebalanceKind::Revoked => "revoked",
+                    RebalanceKind::Lost => "lost",
+                    RebalanceKind::Left => "left",
+                };
+                let parts = if e.partitions.is_empty() {
+                    "-".to_string()
+                } else {
+                    e.partitions.iter().map(|p| format!("{}-{}", p.topic, p.partition)).collect::<Vec<_>>().join(",")
+                };
+                let cause = r.cause.as_deref().map(|c| format!("  <- {c}")).unwrap_or_default();
+                format!("{} {kind} {parts}{cause}", e.instance)
+            }
+            Entry::Action(a) => {
+                let detail = if a.detail.is_empty() { String::new() } else { format!(" ({})", a.detail) };
+                format!("OPERATOR {} {}{detail}", a.action, a.target)
+            }
+        }
+    }
+}
+
+fn matches(filter: &str, text: &str) -> bool {
+    filter.is_empty() || text.to_lowercase().contains(&filter.to_lowercase())
+}
+
+pub fn instances(state: &State) -> Vec<&InstanceRow> {
+    let Some(d) = &state.data else { return Vec::new() };
+    d.instances
+        .iter()
+        .filter(|i| matches(&state.filter, &format!("{} {}", i.info.name, i.info.state.as_str())))
+        .collect()
+}
+
+pub fn partitions(state: &State) -> Vec<&PartitionView> {
+    let Some(d) = &state.data else { return Vec::new() };
+    d.groups
+        .iter()
+        .flat_map(|g| g.partitions.iter())
+        .filter(|p| {
+            let owner = p.owner.as_ref().map(|o| o.instance.as_str()).unwrap_or("");
+            matches(&state.filter, &format!("{} {}-{} {owner}", p.group, p.offsets.topic, p.offsets.partition))
+        })
+        .collect()
+}
+
+/// Rebalances and operator actions, newest first.
+pub fn timeline(state: &State) -> Vec<Entry<'_>> {
+    let Some(d) = &state.data else { return Vec::new() };
+    let mut out: Vec<Entry> = d
+        .events
+        .iter()
+        .map(Entry::Rebalance)
+        .chain(d.actions.iter().map(Entry::Action))
+        .filter(|e| matches(&state.filter, &e.text()))
+        .collect();
+    out.sort_by_key(|e| std::cmp::Reverse(e.at()));
+    out
+}
+
+/// Partitions owned by `instance`, as `topic[0,1]` per topic.
+pub fn owned_by(state: &State, instance: &str) -> String {
+    let Some(d) = &state.data else { return String::new() };
+    let mut per_topic: Vec<(String, Vec<i32>)> = Vec::new();
+    for p in d.groups.iter().flat_map(|g| g.partitions.iter()) {
+        if p.owner.as_ref().is_some_and(|o| o.instance == instance) {
+            match per_topic.iter_mut().find(|(t, _)| *t == p.offsets.topic) {
+                Some((_, v)) => v.push(p.offsets.partition),
+                None => per_topic.push((p.offsets.topic.clone(), vec![p.offsets.partition])),
+            }
+        }
+    }
+    per_topic
+        .into_iter()
+        .map(|(t, v)| format!("{t}[{}]", v.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether `instance` is a member of a group that owns nothing there.
+pub fn is_standby(state: &State, instance: &str) -> bool {
+    state.data.as_ref().is_some_and(|d| d.groups.iter().any(|g| g.standby.iter().any(|s| s == instance)))
+}

@@ -1,0 +1,228 @@
+//! The background source: every interval it takes one look at the platform through the ctl
+//! library (runtime, group view, rebalance timeline, health) plus the services' counters, and
+//! publishes it on a `watch` channel, which keeps only the latest value (a slow screen never
+//! queues stale data). Every dependency may be down; the snapshot then says why.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use chat4all_ctl::lag::{LagHistory, Rules};
+use chat4all_ctl::ownership;
+use chat4all_ctl::paths::DataDir;
+use chat4all_ctl::runtime::client::ProcessRuntime;
+use chat4all_ctl::runtime::InstanceInfo;
+use chat4all_ctl::timeline;
+use chat4all_ctl::view::GroupReader;
+
+use crate::snapshot::{InstanceRow, Reach, Snapshot};
+use crate::throughput::{self, Counters};
+
+/// Rebalance reports read per look.
+const TIMELINE_LEN: usize = 50;
+
+/// Where the stack is: the environment first, then the running supervisor, then the defaults
+/// (the same order chat4allctl follows).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoints {
+    pub bootstrap: String,
+    pub redis_url: String,
+    pub database_url: String,
+}
+
+impl Endpoints {
+    pub fn resolve(rt: Option<&ProcessRuntime>) -> Self {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let info = rt.map(|r| &r.info);
+        Self {
+            bootstrap: env("KAFKA_BOOTSTRAP")
+                .or_else(|| info.map(|i| i.kafka_bootstrap.clone()))
+                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+            redis_url: env("REDIS_URL")
+                .or_else(|| info.and_then(|i| i.redis_url.clone()))
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            database_url: env("DATABASE_URL")
+                .or_else(|| info.and_then(|i| i.database_url.clone()))
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/chat4all".into()),
+        }
+    }
+}
+
+pub struct Source {
+    data: DataDir,
+    timeout: Duration,
+    http: reqwest::Client,
+    runtime: Option<ProcessRuntime>,
+    reader: Option<(Endpoints, GroupReader)>,
+    redis: Option<(String, redis::aio::MultiplexedConnection)>,
+}
+
+impl Source {
+    pub fn new(data: DataDir, timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(timeout).build()?;
+        Ok(Self { data, timeout, http, runtime: None, reader: None, redis: None })
+    }
+
+    /// One look at everything.
+    pub async fn snapshot(&mut self) -> Snapshot {
+        let started = Instant::now();
+        let mut s = Snapshot::empty(chrono::Utc::now());
+        if self.runtime.is_none() {
+            self.runtime = ProcessRuntime::connect(&self.data, self.timeout).ok();
+        }
+        let endpoints = Endpoints::resolve(self.runtime.as_ref());
+        let (instances, actions) = match &self.runtime {
+            Some(rt) => {
+                let (l, a) = tokio::join!(rt.list(), rt.actions());
+                match l {
+                    Ok(list) => {
+                        s.runtime = Ok(format!("process (supervisor pid {} at {})", rt.info.pid, rt.info.control_url));
+                        (list, a.unwrap_or_default())
+                    }
+                    Err(e) => {
+                        s.runtime = Err(format!("{e:#}"));
+                        self.runtime = None;
+                        (Vec::new(), Vec::new())
+                    }
+                }
+            }
+            None => {
+                s.runtime =
+                    Err(format!("no supervisor in {} (start it with chat4allctl up)", self.data.root().display()));
+                (Vec::new(), Vec::new())
+            }
+        };
+        self.prime_reader(&endpoints).await;
+        let Self { reader, redis, http, timeout, .. } = self;
+        let (groups, events, health, counters, postgres) = tokio::join!(
+            read_groups(reader),
+            read_timeline(redis, &endpoints.redis_url),
+            probe_all(http, &instances, *timeout),
+            scrape_all(http, &instances),
+            postgres_reachable(&endpoints.database_url, *timeout),
+        );
+        match groups {
+            Ok(g) => {
+                s.groups = g;
+                s.broker = Ok(endpoints.bootstrap.clone());
+            }
+            Err(e) => s.broker = Err(e),
+        }
+        match events {
+            Ok(ev) => {
+                s.events = timeline::attribute(ev, &actions);
+                s.redis = Ok(endpoints.redis_url.clone());
+            }
+            Err(e) => s.redis = Err(e),
+        }
+        s.postgres = postgres;
+        s.instances = instances.into_iter().zip(health).map(|(info, health)| InstanceRow { info, health }).collect();
+        s.actions = actions;
+        s.counters = counters;
+        s.took_ms = started.elapsed().as_millis() as u64;
+        s
+    }
+
+    /// (Re)creates the group reader when the endpoints change, primed with the supervisor's
+    /// offset history so lag status has a window from the first look.
+    async fn prime_reader(&mut self, endpoints: &Endpoints) {
+        if self.reader.as_ref().is_some_and(|(e, _)| e == endpoints) {
+            return;
+        }
+        let mut history = LagHistory::new(Rules::default());
+        if let Some(rt) = &self.runtime {
+            if let Ok(h) = rt.lag_history().await {
+                history.merge(&h);
+            }
+        }
+        self.reader = GroupReader::new(&endpoints.bootstrap, &endpoints.redis_url, self.timeout, history)
+            .ok()
+            .map(|r| (endpoints.clone(), r));
+    }
+}
+
+async fn read_groups(
+    reader: &mut Option<(Endpoints, GroupReader)>,
+) -> Result<Vec<chat4all_ctl::view::GroupView>, String> {
+    let Some((_, r)) = reader.as_mut() else { return Err("no broker client".into()) };
+    r.all().await.map_err(|e| format!("{e:#}"))
+}
+
+async fn read_timeline(
+    redis: &mut Option<(String, redis::aio::MultiplexedConnection)>,
+    url: &str,
+) -> Result<Vec<chat4all_server::events::RebalanceEvent>, String> {
+    if redis.as_ref().is_none_or(|(u, _)| u != url) {
+        let conn = ownership::redis(url).await.map_err(|e| format!("{e:#}"))?;
+        *redis = Some((url.to_string(), conn));
+    }
+    let (_, conn) = redis.as_mut().expect("connected above");
+    match tokio::time::timeout(Duration::from_secs(3), ownership::timeline(conn, TIMELINE_LEN)).await {
+        Ok(Ok(ev)) => Ok(ev),
+        Ok(Err(e)) => {
+            *redis = None;
+            Err(format!("{e:#}"))
+        }
+        Err(_) => {
+            *redis = None;
+            Err("Redis did not answer".into())
+        }
+    }
+}
+
+async fn probe_all(http: &reqwest::Client, instances: &[InstanceInfo], timeout: Duration) -> Vec<String> {
+    let t = timeout.min(Duration::from_secs(1));
+    futures::future::join_all(instances.iter().map(|i| chat4all_ctl::health::probe(http, i, t))).await
+}
+
+/// Counters of the services that count messages (the API and the routers).
+async fn scrape_all(http: &reqwest::Client, instances: &[InstanceInfo]) -> BTreeMap<String, Counters> {
+    let targets: Vec<&InstanceInfo> = instances
+        .iter()
+        .filter(|i| i.state.is_alive() && matches!(i.service.as_str(), "message-service" | "router-service"))
+        .collect();
+    let pages = futures::future::join_all(targets.iter().map(|i| async move {
+        let r = http.get(format!("http://127.0.0.1:{}/metrics", i.port)).timeout(Duration::from_secs(1)).send().await;
+        match r {
+            Ok(r) if r.status().is_success() => r.text().await.ok(),
+            _ => None,
+        }
+    }))
+    .await;
+    targets
+        .into_iter()
+        .zip(pages)
+        .filter_map(|(i, page)| page.map(|p| (i.name.clone(), throughput::parse(&p))))
+        .collect()
+}
+
+/// PostgreSQL reachability: a TCP connection to the host and port of `url`.
+async fn postgres_reachable(url: &str, timeout: Duration) -> Reach {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid DATABASE_URL: {e}"))?;
+    let host = parsed.host_str().filter(|h| !h.is_empty()).unwrap_or("127.0.0.1").to_string();
+    let port = parsed.port().unwrap_or(5432);
+    match tokio::time::timeout(
+        timeout.min(Duration::from_secs(1)),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(format!("{host}:{port}")),
+        Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
+        Err(_) => Err(format!("{host}:{port}: no answer")),
+    }
+}
+
+/// Publishes a snapshot every `interval` until every receiver is gone.
+pub async fn run(mut source: Source, interval: Duration, tx: watch::Sender<Option<Snapshot>>) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = source.snapshot().await;
+        if tx.send(Some(s)).is_err() {
+            return;
+        }
+    }
+}
