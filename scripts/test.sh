@@ -23,4 +23,8 @@ echo "== starting the stack in $CHAT4ALL_HOME"
 "$CTL" up --detach
 
 echo "== integration tests"
-cargo test -p chat4all-tests --tests -- --test-threads=4
+cargo test -p chat4all-tests --tests -- --test-threads=4 --skip repartition
+
+# Last: it changes the stack for good (more partitions, a new topic generation).
+echo "== repartition under traffic"
+cargo test -p chat4all-tests --test repartition

@@ -106,7 +106,7 @@ pub async fn serve(
         .route("/v1/instances/{name}/{action}", post(act))
         .route("/v1/instances/{name}/logs", get(logs))
         .route("/v1/scale", post(scale))
-        .route("/v1/actions", get(actions))
+        .route("/v1/actions", get(actions).post(record_action))
         .route("/v1/lag/history", get(lag_history))
         .route("/v1/shutdown", post(shutdown_handler))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
@@ -143,6 +143,23 @@ async fn list(State(s): State<ApiState>) -> ApiResult {
 /// The supervisor's offset history, so that a one-shot `lag` has a window to judge by.
 async fn lag_history(State(s): State<ApiState>) -> ApiResult {
     Ok(Json(s.obs.history()).into_response())
+}
+
+#[derive(Deserialize)]
+struct RecordAction {
+    action: String,
+    target: String,
+    #[serde(default)]
+    detail: String,
+}
+
+/// Records an action another client carried out (a repartition), for cause attribution.
+async fn record_action(State(s): State<ApiState>, Json(a): Json<RecordAction>) -> ApiResult {
+    if a.action.is_empty() || a.action.len() > 64 || a.target.len() > 256 || a.detail.len() > 1024 {
+        return Err(crate::error::usage("action must be 1-64 characters, target at most 256, detail 1024").into());
+    }
+    s.sup.record(&a.action, &a.target, a.detail);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn actions(State(s): State<ApiState>) -> ApiResult {

@@ -48,8 +48,10 @@ pub struct Observer {
     bootstrap: String,
     timeout: Duration,
     client: BaseConsumer,
-    /// One offset reader per group, kept so a refresh does not reconnect.
+    /// One offset reader per group, kept so a refresh does not reconnect (fallback path).
     readers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    /// Group -> coordinator address, for OffsetFetch over the wire.
+    coordinators: Mutex<HashMap<String, String>>,
 }
 
 fn config(bootstrap: &str) -> ClientConfig {
@@ -64,7 +66,13 @@ fn config(bootstrap: &str) -> ClientConfig {
 impl Observer {
     pub fn new(bootstrap: &str, timeout: Duration) -> anyhow::Result<Self> {
         let client: BaseConsumer = config(bootstrap).create().context("creating Kafka client")?;
-        Ok(Self { bootstrap: bootstrap.into(), timeout, client, readers: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            bootstrap: bootstrap.into(),
+            timeout,
+            client,
+            readers: Mutex::new(HashMap::new()),
+            coordinators: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Topic -> partition count, internal topics left out.
@@ -84,9 +92,14 @@ impl Observer {
     }
 
     pub fn groups(&self) -> anyhow::Result<Vec<GroupInfo>> {
+        self.list_groups(None)
+    }
+
+    /// Every group, or only `only` (one DescribeGroups instead of one per group).
+    fn list_groups(&self, only: Option<&str>) -> anyhow::Result<Vec<GroupInfo>> {
         let list = self
             .client
-            .fetch_group_list(None, self.timeout)
+            .fetch_group_list(only, self.timeout)
             .with_context(|| format!("listing groups on {}", self.bootstrap))?;
         let mut out: Vec<GroupInfo> = list
             .groups()
@@ -112,7 +125,7 @@ impl Observer {
     }
 
     pub fn group(&self, group: &str) -> anyhow::Result<Option<GroupInfo>> {
-        Ok(self.groups()?.into_iter().find(|g| g.group == group))
+        Ok(self.list_groups(Some(group))?.into_iter().find(|g| g.group == group))
     }
 
     fn reader(&self, group: &str) -> anyhow::Result<Arc<BaseConsumer>> {
@@ -132,29 +145,17 @@ impl Observer {
 
     /// Committed and log-end offsets of `group` over `topics` (every partition of each).
     pub fn offsets(&self, group: &str, topics: &[(String, i32)]) -> anyhow::Result<Vec<PartitionOffsets>> {
-        let mut tpl = TopicPartitionList::new();
-        for (t, n) in topics {
-            for p in 0..*n {
-                tpl.add_partition(t, p);
-            }
-        }
-        let consumer = self.reader(group)?;
-        let committed = consumer
-            .committed_offsets(tpl, self.timeout)
-            .with_context(|| format!("fetching committed offsets of {group}"))?;
+        let wanted: Vec<(String, i32)> =
+            topics.iter().flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p))).collect();
+        let committed = self.committed(group, &wanted)?;
+        let ends = self.log_ends(&wanted)?;
         let mut out = Vec::new();
-        for e in committed.elements() {
-            let (_, high) = self
-                .client
-                .fetch_watermarks(e.topic(), e.partition(), self.timeout)
-                .with_context(|| format!("fetching the log-end offset of {}-{}", e.topic(), e.partition()))?;
-            let committed = match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some(o),
-                _ => None,
-            };
+        for (topic, partition) in wanted {
+            let committed = committed.get(&(topic.clone(), partition)).copied().flatten();
+            let high = ends.get(&(topic.clone(), partition)).copied().unwrap_or(0);
             out.push(PartitionOffsets {
-                topic: e.topic().to_string(),
-                partition: e.partition(),
+                topic,
+                partition,
                 committed,
                 log_end: high,
                 lag: committed.map(|c| (high - c).max(0)),
@@ -162,6 +163,103 @@ impl Observer {
         }
         out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         Ok(out)
+    }
+
+    /// Committed offsets of `group`: one OffsetFetch to its coordinator over the wire (no group
+    /// client to set up and tear down), librdkafka's committed() where that fails.
+    fn committed(
+        &self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> anyhow::Result<HashMap<(String, i32), Option<i64>>> {
+        for _attempt in 0..2 {
+            let cached = self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).get(group).cloned();
+            let coordinator = match cached {
+                Some(c) => c,
+                None => match crate::wire::find_coordinator(&self.first_broker(), group, self.timeout) {
+                    Ok(c) => {
+                        self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).insert(group.into(), c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "FindCoordinator failed; using librdkafka");
+                        break;
+                    }
+                },
+            };
+            match crate::wire::committed_offsets(&coordinator, group, partitions, self.timeout) {
+                Ok(v) => return Ok(v.into_iter().map(|(t, p, o)| ((t, p), o)).collect()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "OffsetFetch failed");
+                    self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).remove(group);
+                    if !crate::wire::is_coordinator_moved(&e) {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition(t, *p);
+        }
+        let consumer = self.reader(group)?;
+        let committed = consumer
+            .committed_offsets(tpl, self.timeout)
+            .with_context(|| format!("fetching committed offsets of {group}"))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let o = match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(o),
+                    _ => None,
+                };
+                ((e.topic().to_string(), e.partition()), o)
+            })
+            .collect())
+    }
+
+    fn first_broker(&self) -> String {
+        self.bootstrap.split(',').next().unwrap_or(&self.bootstrap).trim().to_string()
+    }
+
+    /// Log-end offsets: one ListOffsets request per partition leader, as the broker's metadata
+    /// names them; partitions it did not answer fall back to librdkafka's watermark query.
+    pub fn log_ends(&self, partitions: &[(String, i32)]) -> anyhow::Result<HashMap<(String, i32), i64>> {
+        let md = self
+            .client
+            .fetch_metadata(None, self.timeout)
+            .with_context(|| format!("broker {} unreachable", self.bootstrap))?;
+        let brokers: HashMap<i32, String> =
+            md.brokers().iter().map(|b| (b.id(), format!("{}:{}", b.host(), b.port()))).collect();
+        let mut by_leader: HashMap<String, Vec<(String, i32)>> = HashMap::new();
+        for t in md.topics() {
+            for p in t.partitions() {
+                let key = (t.name().to_string(), p.id());
+                if partitions.contains(&key) {
+                    if let Some(addr) = brokers.get(&p.leader()) {
+                        by_leader.entry(addr.clone()).or_default().push(key);
+                    }
+                }
+            }
+        }
+        let mut ends = HashMap::new();
+        for (addr, parts) in by_leader {
+            match crate::wire::log_end_offsets(&addr, &parts, self.timeout) {
+                Ok(found) => ends.extend(found.into_iter().map(|(t, p, o)| ((t, p), o))),
+                Err(e) => tracing::debug!(error = %e, "ListOffsets failed; using per-partition watermarks"),
+            }
+        }
+        for (t, p) in partitions {
+            if !ends.contains_key(&(t.clone(), *p)) {
+                let (_, high) = self
+                    .client
+                    .fetch_watermarks(t, *p, self.timeout)
+                    .with_context(|| format!("fetching the log-end offset of {t}-{p}"))?;
+                ends.insert((t.clone(), *p), high);
+            }
+        }
+        Ok(ends)
     }
 
     /// Committed and log-end offsets of `group` over the topics it consumes: those it has

@@ -5,12 +5,16 @@ mod cmd;
 use std::io::Write;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 use chat4all_ctl::error::{ConditionNotMet, UsageError};
 
 fn main() -> ExitCode {
-    let cli = cmd::Cli::parse();
+    let cli = match cmd::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return parse_error(e),
+    };
     cmd::init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -40,6 +44,33 @@ fn main() -> ExitCode {
                 let _ = e.downcast_ref::<UsageError>();
                 ExitCode::from(2)
             }
+        }
+    }
+}
+
+/// Help and version go to stdout as clap prints them; a bad command line is one line on stderr
+/// (`chat4allctl: <reason> (see --help)`) and exit code 2, like every other error.
+fn parse_error(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(2)
+        }
+        _ => {
+            let text = e.render().to_string();
+            let reason = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_string();
+            eprintln!("chat4allctl: {reason} (see --help)");
+            ExitCode::from(2)
         }
     }
 }

@@ -7,8 +7,11 @@ use chat4all_server::events::RebalanceEvent;
 
 use crate::runtime::Action;
 
-/// How far back an operator action may be and still count as the cause of a rebalance.
-pub const CAUSE_WINDOW_SECONDS: i64 = 60;
+/// How far back an operator action may be and still count as the cause of a rebalance: a crash
+/// is noticed after the session timeout (6 s) plus the coordinator's pause (about 3 s), a new
+/// topic generation after the metadata refresh (3 s) plus that pause; 20 s leaves room for a
+/// loaded machine without blaming a rebalance on an action from long before.
+pub const CAUSE_WINDOW_SECONDS: i64 = 20;
 
 /// One rebalance report and the operator action that caused it, where known.
 #[derive(Debug, Clone, Serialize)]
@@ -27,8 +30,9 @@ pub fn service_of(instance: &str) -> &str {
     }
 }
 
-/// The cause of a rebalance: the newest operator action on the same service in the
-/// [`CAUSE_WINDOW_SECONDS`] before it.
+/// The cause of a rebalance: the newest operator action in the [`CAUSE_WINDOW_SECONDS`] before
+/// it that concerns the instance's service (kill, stop, start, scale of a sibling) or a topic its
+/// group consumes (repartition).
 pub fn attribute(events: Vec<RebalanceEvent>, actions: &[Action]) -> Vec<EventRow> {
     events
         .into_iter()
@@ -37,7 +41,10 @@ pub fn attribute(events: Vec<RebalanceEvent>, actions: &[Action]) -> Vec<EventRo
             let cause = actions
                 .iter()
                 .filter(|a| a.at <= e.at && (e.at - a.at).num_seconds() <= CAUSE_WINDOW_SECONDS)
-                .filter(|a| service_of(&a.target) == service)
+                .filter(|a| {
+                    service_of(&a.target) == service
+                        || (a.action == "repartition" && crate::kafka::known_topic(&e.group, &a.target))
+                })
                 .max_by_key(|a| a.at)
                 .map(|a| format!("{} {}", a.action, a.target));
             EventRow { event: e, cause }
@@ -88,6 +95,13 @@ mod tests {
         assert_eq!(rows[1].cause.as_deref(), Some("kill router-service-1"));
         assert_eq!(rows[2].cause, None, "outside the window");
         assert_eq!(rows[3].cause, None, "before any action");
+    }
+
+    #[test]
+    fn a_repartition_causes_the_rebalances_of_the_group_consuming_the_topic() {
+        let t0 = Utc::now();
+        let rows = attribute(vec![event("router-service-1", 4, t0)], &[action("repartition", "chat-events", t0)]);
+        assert_eq!(rows[0].cause.as_deref(), Some("repartition chat-events"));
     }
 
     #[test]

@@ -167,6 +167,55 @@ pub async fn ctl(cfg: &Config, args: &[&str]) -> Result<String> {
     Ok(stdout)
 }
 
+/// What a `chat4allctl` run printed and how it exited.
+#[derive(Debug)]
+pub struct CtlRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `chat4allctl ARGS` against the stack whatever it exits with, with extra environment
+/// variables (e.g. a `KAFKA_BOOTSTRAP` nothing listens on).
+pub async fn ctl_run(cfg: &Config, args: &[&str], env: &[(&str, &str)]) -> Result<CtlRun> {
+    let home = cfg.home.to_string_lossy().into_owned();
+    let mut cmd = tokio::process::Command::new(&cfg.ctl);
+    cmd.args(args).env("CHAT4ALL_HOME", &home).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .map_err(|_| anyhow!("`chat4allctl {}` did not finish within 180 s", args.join(" ")))?
+        .context("running chat4allctl")?;
+    Ok(CtlRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or fails after `within` with the last
+/// observation in the message.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(Option<T>, String)>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match check().await {
+            Ok((Some(v), _)) => return Ok(v),
+            Ok((None, seen)) => seen,
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("{what}: not within {within:?}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // API client
 // ---------------------------------------------------------------------------------------------

@@ -33,9 +33,12 @@ pub struct BenchArgs {
 
 pub async fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
     let opts = BenchOptions {
-        api_url: args.api_url.clone().unwrap_or_else(|| "http://127.0.0.1:8081".into()),
-        database_url: std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/chat4all".into()),
+        api_url: args.api_url.clone().unwrap_or_else(|| {
+            chat4all_ctl::runtime::client::ProcessRuntime::connect(&cli.data(), cli.timeout)
+                .map(|rt| rt.info.api_url)
+                .unwrap_or_else(|_| "http://127.0.0.1:8081".into())
+        }),
+        database_url: super::groups::database_url(cli),
         rate: args.rate,
         duration: args.duration,
         drain_timeout: args.drain_timeout,

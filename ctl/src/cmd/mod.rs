@@ -3,6 +3,7 @@
 mod act;
 mod alerts;
 mod bench;
+mod bench_observe;
 mod exporter;
 mod groups;
 mod lag;
@@ -117,6 +118,8 @@ pub enum Command {
     Logs(act::LogsArgs),
     /// More partitions for chat-events, keeping per-conversation order (drain, change, resume).
     Repartition(repartition::RepartitionArgs),
+    /// Measure the control plane's own cost: one `groups describe`, one `--watch` refresh.
+    BenchObserve(bench_observe::BenchObserveArgs),
     /// Drive the API at a fixed rate and report throughput and latency.
     Bench(bench::BenchArgs),
     /// Prometheus alert rules for the platform: `alerts emit` prints them.
@@ -164,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale(a) => act::scale(&cli, a).await,
         Command::Logs(a) => act::logs(&cli, a).await,
         Command::Repartition(a) => repartition::repartition(&cli, a).await,
+        Command::BenchObserve(a) => bench_observe::bench_observe(&cli, a).await,
         Command::Bench(a) => bench::bench(&cli, a).await,
         Command::Alerts(c) => alerts::alerts(c),
         Command::Exporter(a) => exporter::exporter(&cli, a).await,

@@ -7,6 +7,7 @@ use clap::Args;
 use super::Cli;
 use chat4all_ctl::output::{self, parse_duration, Format};
 use chat4all_ctl::repartition::{self, Method, Plan, Target};
+use chat4all_ctl::runtime::client::ProcessRuntime;
 
 #[derive(Debug, Args)]
 pub struct RepartitionArgs {
@@ -46,7 +47,21 @@ pub async fn repartition(cli: &Cli, args: &RepartitionArgs) -> anyhow::Result<()
             println!("  {line}");
         }
     };
-    let outcome = repartition::execute(&target, &plan, args.drain_timeout, &progress).await?;
+    let runtime = ProcessRuntime::connect(&cli.data(), cli.timeout).ok();
+    let outcome = repartition::execute(&target, &plan, args.drain_timeout, &progress).await;
+    if let Some(rt) = &runtime {
+        let detail = match &outcome {
+            Ok(o) => format!(
+                "{} -> {} partitions ({}), relay paused {} ms",
+                plan.from, plan.to, plan.target_topic, o.paused_ms
+            ),
+            Err(e) => format!("failed: {e:#}"),
+        };
+        if let Err(e) = rt.record_action("repartition", &plan.topic, &detail).await {
+            tracing::warn!(error = format!("{e:#}"), "could not record the repartition in the action log");
+        }
+    }
+    let outcome = outcome?;
     match cli.output {
         Format::Json => println!("{}", output::json(&outcome)),
         Format::Table => println!(

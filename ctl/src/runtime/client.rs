@@ -71,6 +71,13 @@ impl ProcessRuntime {
         self.call(reqwest::Method::GET, "/v1/lag/history", None).await
     }
 
+    /// Adds an action taken by this client to the supervisor's action log.
+    pub async fn record_action(&self, action: &str, target: &str, detail: &str) -> anyhow::Result<()> {
+        let body = serde_json::json!({"action": action, "target": target, "detail": detail});
+        let _: Value = self.call(reqwest::Method::POST, "/v1/actions", Some(body)).await?;
+        Ok(())
+    }
+
     pub async fn list(&self) -> anyhow::Result<Vec<InstanceInfo>> {
         self.call(reqwest::Method::GET, "/v1/instances", None).await
     }

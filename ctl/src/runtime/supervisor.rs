@@ -66,7 +66,9 @@ impl Supervisor {
         &self.spec
     }
 
-    fn record(&self, action: &str, target: &str, detail: impl Into<String>) {
+    /// Appends to the operator action log (also for actions taken outside the supervisor, such
+    /// as a repartition, so the timeline can name them as a cause).
+    pub fn record(&self, action: &str, target: &str, detail: impl Into<String>) {
         let a = Action { at: Utc::now(), action: action.into(), target: target.into(), detail: detail.into() };
         tracing::info!(action = %a.action, target = %a.target, detail = %a.detail, "operator action");
         let mut actions = self.actions.lock().expect("actions lock");

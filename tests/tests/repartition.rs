@@ -1,0 +1,133 @@
+//! `chat4allctl repartition` under traffic: the API accepts throughout, every message is
+//! delivered exactly once, and each conversation's messages reach the provider in the order the
+//! API accepted them.
+//!
+//! Its own test binary, and scripts/test.sh runs it last: it changes the stack for good (more
+//! partitions, possibly a new topic generation).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use chat4all_tests::{
+    assert_delivered_exactly_once, unique, wait_for, Api, DeliveryKey, MessageBuilder, Stack, WHATSAPP,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+const CONVERSATIONS: usize = 12;
+
+/// Posts into every conversation in turn, each message only after the previous one of its
+/// conversation was accepted, until `stop` is set. Returns accepted ids per conversation in
+/// acceptance order, and the refusals.
+async fn post_until(
+    api: Api,
+    run: String,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<Vec<(Uuid, MessageBuilder)>>, Vec<String>) {
+    let mut accepted = vec![Vec::new(); CONVERSATIONS];
+    let mut refused = Vec::new();
+    let mut i = 0usize;
+    while !*stop.borrow() {
+        let c = i % CONVERSATIONS;
+        let msg = MessageBuilder::new(&format!("{run}-conv-{c}"))
+            .sender(&format!("{run}-sender-{c}"))
+            .text(format!("message {i}"))
+            .to(&format!("{run}-rcpt-{c}"), WHATSAPP);
+        match api.post_message(&msg.build()).await {
+            Ok(r) if r.status == 202 => match r.message_id() {
+                Ok(id) => accepted[c].push((id, msg)),
+                Err(e) => refused.push(format!("#{i}: {e:#}")),
+            },
+            Ok(r) => refused.push(format!("#{i}: HTTP {} {}", r.status, r.raw)),
+            Err(e) => refused.push(format!("#{i}: {e:#}")),
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (accepted, refused)
+}
+
+#[tokio::test]
+async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
+    let stack = Stack::connect().await?;
+    stack.ctl(&["scale", "router=3"]).await?;
+    let desc: Value = serde_json::from_str(&stack.ctl(&["groups", "describe", "router-service", "-o", "json"]).await?)?;
+    let relay_topic: String =
+        sqlx::query_scalar("SELECT topic FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
+    let from = desc["partitions"]
+        .as_array()
+        .context("partitions")?
+        .iter()
+        .filter(|p| p["topic"] == relay_topic.as_str())
+        .count() as i64;
+    ensure!(from >= 1, "no partitions of {relay_topic} in {desc}");
+    let to = if from == 1 { 4 } else { from + 3 };
+
+    let run = unique("repart");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let poster = tokio::spawn(post_until(stack.api.clone(), run.clone(), stop_rx));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let dry =
+        stack.ctl(&["repartition", "chat-events", "--partitions", &to.to_string(), "--dry-run", "-o", "json"]).await?;
+    let dry: Value = serde_json::from_str(&dry)?;
+    ensure!(dry["plan"]["from"] == from && dry["plan"]["to"] == to, "dry run plan: {dry}");
+    let share = dry["plan"]["keyMoves"]["share"].as_f64().context("share")?;
+    ensure!((0.0..=1.0).contains(&share) && share > 0.0, "key-move share {share}");
+    let relay_after_dry: String =
+        sqlx::query_scalar("SELECT topic FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
+    ensure!(relay_after_dry == relay_topic, "--dry-run changed the relay topic");
+
+    let out = stack.ctl(&["repartition", "chat-events", "--partitions", &to.to_string(), "-o", "json"]).await?;
+    let outcome: Value = serde_json::from_str(&out)?;
+    let target = outcome["plan"]["targetTopic"].as_str().context("targetTopic")?.to_string();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop_tx.send(true)?;
+    let (accepted, refused) = poster.await?;
+    ensure!(refused.is_empty(), "the API refused during the repartition: {refused:?}");
+    let total: usize = accepted.iter().map(Vec::len).sum();
+    ensure!(total > 100, "only {total} messages were posted");
+
+    // The new partitions are all owned by the routers.
+    wait_for("every new partition owned", Duration::from_secs(60), || async {
+        let d: Value =
+            serde_json::from_str(&stack.ctl(&["groups", "describe", "router-service", "-o", "json"]).await?)?;
+        let parts: Vec<&Value> = d["partitions"]
+            .as_array()
+            .map(|a| a.iter().filter(|p| p["topic"] == target.as_str()).collect())
+            .unwrap_or_default();
+        let ok = parts.len() as i64 == to && parts.iter().all(|p| p["owner"]["instance"].is_string());
+        Ok((ok.then_some(()), d.to_string()))
+    })
+    .await?;
+
+    // Everything delivered exactly once.
+    let ids: Vec<Uuid> = accepted.iter().flatten().map(|(id, _)| *id).collect();
+    stack.api.wait_delivered(&ids, Instant::now() + Duration::from_secs(90)).await?;
+    let expected: Vec<DeliveryKey> = accepted.iter().flatten().flat_map(|(id, m)| m.deliveries(*id)).collect();
+    assert_delivered_exactly_once(&stack.db, &expected).await?;
+
+    // Per conversation, the provider received the messages in acceptance order.
+    let rows: Vec<(String, Uuid)> =
+        sqlx::query_as("SELECT recipient_id, message_id FROM provider_sends WHERE message_id = ANY($1) ORDER BY id")
+            .bind(&ids)
+            .fetch_all(&stack.db)
+            .await?;
+    let mut sent: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for (r, m) in rows {
+        sent.entry(r).or_default().push(m);
+    }
+    for (c, msgs) in accepted.iter().enumerate() {
+        let rcpt = format!("{run}-rcpt-{c}");
+        let want: Vec<Uuid> = msgs.iter().map(|(id, _)| *id).collect();
+        let got = sent.get(&rcpt).cloned().unwrap_or_default();
+        ensure!(
+            got == want,
+            "conversation {c}: provider order differs from acceptance order ({} vs {} messages)",
+            got.len(),
+            want.len()
+        );
+    }
+    Ok(())
+}
