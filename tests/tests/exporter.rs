@@ -90,6 +90,7 @@ async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> 
     let first = stack.api.send(&MessageBuilder::new(&conversation).to(&unique("user"), WHATSAPP).build()).await?;
     stack.api.wait_delivered(&[first], Instant::now() + Duration::from_secs(60)).await?;
 
+    let before = rebalances(&http, &url).await?;
     let names: Vec<String> =
         routers(&stack).await?.into_iter().filter(|(_, s)| s == "running").map(|(n, _)| n).collect();
     for n in &names {
@@ -146,5 +147,28 @@ async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> 
         }
     }
     outcome?;
-    restore
+    restore?;
+    // Each router reported leaving (and its return): the rebalance counter moved by at least that.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = rebalances(&http, &url).await?;
+        if after >= before + names.len() as u64 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("chat4all_consumergroup_rebalances_total for {GROUP} went from {before} to {after} only");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn rebalances(http: &reqwest::Client, url: &str) -> Result<u64> {
+    let text = http.get(url).send().await?.error_for_status()?.text().await?;
+    let prefix = format!("chat4all_consumergroup_rebalances_total{{consumergroup=\"{GROUP}\"}} ");
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0))
 }

@@ -75,3 +75,36 @@ fn unit_tests_cover_every_alert() {
         assert!(cases.iter().any(|c| c.contains("exp_labels")), "alert {name} is never tested firing in alerts/tests");
     }
 }
+
+#[test]
+fn promtool_accepts_the_scrape_config() {
+    let Some(tool) = promtool() else { return };
+    let text = run(&tool, &["check", "config", "prometheus.yml"]);
+    assert!(text.contains("SUCCESS"), "{text}");
+}
+
+/// alerts/prometheus.yml scrapes the local stack's default ports and uses the job names the
+/// rules select on.
+#[test]
+fn scrape_config_matches_the_stack_s_ports_and_the_rules_jobs() {
+    use crate::spec::Ports;
+    let config = std::fs::read_to_string(alerts_dir().join("prometheus.yml")).expect("prometheus.yml");
+    let p = Ports::default();
+    let mut want = vec![
+        (crate::exporter::DEFAULT_PORT, "chat4all-exporter"),
+        (p.message_service, "message-service-1"),
+        (p.whatsapp, "whatsapp-connector-1"),
+        (p.telegram, "telegram-connector-1"),
+        (p.instagram, "instagram-connector-1"),
+    ];
+    for n in 1..=3u16 {
+        want.push((p.router_base + n, ["router-service-1", "router-service-2", "router-service-3"][n as usize - 1]));
+    }
+    for (port, name) in want {
+        assert!(config.contains(&format!("\"127.0.0.1:{port}\"")), "no target on port {port} ({name})");
+        assert!(config.contains(name), "{name} not named in prometheus.yml");
+    }
+    for job in [super::EXPORTER_JOB, super::ROUTER_JOB] {
+        assert!(config.contains(&format!("job_name: {job}\n")), "job {job} missing");
+    }
+}
