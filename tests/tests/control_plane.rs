@@ -291,3 +291,27 @@ async fn bad_input_exits_2_with_one_line_and_changes_nothing() -> Result<()> {
     ensure!(!relay.0, "a refused repartition left the relay paused");
     Ok(())
 }
+
+#[tokio::test]
+async fn control_api_is_loopback_only_and_needs_the_token() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let cfg = Config::from_env();
+    let token_file = cfg.home.join("control.token");
+    let mode =
+        std::fs::metadata(&token_file).with_context(|| format!("{}", token_file.display()))?.permissions().mode();
+    ensure!(mode & 0o777 == 0o600, "control.token has mode {:o}, expected 600", mode & 0o777);
+    let sup: Value = serde_json::from_str(&std::fs::read_to_string(cfg.home.join("supervisor.json"))?)?;
+    let url = sup["controlUrl"].as_str().context("controlUrl")?.to_string();
+    ensure!(url.starts_with("http://127.0.0.1:"), "control API not on loopback: {url}");
+    let http = reqwest::Client::new();
+    let none = http.get(format!("{url}/v1/instances")).send().await?;
+    ensure!(none.status() == 401, "without a token: {}", none.status());
+    let wrong = http.get(format!("{url}/v1/instances")).bearer_auth("not-the-token").send().await?;
+    ensure!(wrong.status() == 401, "with a wrong token: {}", wrong.status());
+    let body: Value = wrong.json().await?;
+    ensure!(body["error"].is_string(), "401 without a JSON error: {body}");
+    let token = std::fs::read_to_string(&token_file)?;
+    let ok = http.get(format!("{url}/v1/instances")).bearer_auth(token.trim()).send().await?;
+    ensure!(ok.status() == 200, "with the token: {}", ok.status());
+    Ok(())
+}
