@@ -53,6 +53,18 @@ impl HttpMetrics {
     }
 }
 
+/// The errors family of this process's `KafkaMetrics`, for librdkafka's error callbacks, which
+/// have no other way to reach it (one service per process, so one registry).
+static KAFKA_ERRORS: std::sync::OnceLock<Family<KindLabels, Counter>> = std::sync::OnceLock::new();
+
+/// Counts one Kafka client error of `kind` (`client`: librdkafka's error callback; `produce`: a
+/// failed send) in `chat4all_kafka_client_errors_total`, once `KafkaMetrics` is registered.
+pub fn record_kafka_error(kind: &str) {
+    if let Some(errors) = KAFKA_ERRORS.get() {
+        errors.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+    }
+}
+
 /// Kafka client errors seen by a service, by kind (produce, consume, commit).
 #[derive(Clone)]
 pub struct KafkaMetrics {
@@ -66,6 +78,7 @@ impl KafkaMetrics {
         let m =
             Self { errors: Family::default(), rebalances: Family::default(), assigned_partitions: Gauge::default() };
         reg.register("chat4all_kafka_client_errors", "Kafka client errors by kind", m.errors.clone());
+        let _ = KAFKA_ERRORS.set(m.errors.clone());
         reg.register(
             "chat4all_rebalances",
             "Rebalance callbacks seen by this instance, by kind (assigned, revoked, lost)",
@@ -95,4 +108,23 @@ pub fn encode(reg: &Registry) -> String {
         out.clear();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only registration of `KafkaMetrics` in this test binary, so the callbacks' family is
+    /// this registry's.
+    #[test]
+    fn kafka_errors_from_callbacks_reach_the_registered_counter() {
+        let mut reg = Registry::default();
+        let _m = KafkaMetrics::register(&mut reg);
+        record_kafka_error("produce");
+        record_kafka_error("produce");
+        record_kafka_error("client");
+        let text = encode(&reg);
+        assert!(text.contains("chat4all_kafka_client_errors_total{kind=\"produce\"} 2"), "{text}");
+        assert!(text.contains("chat4all_kafka_client_errors_total{kind=\"client\"} 1"), "{text}");
+    }
 }

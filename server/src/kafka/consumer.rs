@@ -21,7 +21,12 @@ pub struct ReportingContext {
     events: mpsc::UnboundedSender<RebalanceEvent>,
 }
 
-impl ClientContext for ReportingContext {}
+impl ClientContext for ReportingContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::metrics::record_kafka_error("client");
+        tracing::warn!(error = %error, reason, "Kafka client error");
+    }
+}
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     let mut v: Vec<TopicPartition> = tpl

@@ -3,16 +3,28 @@ use std::time::Duration;
 use anyhow::Context;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
+
+/// Counts librdkafka's client errors in `chat4all_kafka_client_errors_total{kind="client"}`.
+#[derive(Clone, Default)]
+pub struct CountingContext;
+
+impl ClientContext for CountingContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::metrics::record_kafka_error("client");
+        tracing::warn!(error = %error, reason, "Kafka client error");
+    }
+}
 
 /// Idempotent, `acks=all` producer: a retried send never duplicates or reorders a partition.
 #[derive(Clone)]
 pub struct Producer {
-    inner: FutureProducer,
+    inner: FutureProducer<CountingContext>,
 }
 
 impl Producer {
     pub fn new(bootstrap: &str, client_id: &str) -> anyhow::Result<Self> {
-        let inner: FutureProducer = super::base_config(bootstrap, client_id)
+        let inner: FutureProducer<CountingContext> = super::base_config(bootstrap, client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -23,7 +35,7 @@ impl Producer {
             // A send that cannot reach the broker fails after this long; the caller keeps the
             // record (outbox) and tries again, so nothing is lost by giving up.
             .set("message.timeout.ms", "10000")
-            .create()
+            .create_with_context(CountingContext)
             .context("creating Kafka producer")?;
         Ok(Self { inner })
     }
@@ -35,7 +47,10 @@ impl Producer {
             .send(record, Timeout::After(Duration::from_secs(10)))
             .await
             .map(|delivery| (delivery.partition, delivery.offset))
-            .map_err(|(e, _)| anyhow::Error::new(e).context(format!("producing to {topic}")))
+            .map_err(|(e, _)| {
+                crate::metrics::record_kafka_error("produce");
+                anyhow::Error::new(e).context(format!("producing to {topic}"))
+            })
     }
 
     /// Sends many records, keeping their order per partition, and waits for every ack.
