@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use chat4all_tests::{
-    assert_delivered_exactly_once, unique, wait_for, Api, DeliveryKey, MessageBuilder, Stack, WHATSAPP,
+    assert_delivered_exactly_once, ctl_run, unique, wait_for, Api, DeliveryKey, MessageBuilder, Stack, WHATSAPP,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -63,6 +63,27 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
         .count() as i64;
     ensure!(from >= 1, "no partitions of {relay_topic} in {desc}");
     let to = if from == 1 { 4 } else { from + 3 };
+
+    // With no router to drain the topic, the repartition gives up after --drain-timeout: exit 1,
+    // relay resumed, nothing changed.
+    stack.ctl(&["scale", "router=0"]).await?;
+    let stuck = unique("repart-stuck");
+    for i in 0..5 {
+        let m = MessageBuilder::new(&stuck).text(format!("stuck {i}")).to(&format!("{stuck}-rcpt"), WHATSAPP);
+        stack.api.send(&m.build()).await?;
+    }
+    let run = ctl_run(
+        &stack.cfg,
+        &["repartition", "chat-events", "--partitions", &to.to_string(), "--drain-timeout", "3s"],
+        &[],
+    )
+    .await?;
+    ensure!(run.code == 1, "an undrainable repartition exited {} ({})", run.code, run.stderr);
+    ensure!(run.stderr.contains("did not drain"), "stderr: {}", run.stderr);
+    let (paused, topic_now): (bool, String) =
+        sqlx::query_as("SELECT paused, topic FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
+    ensure!(!paused && topic_now == relay_topic, "after a failed drain: paused {paused}, topic {topic_now}");
+    stack.ctl(&["scale", "router=3"]).await?;
 
     let run = unique("repart");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
