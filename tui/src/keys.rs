@@ -65,9 +65,9 @@ impl Command {
             Command::NextPane => "next pane",
             Command::PrevPane => "previous pane",
             Command::Filter => "filter rows by text",
-            Command::CommandMode => "command: scale router=3, kill NAME, repartition chat-events 4",
+            Command::CommandMode => "command mode: a chat4allctl verb (below), :q, :help",
             Command::Back => "back: close, cancel, clear the filter",
-            Command::Kill => "kill the selected instance (or the owner of the selected partition)",
+            Command::Kill => "kill the selected instance / the selected partition's owner",
             Command::Scale => "scale routers (prefilled with the current count)",
             Command::Repartition => "repartition chat-events (prefilled with one more partition)",
         }

@@ -65,10 +65,13 @@ pub fn instances(state: &State) -> Vec<&InstanceRow> {
         .collect()
 }
 
+/// Partitions of every group, the router group (the one that routes messages) first.
 pub fn partitions(state: &State) -> Vec<&PartitionView> {
     let Some(d) = &state.data else { return Vec::new() };
-    d.groups
-        .iter()
+    let mut groups: Vec<_> = d.groups.iter().collect();
+    groups.sort_by_key(|g| g.group != chat4all_ctl::repartition::ROUTER_GROUP);
+    groups
+        .into_iter()
         .flat_map(|g| g.partitions.iter())
         .filter(|p| {
             let owner = p.owner.as_ref().map(|o| o.instance.as_str()).unwrap_or("");

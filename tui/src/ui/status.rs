@@ -24,7 +24,7 @@ pub fn draw_status(state: &State, frame: &mut Frame, area: Rect) {
     let d = state.data.as_ref();
     let mut spans = Vec::new();
     spans.extend(reach("broker", d.map(|d| &d.broker)));
-    spans.extend(reach("pg", d.map(|d| &d.postgres)));
+    spans.extend(reach("postgres", d.map(|d| &d.postgres)));
     spans.extend(reach("redis", d.map(|d| &d.redis)));
     spans.extend(reach("runtime", d.map(|d| &d.runtime)));
     match d {

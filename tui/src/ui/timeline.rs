@@ -1,5 +1,6 @@
 //! The rebalance timeline, newest first: assigned / revoked partitions per instance with the
-//! operator action that caused them, and the operator actions themselves (highlighted).
+//! operator action that caused them, and the operator actions themselves (highlighted). Times
+//! are UTC, as in `chat4allctl events`.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
@@ -17,10 +18,7 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
     let items: Vec<ListItem> = entries
         .iter()
         .map(|e| {
-            let time = Span::styled(
-                e.at().with_timezone(&chrono::Local).format("%H:%M:%S ").to_string(),
-                Style::default().fg(Color::DarkGray),
-            );
+            let time = Span::styled(e.at().format("%H:%M:%S ").to_string(), Style::default().fg(Color::DarkGray));
             let body = match e {
                 Entry::Action(_) => {
                     Span::styled(e.text(), Style::default().fg(Color::Yellow).add_modifier(Modifier::BOLD))
