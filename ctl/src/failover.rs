@@ -81,8 +81,7 @@ pub fn leave_group(
     let started = Instant::now();
     let seed = bootstrap.split(',').next().unwrap_or(bootstrap).trim();
     let coordinator = wire::find_coordinator(seed, group, timeout)?;
-    let body =
-        wire::request_blocking(&coordinator, LEAVE_GROUP, 1, &leave_group_body(group, member_id), timeout)?;
+    let body = wire::request_blocking(&coordinator, LEAVE_GROUP, 1, &leave_group_body(group, member_id), timeout)?;
     let error_code = parse_leave_group(&body).ok_or_else(|| FailoverError::Malformed(coordinator.clone()))?;
     Ok(LeaveOutcome {
         group: group.into(),
@@ -94,11 +93,7 @@ pub fn leave_group(
 }
 
 /// The member ids `instance` (running as `pid`) last reported, per group.
-pub async fn members_of(
-    redis_url: &str,
-    instance: &str,
-    pid: u32,
-) -> anyhow::Result<Vec<(String, String)>> {
+pub async fn members_of(redis_url: &str, instance: &str, pid: u32) -> anyhow::Result<Vec<(String, String)>> {
     let mut conn = crate::ownership::redis(redis_url).await?;
     let mut out = Vec::new();
     for group in GROUPS {

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod bench;
 pub mod broker;
 pub mod control;
+pub mod drill;
 pub mod error;
 pub mod exporter;
 pub mod failover;

@@ -4,6 +4,7 @@ mod act;
 mod alerts;
 mod bench;
 mod bench_observe;
+mod drill;
 mod exporter;
 mod groups;
 mod lag;
@@ -127,6 +128,9 @@ pub enum Command {
     Alerts(alerts::AlertsCommand),
     /// Serve consumer lag, offsets, ownership and instance states as Prometheus metrics.
     Exporter(exporter::ExporterArgs),
+    /// Fault drills: kill-active, kill-random, broker-restart; a report and a verdict (exit 1 on failure).
+    #[command(subcommand)]
+    Drill(drill::DrillCommand),
 }
 
 #[derive(Debug, Args)]
@@ -171,5 +175,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::bench(&cli, a).await,
         Command::Alerts(c) => alerts::alerts(c),
         Command::Exporter(a) => exporter::exporter(&cli, a).await,
+        Command::Drill(c) => drill::drill(&cli, c).await,
     }
 }

@@ -1,0 +1,131 @@
+//! `drill`: the fault drills (kill-active, kill-random, broker-restart) with a report and a
+//! verdict; exit code 1 when a criterion fails.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::Cli;
+use chat4all_ctl::drill::run::Stack;
+use chat4all_ctl::drill::{self, DrillPlan, KillMethod, Scenario};
+use chat4all_ctl::error::{usage, ConditionNotMet};
+use chat4all_ctl::output::{self, parse_duration, Format};
+use chat4all_ctl::runtime::client::ProcessRuntime;
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Kill the router that owns the most partitions while traffic flows; report the failover.
+    KillActive(CommonArgs),
+    /// Kill a random router COUNT times, INTERVAL apart, under sustained load; each victim is
+    /// started again half an interval after its kill, so N routers stay.
+    KillRandom(KillRandomArgs),
+    /// Stop and start the broker under load: nothing accepted may be lost.
+    BrokerRestart(BrokerRestartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Router instances to ensure (scale) before the drill.
+    #[arg(long, default_value_t = 3)]
+    pub routers: u32,
+    /// Messages of the main stream (without --rate).
+    #[arg(long, default_value_t = 20)]
+    pub messages: u64,
+    /// Pause between two messages (without --rate).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub every: Duration,
+    /// Sustained load in messages per second instead of --messages/--every.
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Length of the main stream under --rate (kill-active).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Messages sent after the main stream.
+    #[arg(long, default_value_t = 5)]
+    pub recovery_messages: u64,
+    /// Criterion: longest allowed time from the kill to the first event a survivor processes.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub max_recovery: Duration,
+    /// How long to wait for every accepted message to be delivered.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Kill the process by pid behind the control plane's back (an unannounced crash: no
+    /// LeaveGroup on its behalf, the group waits for the session timeout).
+    #[arg(long)]
+    pub crash: bool,
+    /// API base URL (default: the local stack's message-service).
+    #[arg(long, env = "CHAT4ALL_API_URL")]
+    pub api_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillRandomArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Number of kills.
+    #[arg(long, default_value_t = 5)]
+    pub count: u32,
+    /// Time between two kills.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct BrokerRestartArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// How long the broker stays down.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub down: Duration,
+}
+
+fn plan(scenario: Scenario, a: &CommonArgs, default_rate: Option<u32>) -> DrillPlan {
+    DrillPlan {
+        scenario,
+        routers: a.routers,
+        messages: a.messages,
+        every: a.every,
+        rate: a.rate.or(default_rate),
+        duration: a.duration,
+        recovery_messages: a.recovery_messages,
+        kill: if a.crash { KillMethod::Crash } else { KillMethod::Operator },
+        max_recovery: a.max_recovery,
+        drain_timeout: a.drain_timeout,
+    }
+}
+
+pub async fn drill(cli: &Cli, cmd: &DrillCommand) -> anyhow::Result<()> {
+    let (plan, common) = match cmd {
+        DrillCommand::KillActive(a) => (plan(Scenario::KillActive, a, None), a),
+        DrillCommand::KillRandom(a) => {
+            let s = Scenario::KillRandom { count: a.count, interval_secs: a.interval.as_secs_f64() };
+            if a.interval < Duration::from_secs(2) {
+                return Err(usage("--interval must be at least 2s (a killed router needs time to start again)"));
+            }
+            (plan(s, &a.common, Some(100)), &a.common)
+        }
+        DrillCommand::BrokerRestart(a) => {
+            (plan(Scenario::BrokerRestart { down_secs: a.down.as_secs_f64() }, &a.common, Some(100)), &a.common)
+        }
+    };
+    plan.validate().map_err(usage)?;
+    let rt = ProcessRuntime::connect(&cli.data(), cli.timeout)?;
+    let stack = Stack {
+        api_url: common.api_url.clone().unwrap_or_else(|| rt.info.api_url.clone()),
+        database_url: super::groups::database_url(cli),
+        redis_url: super::groups::redis_url(cli),
+        bootstrap: super::groups::bootstrap(cli),
+        timeout: cli.timeout,
+        rt,
+    };
+    let report = drill::run(&stack, &plan).await?;
+    match cli.output {
+        Format::Json => println!("{}", output::json(&report)),
+        Format::Table => println!("{}", report.to_markdown()),
+    }
+    let failed = report.failed_criteria();
+    if !failed.is_empty() {
+        return Err(ConditionNotMet(format!("drill {} failed: {}", report.scenario, failed.join("; "))).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,473 @@
+//! The scenarios: prepare (ensure N routers, a stable group), traffic, the fault, recovery
+//! messages, the drain, then the timeline and the counts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use sqlx::postgres::PgPoolOptions;
+use tokio::time::Instant;
+
+use chat4all_server::config::{topics, ConsumerTuning};
+use chat4all_server::events::RebalanceEvent;
+
+use super::count;
+use super::load::{self, Load, Tally};
+use super::observe::{self, Observer, Sample};
+use super::plan::{DrillPlan, KillMethod, Scenario};
+use super::report::{self, BrokerOutage, DrillReport, Environment, KillOutcome, Phase, Traffic};
+use super::timeline::{self, Failover, Kill};
+use crate::error::usage;
+use crate::lag::{LagHistory, Rules};
+use crate::runtime::client::ProcessRuntime;
+use crate::runtime::InstanceState;
+use crate::view::GroupReader;
+
+const GROUP: &str = topics::ROUTER_GROUP;
+/// How long the group may take to settle with N live members before the drill.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Window before a kill that sets the lag baseline.
+const BASELINE_WINDOW: i64 = 10;
+/// How long after the drain the lag may take to return to its baseline.
+const LAG_GRACE: Duration = Duration::from_secs(15);
+
+/// Where the stack is.
+#[derive(Clone)]
+pub struct Stack {
+    pub rt: ProcessRuntime,
+    pub api_url: String,
+    pub database_url: String,
+    pub redis_url: String,
+    pub bootstrap: String,
+    pub timeout: Duration,
+}
+
+struct Ctx<'a> {
+    stack: &'a Stack,
+    plan: &'a DrillPlan,
+    run_id: String,
+    client: reqwest::Client,
+    url: reqwest::Url,
+    reader: GroupReader,
+    phases: Vec<Phase>,
+}
+
+impl Ctx<'_> {
+    fn phase(&mut self, name: &str, start: DateTime<Utc>, detail: impl Into<String>) {
+        self.phases.push(Phase { name: name.into(), start, end: Utc::now(), detail: detail.into() });
+    }
+
+    fn load(&self, interval: Duration, first: u64, limit: Option<u64>) -> Load {
+        Load::start(self.client.clone(), self.url.clone(), self.run_id.clone(), interval, first, limit)
+    }
+
+    async fn sample(&mut self) -> anyhow::Result<Sample> {
+        observe::sample(&mut self.reader, GROUP).await
+    }
+
+    /// Scales the routers to N and waits until the group is stable with N members and every
+    /// partition has a live owner (a crashed member of an earlier drill may linger until its
+    /// session expires).
+    async fn prepare(&mut self) -> anyhow::Result<Sample> {
+        let start = Utc::now();
+        let scaled = self.stack.rt.scale(GROUP, self.plan.routers).await?;
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let s = self.sample().await;
+            if let Ok(s) = &s {
+                let owners_live = s.owners.iter().all(|(_, _, m)| s.members.contains(m));
+                if s.state == "Stable"
+                    && s.members.len() == self.plan.routers as usize
+                    && !s.owners.is_empty()
+                    && owners_live
+                {
+                    let s = s.clone();
+                    self.phase(
+                        "prepare",
+                        start,
+                        format!(
+                            "router-service {} -> {} instances; group Stable with {} members",
+                            scaled.before,
+                            scaled.after,
+                            s.members.len()
+                        ),
+                    );
+                    return Ok(s);
+                }
+            }
+            if Instant::now() > deadline {
+                let what = match s {
+                    Ok(s) => {
+                        format!("state {}, {} members, {} owned partitions", s.state, s.members.len(), s.owners.len())
+                    }
+                    Err(e) => format!("{e:#}"),
+                };
+                anyhow::bail!(
+                    "the router group did not settle with {} members within {:?}: {what}",
+                    self.plan.routers,
+                    SETTLE_TIMEOUT
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Kills `victim` (its ownership as `before` shows it) by the plan's method.
+    async fn kill(&mut self, victim: &str, before: &Sample) -> anyhow::Result<Kill> {
+        let partitions: Vec<(String, i32)> =
+            before.owners.iter().filter(|(_, i, _)| i == victim).map(|(tp, _, _)| tp.clone()).collect();
+        let member_id = before.owners.iter().find(|(_, i, _)| i == victim).map(|(_, _, m)| m.clone());
+        let member_id = match member_id {
+            Some(m) => Some(m),
+            None => self.reported_member(victim).await,
+        };
+        let (at, detail) = match self.plan.kill {
+            KillMethod::Operator => {
+                let at = Utc::now();
+                (at, self.stack.rt.act(victim, "kill").await?)
+            }
+            KillMethod::Crash => {
+                let pid = self
+                    .stack
+                    .rt
+                    .list()
+                    .await?
+                    .into_iter()
+                    .find(|i| i.name == victim && i.state.is_alive())
+                    .and_then(|i| i.pid)
+                    .ok_or_else(|| usage(format!("{victim} is not running")))?;
+                let at = Utc::now();
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+                    .with_context(|| format!("SIGKILL {victim} (pid {pid})"))?;
+                let _ = self
+                    .stack
+                    .rt
+                    .record_action(
+                        "crash",
+                        victim,
+                        &format!("drill: SIGKILL pid {pid} outside the supervisor (no LeaveGroup)"),
+                    )
+                    .await;
+                (at, format!("SIGKILL pid {pid} by the drill, not through the control plane"))
+            }
+        };
+        Ok(Kill { victim: victim.into(), method: self.plan.kill, at, member_id, partitions, detail })
+    }
+
+    /// The member id of `instance`'s current report (for a standby, which owns nothing).
+    async fn reported_member(&self, instance: &str) -> Option<String> {
+        let mut conn = crate::ownership::redis(&self.stack.redis_url).await.ok()?;
+        let reports = crate::ownership::reports(&mut conn, GROUP).await.ok()?;
+        reports.into_iter().find(|r| r.instance == instance).map(|r| r.member_id)
+    }
+
+    async fn alive_routers(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .stack
+            .rt
+            .list()
+            .await?
+            .into_iter()
+            .filter(|i| i.service == GROUP && i.state == InstanceState::Running)
+            .map(|i| i.name)
+            .collect())
+    }
+}
+
+/// Waits until the stream has sent `n` messages (or finished).
+async fn sent_at_least(load: &Load, n: u64) {
+    while load.sent() < n && !load.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn consumer_tuning() -> ConsumerTuning {
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        c: ConsumerTuning,
+    }
+    T::try_parse_from(["drill"]).map(|t| t.c).unwrap_or(ConsumerTuning {
+        session_timeout_ms: 0,
+        heartbeat_interval_ms: 0,
+        assignment_strategy: "unknown".into(),
+        metadata_refresh_ms: 0,
+    })
+}
+
+/// Runs the drill of `plan` on `stack`.
+pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport> {
+    plan.validate().map_err(usage)?;
+    let started_at = Utc::now();
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&stack.database_url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let url = reqwest::Url::parse(&format!("{}/api/v1/messages", stack.api_url.trim_end_matches('/')))
+        .map_err(|e| usage(format!("invalid API URL {:?}: {e}", stack.api_url)))?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let new_reader =
+        || GroupReader::new(&stack.bootstrap, &stack.redis_url, stack.timeout, LagHistory::new(Rules::default()));
+    let simple = uuid::Uuid::new_v4().simple().to_string();
+    let mut ctx = Ctx {
+        stack,
+        plan,
+        run_id: format!("drill-{}", &simple[..8]),
+        client,
+        url,
+        reader: new_reader()?,
+        phases: Vec::new(),
+    };
+
+    let before = ctx.prepare().await?;
+    let observer = Observer::start(new_reader()?, GROUP);
+    let interval = plan.interval();
+    let planned = plan.planned();
+    let mut kills: Vec<Kill> = Vec::new();
+    let mut restarts: Vec<DateTime<Utc>> = Vec::new();
+    let mut broker: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+
+    let traffic_start = Utc::now();
+    let mut tally: Tally = match &plan.scenario {
+        Scenario::KillActive => {
+            let load = ctx.load(interval, 0, Some(planned));
+            sent_at_least(&load, planned / 2).await;
+            let now = ctx.sample().await.unwrap_or(before);
+            let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+            for (_, inst, m) in &now.owners {
+                if now.members.contains(m) {
+                    *per.entry(inst.as_str()).or_default() += 1;
+                }
+            }
+            let victim = per
+                .iter()
+                .max_by_key(|(i, n)| (**n, std::cmp::Reverse(**i)))
+                .map(|(i, _)| i.to_string())
+                .ok_or_else(|| anyhow::anyhow!("no live instance owns a partition of {GROUP}"))?;
+            kills.push(ctx.kill(&victim, &now).await?);
+            load.join().await
+        }
+        Scenario::KillRandom { count, interval_secs } => {
+            let every = Duration::from_secs_f64(*interval_secs);
+            let load = ctx.load(interval, 0, None);
+            for _ in 0..*count {
+                tokio::time::sleep(every / 2).await;
+                let alive = ctx.alive_routers().await?;
+                let victim = {
+                    use rand::seq::SliceRandom;
+                    alive.choose(&mut rand::thread_rng()).cloned()
+                }
+                .ok_or_else(|| anyhow::anyhow!("no running router to kill"))?;
+                let now = ctx.sample().await.unwrap_or_else(|_| before.clone());
+                kills.push(ctx.kill(&victim, &now).await?);
+                tokio::time::sleep(every / 2).await;
+                let r = ctx.stack.rt.act(&victim, "start").await;
+                restarts.push(Utc::now());
+                r.with_context(|| format!("restarting {victim} after the kill"))?;
+            }
+            tokio::time::sleep(every / 2).await;
+            load.stop().await
+        }
+        Scenario::BrokerRestart { down_secs } => {
+            let load = ctx.load(interval, 0, None);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let stopped = Utc::now();
+            ctx.stack.rt.act("broker", "stop").await.context("stopping the broker")?;
+            tokio::time::sleep(Duration::from_secs_f64(*down_secs)).await;
+            ctx.stack.rt.act("broker", "start").await.context("starting the broker")?;
+            let started = Utc::now();
+            broker = Some((stopped, started));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            load.stop().await
+        }
+    };
+    let traffic_detail = format!("{} sent, {} accepted, {} failed", tally.sent, tally.accepted.len(), tally.failed);
+    let fault_detail = match &plan.scenario {
+        Scenario::BrokerRestart { .. } => "broker stopped and started while traffic flowed".to_string(),
+        _ => kills
+            .iter()
+            .map(|k| format!("{} {:?} at {}", k.victim, k.method, k.at.format("%T%.3f")))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    ctx.phase("traffic and fault", traffic_start, format!("{traffic_detail}; {fault_detail}"));
+    let send_window = (Utc::now() - traffic_start).num_milliseconds().max(1) as f64 / 1000.0;
+
+    if plan.recovery_messages > 0 {
+        let start = Utc::now();
+        let rec =
+            ctx.load(plan.every.min(Duration::from_millis(500)), tally.sent, Some(plan.recovery_messages)).join().await;
+        ctx.phase(
+            "recovery messages",
+            start,
+            format!("{} sent, {} accepted, {} failed", rec.sent, rec.accepted.len(), rec.failed),
+        );
+        tally.merge(rec);
+    }
+
+    let ids: Vec<uuid::Uuid> = tally.accepted.iter().map(|a| a.id).collect();
+    let start = Utc::now();
+    let drained = count::wait_delivered(&pool, &ids, load::RECIPIENTS.len() as u64, plan.drain_timeout).await?;
+    ctx.phase(
+        "drain",
+        start,
+        if drained {
+            "every delivery final".to_string()
+        } else {
+            format!("not all final after {:?}", plan.drain_timeout)
+        },
+    );
+
+    // Give the lag samples time to show the return to baseline.
+    let lag_deadline = Instant::now() + LAG_GRACE;
+    loop {
+        let s = observer.samples().await;
+        let last_kill = kills.last().map(|k| k.at);
+        let ok = match last_kill {
+            Some(at) => {
+                let b = timeline::baseline(&s, at, chrono::Duration::seconds(BASELINE_WINDOW)).unwrap_or(0);
+                s.last().is_some_and(|l| l.at > at && l.lag.is_some_and(|x| x <= b))
+            }
+            None => true,
+        };
+        if ok || Instant::now() > lag_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let samples = observer.finish().await;
+
+    let mut conn = crate::ownership::redis(&stack.redis_url).await?;
+    let events: Vec<RebalanceEvent> = crate::ownership::timeline(&mut conn, 5000)
+        .await?
+        .into_iter()
+        .filter(|e| e.group == GROUP && e.at >= started_at)
+        .collect();
+
+    let mut outcomes = Vec::new();
+    let mut entries = Vec::new();
+    for (i, k) in kills.iter().enumerate() {
+        let until = kills.get(i + 1).map(|n| n.at).or_else(|| restarts.get(i).copied());
+        let until_events = kills.get(i + 1).map(|n| n.at);
+        let mut f = Failover::default();
+        if let Some(m) = &k.member_id {
+            f.detected_at = timeline::detected(&samples, m, k.at);
+        }
+        let (start, end, takers) = timeline::rebalance(&events, &k.victim, &k.partitions, k.at, until);
+        f.rebalance_start = start;
+        f.rebalance_end = end;
+        f.taken_by = takers.iter().map(|(i, _)| i.clone()).collect();
+        if let Some(from) = takers.iter().map(|(_, at)| *at).min() {
+            if let Some((at, by)) = count::first_routed(&pool, &ids, &f.taken_by, from).await? {
+                f.first_processed_at = Some(at);
+                f.first_processed_by = Some(by);
+            }
+        }
+        f.lag_baseline = timeline::baseline(&samples, k.at, chrono::Duration::seconds(BASELINE_WINDOW));
+        let lag_from = f.first_processed_at.or(f.rebalance_end);
+        if let (Some(b), Some(from)) = (f.lag_baseline, lag_from) {
+            f.lag_recovered_at = timeline::lag_back(&samples, b, from);
+        }
+        let f = f.relative_to(k.at);
+        entries.extend(timeline::entries(k, &f, &events, until_events));
+        outcomes.push(KillOutcome { kill: k.clone(), failover: f });
+    }
+
+    let outage = match broker {
+        Some((stopped, started)) => {
+            let routers: Vec<String> = (1..=32).map(|n| format!("{GROUP}-{n}")).collect();
+            let first = count::first_routed(&pool, &ids, &routers, started).await?;
+            let o = BrokerOutage {
+                stopped_at: stopped,
+                started_at: started,
+                down_ms: (started - stopped).num_milliseconds(),
+                first_processed_at: first.as_ref().map(|f| f.0),
+                resume_ms: first.as_ref().map(|f| (f.0 - started).num_milliseconds()),
+            };
+            let mut push = |at: DateTime<Utc>, event: &str, detail: String| {
+                entries.push(timeline::Entry {
+                    at,
+                    offset_ms: (at - stopped).num_milliseconds(),
+                    event: event.into(),
+                    detail,
+                })
+            };
+            push(stopped, "broker stop requested", "SIGTERM through the control plane".into());
+            push(started, "broker started", format!("down {:.2} s", o.down_ms as f64 / 1000.0));
+            if let Some((at, by)) = first {
+                push(at, "first delivery routed after the restart", by);
+            }
+            for e in events.iter().filter(|e| e.at >= stopped) {
+                let parts = e.partitions.iter().map(|tp| format!("{}-{}", tp.topic, tp.partition)).collect::<Vec<_>>();
+                push(
+                    e.at,
+                    &format!("rebalance: {:?}", e.kind).to_lowercase(),
+                    format!("{} [{}]", e.instance, parts.join(",")),
+                );
+            }
+            entries.sort_by_key(|e| e.at);
+            Some(o)
+        }
+        None => None,
+    };
+
+    let counts = count::count(
+        &pool,
+        &ids,
+        &load::RECIPIENTS.iter().map(|(u, ch)| (format!("{}-{u}", ctx.run_id), ch.to_string())).collect::<Vec<_>>(),
+    )
+    .await?;
+    pool.close().await;
+
+    let traffic = Traffic {
+        sent: tally.sent,
+        accepted: tally.accepted.len() as u64,
+        failed: tally.failed,
+        failure_samples: tally.samples.clone(),
+        client_behind: tally.behind,
+        accepted_per_sec: tally.accepted.len() as f64 / send_window,
+    };
+    let criteria = report::judge(plan, &outcomes, outage.as_ref(), &traffic, &counts, drained);
+    let tuning = consumer_tuning();
+    let topics_now = ctx.reader.observer();
+    let topics_now = tokio::task::spawn_blocking(move || topics_now.topics()).await??;
+    let environment = Environment {
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        api_url: stack.api_url.clone(),
+        kafka_bootstrap: stack.bootstrap.clone(),
+        routers: plan.routers,
+        topics: topics_now
+            .into_iter()
+            .filter(|(t, _)| t.starts_with(topics::CHAT_EVENTS) && t != topics::DEAD_LETTERS)
+            .collect(),
+        session_timeout_ms: tuning.session_timeout_ms,
+        heartbeat_interval_ms: tuning.heartbeat_interval_ms,
+        assignment_strategy: tuning.assignment_strategy,
+    };
+    Ok(DrillReport {
+        scenario: plan.scenario.name().into(),
+        run_id: ctx.run_id.clone(),
+        started_at,
+        finished_at: Utc::now(),
+        plan: plan.clone(),
+        environment,
+        phases: ctx.phases,
+        kills: outcomes,
+        broker: outage,
+        timeline: entries,
+        traffic,
+        passed: criteria.iter().all(|c| c.passed),
+        criteria,
+        counts,
+        drained,
+    })
+}
