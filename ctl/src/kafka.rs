@@ -251,12 +251,12 @@ impl Observer {
             }
         }
         for (t, p) in partitions {
-            if !ends.contains_key(&(t.clone(), *p)) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = ends.entry((t.clone(), *p)) {
                 let (_, high) = self
                     .client
                     .fetch_watermarks(t, *p, self.timeout)
                     .with_context(|| format!("fetching the log-end offset of {t}-{p}"))?;
-                ends.insert((t.clone(), *p), high);
+                slot.insert(high);
             }
         }
         Ok(ends)

@@ -260,7 +260,7 @@ pub fn committed_offsets(
     group: &str,
     partitions: &[(String, i32)],
     timeout: Duration,
-) -> Result<Vec<(String, i32, Option<i64>)>, WireError> {
+) -> Result<Committed, WireError> {
     let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
     for (t, p) in partitions {
         by_topic.entry(t.as_str()).or_default().push(*p);
@@ -285,7 +285,11 @@ pub fn is_coordinator_moved(e: &WireError) -> bool {
     matches!(e, WireError::Kafka { code: 14..=16, .. } | WireError::Connect { .. } | WireError::Io { .. })
 }
 
-fn parse_offset_fetch(body: &[u8]) -> Option<Result<Vec<(String, i32, Option<i64>)>, i16>> {
+/// (topic, partition, committed offset) rows of an OffsetFetch answer.
+pub type Committed = Vec<(String, i32, Option<i64>)>;
+
+/// None when malformed, Err(code) when the broker answered with an error.
+fn parse_offset_fetch(body: &[u8]) -> Option<Result<Committed, i16>> {
     let mut d = Decoder::new(body);
     let mut out = Vec::new();
     for _ in 0..d.i32()?.max(0) {
