@@ -253,7 +253,7 @@ async fn lag_and_no_owner_alerts_fire_with_routers_stopped_and_resolve_when_they
     stack.api.wait_delivered(&ids, Instant::now() + Duration::from_secs(60)).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let lag = prom.query(&format!("kafka_consumergroup_lag{{consumergroup=\"{GROUP}\"}}")).await?;
+        let lag = prom.query(&format!("sum(kafka_consumergroup_lag{{consumergroup=\"{GROUP}\"}})")).await?;
         if lag == Some(0.0) {
             break;
         }
@@ -276,7 +276,12 @@ async fn lag_and_no_owner_alerts_fire_with_routers_stopped_and_resolve_when_they
         assert!(lag.is_some_and(|l| l >= 30.0), "lag seen by Prometheus: {lag:?}");
 
         set_routers(&stack, "start", &names).await?;
-        stack.api.wait_delivered(&ids, Instant::now() + Duration::from_secs(90)).await?;
+        if let Err(e) = stack.api.wait_delivered(&ids, Instant::now() + Duration::from_secs(90)).await {
+            // Name the group's state on the broker: a coordinator that never assigns the returned
+            // routers shows up here (members listed, state not Stable).
+            let groups = stack.ctl(&["groups", "list"]).await.unwrap_or_else(|e| format!("{e:#}"));
+            return Err(e.context(format!("after the routers returned; groups on the broker:\n{groups}")));
+        }
         let resolved = prom.wait_for(&[LAG_ALERT, NO_OWNER_ALERT], None, Duration::from_secs(90)).await?;
         eprintln!("both alerts resolved {resolved:?} after the routers returned and the backlog drained");
         Ok::<_, anyhow::Error>(())
