@@ -42,7 +42,7 @@ impl Entry<'_> {
                 } else {
                     e.partitions.iter().map(|p| format!("{}-{}", p.topic, p.partition)).collect::<Vec<_>>().join(",")
                 };
-                let cause = r.cause.as_deref().map(|c| format!("  <- {c}")).unwrap_or_default();
+                let cause = r.cause.as_deref().map(|c| format!(" ← {c}")).unwrap_or_default();
                 format!("{} {kind} {parts}{cause}", e.instance)
             }
             Entry::Action(a) => {

@@ -217,7 +217,7 @@ fn data_feeds_throughput_and_lag_trend_and_the_timeline_is_newest_first() {
     assert_eq!(trend.len(), 5);
     let tl = rows::timeline(&st);
     assert!(tl.windows(2).all(|w| w[0].at() >= w[1].at()));
-    assert!(tl[0].text().contains("assigned chat-events-0  <- kill router-service-2"), "{}", tl[0].text());
+    assert!(tl[0].text().contains("assigned chat-events-0 ← kill router-service-2"), "{}", tl[0].text());
 }
 
 #[test]
