@@ -4,6 +4,7 @@
 #     from Debian's packages if not (skipped when DATABASE_URL / REDIS_URL point elsewhere);
 #   - the Kafka-protocol broker nisshi 0.7.0-pre.2, built once into ~/.cache/chat4all/tools
 #     (about 12 minutes on 2 cores; skipped when KAFKA_BOOTSTRAP points at an existing Kafka);
+#   - tmux, for the dashboard's end-to-end test;
 #   - the workspace binaries (cargo build --workspace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,10 +75,16 @@ ensure_promtool() {
   apt_install --no-install-recommends prometheus
 }
 
+ensure_tmux() {
+  # tmux runs the dashboard's end-to-end test (tests/tests/tui_e2e.rs) in a real terminal.
+  command -v tmux >/dev/null || apt_install tmux
+}
+
 ensure_postgres
 ensure_redis
 ensure_broker
 ensure_promtool
+ensure_tmux
 say "building the workspace"
 cargo build --workspace --quiet
 say "ready"
