@@ -16,6 +16,13 @@ use serde_json::Value;
 
 const GROUP: &str = "router-service";
 const TOPIC: &str = "chat-events";
+const DLQ: &str = "chat-events-dlq";
+
+/// The high watermark of the dead-letter topic's partition 0, read here.
+fn dlq_log_end(bootstrap: &str) -> Result<i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    Ok(consumer.fetch_watermarks(DLQ, 0, Duration::from_secs(10))?.1)
+}
 
 /// Per partition: (committed, log end, lag).
 type Figures = BTreeMap<i32, (i64, i64, i64)>;
@@ -129,6 +136,13 @@ async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> 
                 lag.iter().filter_map(|(p, l)| Some((*p, (*committed.get(p)?, *log_end.get(p)?, *l)))).collect();
             if theirs == mine {
                 eprintln!("exporter and independent client agree: {mine:?}");
+                // A topic no group reads has its log-end offset exported too.
+                let b = bootstrap.clone();
+                let dlq = tokio::task::spawn_blocking(move || dlq_log_end(&b)).await??;
+                let line = format!("kafka_topic_partition_current_offset{{topic=\"{DLQ}\",partition=\"0\"}} {dlq}");
+                if !text.lines().any(|l| l == line) {
+                    bail!("the exporter does not serve `{line}`:\n{text}");
+                }
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -74,7 +74,7 @@ pub async fn exporter(cli: &Cli, args: &ExporterArgs) -> anyhow::Result<()> {
         cli.timeout,
         obs,
     ));
-    let collector = exporter.collect(source, redis_url, args.sample_interval);
+    let collector = exporter.collect(source, redis_url, bootstrap.clone(), args.sample_interval);
     eprintln!("chat4allctl exporter: http://{addr}/metrics (broker {bootstrap})");
     chat4all_server::shutdown::Shutdown::on_signals().wait().await;
     sampler.abort();

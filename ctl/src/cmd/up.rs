@@ -185,8 +185,12 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
     let exporter_port = EXPORTER_PORT + args.port_offset;
     let (exporter_url, _exporter_tasks) = match exporter.serve(([127, 0, 0, 1], exporter_port).into()).await {
         Ok((addr, server)) => {
-            let collector =
-                exporter.collect(InstanceSource::Supervisor(sup.clone()), spec.redis_url.clone(), SAMPLE_INTERVAL);
+            let collector = exporter.collect(
+                InstanceSource::Supervisor(sup.clone()),
+                spec.redis_url.clone(),
+                spec.kafka_bootstrap.clone(),
+                SAMPLE_INTERVAL,
+            );
             (Some(format!("http://{addr}/metrics")), Some((AbortOnDrop(server), AbortOnDrop(collector))))
         }
         Err(e) => {

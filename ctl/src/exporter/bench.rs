@@ -101,6 +101,7 @@ pub fn synthetic(groups: usize, partitions: usize, samples: usize) -> (Latest, E
         ready: instances.iter().map(|i| (i.name.clone(), true)).collect(),
         instances,
         rebalances: (0..groups).map(|g| (format!("group-{g}"), 12)).collect(),
+        log_ends: [(("dead-letters".to_string(), 0), 7)].into_iter().collect(),
         error: None,
     };
     (latest, extras)

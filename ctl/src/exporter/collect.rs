@@ -42,6 +42,9 @@ pub struct Extras {
     pub ready: BTreeMap<String, bool>,
     /// Consumer group -> assignment changes reported since the exporter started counting.
     pub rebalances: BTreeMap<String, u64>,
+    /// (topic, partition) -> log-end offset of every partition of every topic, so that topics no
+    /// group reads (the dead-letter topic) have `kafka_topic_partition_current_offset` too.
+    pub log_ends: BTreeMap<(String, i32), i64>,
     pub error: Option<String>,
 }
 
@@ -95,6 +98,37 @@ impl RebalanceCounter {
     }
 }
 
+/// Log-end offsets of every partition of every (non-internal) topic.
+pub struct LogEnds {
+    client: rdkafka::consumer::BaseConsumer,
+    timeout: Duration,
+}
+
+impl LogEnds {
+    pub fn new(bootstrap: &str, timeout: Duration) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let client = chat4all_server::kafka::base_config(bootstrap, "chat4allctl-exporter")
+            .set("log_level", "3")
+            .create()
+            .context("creating Kafka client")?;
+        Ok(Self { client, timeout })
+    }
+
+    /// Blocking: one metadata request and one offsets request per partition.
+    pub fn read(&self) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+        use rdkafka::consumer::Consumer;
+        let md = self.client.fetch_metadata(None, self.timeout)?;
+        let mut out = BTreeMap::new();
+        for t in md.topics().iter().filter(|t| !t.name().starts_with("__")) {
+            for p in t.partitions() {
+                let (_, high) = self.client.fetch_watermarks(t.name(), p.id(), self.timeout)?;
+                out.insert((t.name().to_string(), p.id()), high);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Health of one running instance: HTTP 200 from `/health` for a service, a TCP connect for the
 /// broker.
 async fn probe(http: &reqwest::Client, i: &InstanceInfo) -> bool {
@@ -110,7 +144,20 @@ async fn probe(http: &reqwest::Client, i: &InstanceInfo) -> bool {
 }
 
 /// Collects every `interval` into `out` until the task is dropped.
-pub async fn run(source: InstanceSource, redis_url: String, interval: Duration, out: Arc<RwLock<Extras>>) {
+pub async fn run(
+    source: InstanceSource,
+    redis_url: String,
+    bootstrap: String,
+    interval: Duration,
+    out: Arc<RwLock<Extras>>,
+) {
+    let log_ends = match LogEnds::new(&bootstrap, Duration::from_secs(5)) {
+        Ok(l) => Some(Arc::new(l)),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "no log-end offsets of unconsumed topics");
+            None
+        }
+    };
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("HTTP client builds");
     let mut counter = RebalanceCounter::default();
     let mut redis: Option<redis::aio::MultiplexedConnection> = None;
@@ -144,7 +191,25 @@ pub async fn run(source: InstanceSource, redis_url: String, interval: Duration, 
                 redis = None;
             }
         }
+        let ends = match &log_ends {
+            Some(l) => {
+                let l = l.clone();
+                match tokio::task::spawn_blocking(move || l.read()).await {
+                    Ok(Ok(ends)) => ends,
+                    Ok(Err(e)) => {
+                        errors.push(format!("log-end offsets: {e:#}"));
+                        BTreeMap::new()
+                    }
+                    Err(e) => {
+                        errors.push(format!("log-end offsets: {e}"));
+                        BTreeMap::new()
+                    }
+                }
+            }
+            None => BTreeMap::new(),
+        };
         let mut w = out.write().unwrap_or_else(|e| e.into_inner());
+        w.log_ends = ends;
         // A runtime that does not answer reports no instances (rather than the last known states).
         w.instances = instances.unwrap_or_default();
         w.ready = ready;

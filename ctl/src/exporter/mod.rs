@@ -70,9 +70,10 @@ impl Exporter {
         &self,
         source: InstanceSource,
         redis_url: String,
+        bootstrap: String,
         interval: Duration,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(collect::run(source, redis_url, interval, self.extras.clone()))
+        tokio::spawn(collect::run(source, redis_url, bootstrap, interval, self.extras.clone()))
     }
 
     pub fn router(&self) -> Router {

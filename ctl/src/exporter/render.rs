@@ -39,11 +39,7 @@ fn gpt(group: &str, topic: &str, partition: i32) -> Labels {
 pub fn render(latest: &Latest, extras: &Extras, now: DateTime<Utc>) -> String {
     let mut reg = Registry::default();
     let topic_partitions = int_family(&mut reg, "kafka_topic_partitions", "Number of partitions of a topic");
-    let topic_offset = int_family(
-        &mut reg,
-        "kafka_topic_partition_current_offset",
-        "Log-end offset of a partition (of the topics consumer groups read)",
-    );
+    let topic_offset = int_family(&mut reg, "kafka_topic_partition_current_offset", "Log-end offset of a partition");
     let group_offset = int_family(
         &mut reg,
         "kafka_consumergroup_current_offset",
@@ -119,6 +115,12 @@ pub fn render(latest: &Latest, extras: &Extras, now: DateTime<Utc>) -> String {
                 .set(sum);
         }
     }
+    // Partitions no group reads (the dead-letter topic): the collector's log-end offsets.
+    for ((topic, partition), end) in &extras.log_ends {
+        if !seen_log_end.contains(&(topic.as_str(), *partition)) {
+            topic_offset.get_or_create(&vec![("topic", topic.clone()), ("partition", partition.to_string())]).set(*end);
+        }
+    }
     for (group, n) in &extras.rebalances {
         rebalances.get_or_create(&vec![("consumergroup", group.clone())]).inc_by(*n);
     }
@@ -180,6 +182,7 @@ mod tests {
             r#"chat4all_instance_up{service="router-service",instance="instance-2"} 1"#,
             r#"chat4all_instance_ready{service="router-service",instance="instance-2"} 1"#,
             r#"chat4all_exporter_sample_error 0"#,
+            r#"kafka_topic_partition_current_offset{topic="dead-letters",partition="0"} 7"#,
         ] {
             assert!(l.contains(&want), "missing {want} in\n{text}");
         }
