@@ -71,7 +71,12 @@ impl Source {
         if self.runtime.is_none() {
             self.runtime = ProcessRuntime::connect(&self.data, self.timeout).ok();
         }
-        let endpoints = Endpoints::resolve(self.runtime.as_ref());
+        // While the supervisor is away, keep looking where it last said the stack is (not at the
+        // defaults, which may be another stack on this machine).
+        let endpoints = match (&self.runtime, &self.reader) {
+            (None, Some((last, _))) => last.clone(),
+            _ => Endpoints::resolve(self.runtime.as_ref()),
+        };
         let (instances, actions) = match &self.runtime {
             Some(rt) => {
                 let (l, a) = tokio::join!(rt.list(), rt.actions());
