@@ -184,3 +184,29 @@ fn kill_the_owner_from_the_dashboard_and_watch_the_takeover() -> Result<()> {
     ensure!(restart.status.success(), "chat4allctl start {owner}: {}", String::from_utf8_lossy(&restart.stderr));
     Ok(())
 }
+
+#[test]
+fn a_panic_restores_the_terminal() -> Result<()> {
+    let cfg = Config::from_env();
+    let tui = tui_binary();
+    ensure!(tui.exists(), "{} does not exist: build it with `cargo build -p chat4all-tui`", tui.display());
+    let tmux = Tmux { socket: format!("chat4all-tui-e2e-panic-{}", std::process::id()), target: "dash".into() };
+    let script = format!(
+        "env CHAT4ALL_HOME='{home}' '{tui}' --panic-after 3s 2>/dev/null; echo \"tui-exit=$?\"; echo \"modes: $(stty -a | tr ' ;' '\\n\\n' | grep -E '^-?(icanon|echo|isig)$' | tr '\\n' ' ')\"; echo stty-done; sleep 600",
+        home = cfg.home.display(),
+        tui = tui.display()
+    );
+    tmux.run(&["new-session", "-d", "-s", "dash", "-x", "120", "-y", "40", "sh", "-c", &script])?;
+    wait_screen(&tmux, "the dashboard", Duration::from_secs(10), |s| s.contains("Partitions").then_some(()))?;
+    assert_eq!(tmux.format("#{alternate_on}")?, "1");
+    let after = wait_screen(&tmux, "the panic's exit", Duration::from_secs(15), |s| {
+        s.contains("stty-done").then(|| s.to_string())
+    })?;
+    assert!(after.contains("tui-exit=101"), "expected the panic exit code 101:\n{after}");
+    assert_eq!(tmux.format("#{alternate_on}")?, "0", "still on the alternate screen after the panic:\n{after}");
+    let modes = tokens(&after);
+    for mode in ["icanon", "echo", "isig"] {
+        assert!(modes.contains(&mode), "terminal left in raw mode after the panic ({mode} off):\n{after}");
+    }
+    Ok(())
+}

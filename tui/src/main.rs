@@ -40,6 +40,9 @@ struct Args {
     /// Key map file (`command = key` lines).
     #[arg(long)]
     keys: Option<PathBuf>,
+    /// Panic after this long (tests that the panic hook restores the terminal).
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    panic_after: Option<Duration>,
 }
 
 fn main() -> ExitCode {
@@ -95,6 +98,14 @@ async fn run(args: Args, data: DataDir, mut state: State) -> anyhow::Result<()> 
     });
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let panic_at = args.panic_after.map(|d| tokio::time::Instant::now() + d);
+    let panic_timer = async move {
+        match panic_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(panic_timer);
 
     guard.terminal.draw(|f| ui::draw(&state, f))?;
     loop {
@@ -106,6 +117,7 @@ async fn run(args: Args, data: DataDir, mut state: State) -> anyhow::Result<()> 
             },
             _ = sigterm.recv() => break,
             _ = sighup.recv() => break,
+            _ = &mut panic_timer => panic!("--panic-after elapsed (terminal restore test)"),
         };
         if let Some(op) = update(&mut state, action) {
             tokio::spawn(ops::run(op, data.clone(), args.timeout, tx.clone()));
