@@ -12,6 +12,9 @@ use chat4all_ctl::error::{usage, ConditionNotMet};
 use chat4all_ctl::output::{self, parse_duration, Format};
 use chat4all_ctl::runtime::client::ProcessRuntime;
 
+/// How long one runtime action (stop the broker, start a router) may take.
+const ACT_TIMEOUT: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Subcommand)]
 pub enum DrillCommand {
     /// Kill the router that owns the most partitions while traffic flows; report the failover.
@@ -109,7 +112,9 @@ pub async fn drill(cli: &Cli, cmd: &DrillCommand) -> anyhow::Result<()> {
         }
     };
     plan.validate().map_err(usage)?;
-    let rt = ProcessRuntime::connect(&cli.data(), cli.timeout)?;
+    // Stopping the broker or starting a router waits for the instance: allow far more than the
+    // read timeout of one request.
+    let rt = ProcessRuntime::connect(&cli.data(), cli.timeout.max(ACT_TIMEOUT))?;
     let stack = Stack {
         api_url: common.api_url.clone().unwrap_or_else(|| rt.info.api_url.clone()),
         database_url: super::groups::database_url(cli),

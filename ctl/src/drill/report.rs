@@ -241,6 +241,8 @@ impl DrillReport {
                 secs(f.recovery_ms)
             );
             let _ = writeln!(s, "| rebalance duration{tag} | {} |", secs(f.rebalance_ms));
+            let _ =
+                writeln!(s, "| takeover: kill -> partitions assigned to a survivor{tag} | {} |", secs(f.takeover_ms));
             let _ = writeln!(s, "| lag back to baseline{tag} | {} |", secs(f.lag_recovery_ms));
         }
         if let Some(b) = &self.broker {

@@ -361,7 +361,8 @@ pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport>
         if let Some(m) = &k.member_id {
             f.detected_at = timeline::detected(&samples, m, k.at);
         }
-        let (start, end, takers) = timeline::rebalance(&events, &k.victim, &k.partitions, k.at, until);
+        let timeline::Rebalance { start, end, takers } =
+            timeline::rebalance(&events, &k.victim, &k.partitions, k.at, until);
         f.rebalance_start = start;
         f.rebalance_end = end;
         f.taken_by = takers.iter().map(|(i, _)| i.clone()).collect();

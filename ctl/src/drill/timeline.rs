@@ -37,13 +37,17 @@ pub struct Failover {
     /// Every partition of the victim assigned to a survivor.
     pub rebalance_end: Option<DateTime<Utc>>,
     pub taken_by: Vec<String>,
-    /// First delivery routed by a survivor that took a partition, after its assignment.
+    /// First new delivery routed by a survivor that took a partition, after its assignment
+    /// (events the victim had already routed are skipped by the router's dedup and do not count:
+    /// this is when recipients see progress again).
     pub first_processed_at: Option<DateTime<Utc>>,
     pub first_processed_by: Option<String>,
     pub lag_baseline: Option<i64>,
     pub lag_recovered_at: Option<DateTime<Utc>>,
     pub detection_ms: Option<i64>,
     pub rebalance_ms: Option<i64>,
+    /// Kill -> every partition of the victim assigned to a survivor.
+    pub takeover_ms: Option<i64>,
     /// Kill -> first event processed by a survivor.
     pub recovery_ms: Option<i64>,
     pub lag_recovery_ms: Option<i64>,
@@ -54,6 +58,16 @@ pub fn detected(samples: &[Sample], member_id: &str, after: DateTime<Utc>) -> Op
     samples.iter().filter(|s| s.at >= after).find(|s| !s.members.iter().any(|m| m == member_id)).map(|s| s.at)
 }
 
+/// The rebalance that moved a victim's partitions.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rebalance {
+    pub start: Option<DateTime<Utc>>,
+    /// Every partition assigned to a survivor (None if one never was).
+    pub end: Option<DateTime<Utc>>,
+    /// Survivors that took a partition, with when they got the first one.
+    pub takers: Vec<(String, DateTime<Utc>)>,
+}
+
 /// Rebalance start, end and takers of `victim`'s `partitions` among `events` in [after, until).
 pub fn rebalance(
     events: &[RebalanceEvent],
@@ -61,7 +75,7 @@ pub fn rebalance(
     partitions: &[(String, i32)],
     after: DateTime<Utc>,
     until: Option<DateTime<Utc>>,
-) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Vec<(String, DateTime<Utc>)>) {
+) -> Rebalance {
     let window: Vec<&RebalanceEvent> =
         events.iter().filter(|e| e.at >= after && until.is_none_or(|u| e.at < u) && e.instance != victim).collect();
     let start = window.iter().map(|e| e.at).min();
@@ -79,10 +93,10 @@ pub fn rebalance(
                     takers.push((e.instance.clone(), e.at));
                 }
             }
-            None => return (start, None, takers),
+            None => return Rebalance { start, end: None, takers },
         }
     }
-    (start, if partitions.is_empty() { None } else { end }, takers)
+    Rebalance { start, end: if partitions.is_empty() { None } else { end }, takers }
 }
 
 /// The lag the group runs at before `before`: the highest lag sampled in the `window` before it
@@ -105,6 +119,7 @@ impl Failover {
     pub fn relative_to(mut self, kill: DateTime<Utc>) -> Self {
         self.detection_ms = ms(kill, self.detected_at);
         self.recovery_ms = ms(kill, self.first_processed_at);
+        self.takeover_ms = ms(kill, self.rebalance_end);
         self.lag_recovery_ms = ms(kill, self.lag_recovered_at);
         self.rebalance_ms = match (self.rebalance_start, self.rebalance_end) {
             (Some(a), Some(b)) => Some((b - a).num_milliseconds()),
@@ -210,11 +225,11 @@ mod tests {
             ev(3200, "r3", RebalanceKind::Assigned, &[1]),
         ];
         let parts = vec![("chat-events".to_string(), 0), ("chat-events".to_string(), 1)];
-        let (start, end, takers) = rebalance(&events, "r1", &parts, at(0), None);
-        assert_eq!((start, end), (Some(at(3000)), Some(at(3200))));
-        assert_eq!(takers, vec![("r2".to_string(), at(3100)), ("r3".to_string(), at(3200))]);
-        let (_, end, _) = rebalance(&events[..3], "r1", &parts, at(0), None);
-        assert_eq!(end, None, "partition 1 never taken");
+        let r = rebalance(&events, "r1", &parts, at(0), None);
+        assert_eq!((r.start, r.end), (Some(at(3000)), Some(at(3200))));
+        assert_eq!(r.takers, vec![("r2".to_string(), at(3100)), ("r3".to_string(), at(3200))]);
+        let r = rebalance(&events[..3], "r1", &parts, at(0), None);
+        assert_eq!(r.end, None, "partition 1 never taken");
     }
 
     #[test]
@@ -236,5 +251,6 @@ mod tests {
         }
         .relative_to(at(0));
         assert_eq!((f.detection_ms, f.rebalance_ms, f.recovery_ms), (Some(150), Some(500), Some(3600)));
+        assert_eq!(f.takeover_ms, Some(3500));
     }
 }
