@@ -267,6 +267,9 @@ async fn lag_and_no_owner_alerts_fire_with_routers_stopped_and_resolve_when_they
     let names: Vec<String> =
         routers(&stack).await?.into_iter().filter(|(_, _, s)| s == "running").map(|(n, _, _)| n).collect();
     assert!(!names.is_empty(), "no running router");
+    // Stop the routers only once their group is settled: nisshi can wedge a group whose members
+    // all leave in the middle of a rebalance (state Unknown, stale members that never expire).
+    wait_group_stable(&stack, names.len()).await?;
     set_routers(&stack, "stop", &names).await?;
     let outcome = async {
         let ids = send(&stack, 30).await?;
@@ -292,6 +295,26 @@ async fn lag_and_no_owner_alerts_fire_with_routers_stopped_and_resolve_when_they
     drop(prom);
     outcome?;
     restore
+}
+
+/// Waits until the broker reports the group Stable with `members` members on two polls in a row.
+async fn wait_group_stable(stack: &Stack, members: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut settled = 0;
+    loop {
+        let out = stack.ctl(&["groups", "list", "-o", "json"]).await?;
+        let v: Value = serde_json::from_str(&out).with_context(|| format!("groups list -o json: {out}"))?;
+        let group = v.as_array().and_then(|l| l.iter().find(|g| g["group"] == GROUP)).cloned().unwrap_or_default();
+        let n = group["members"].as_array().map(Vec::len).unwrap_or(0);
+        settled = if group["state"] == "Stable" && n == members { settled + 1 } else { 0 };
+        if settled >= 2 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("group {GROUP} did not settle with {members} members in 60 s: {group}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Starts those of `names` that are not running.
