@@ -197,6 +197,15 @@ pub async fn supports(addr: &str, api_key: i16, timeout: Duration) -> Result<boo
     Ok(api_versions(addr, timeout).await?.iter().any(|r| r.key == api_key))
 }
 
+/// Partitions grouped by topic, as the requests list them.
+fn by_topic(partitions: &[(String, i32)]) -> std::collections::BTreeMap<&str, Vec<i32>> {
+    let mut m: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for (t, p) in partitions {
+        m.entry(t.as_str()).or_default().push(*p);
+    }
+    m
+}
+
 /// Log-end offsets of many partitions in one ListOffsets (v1, timestamp -1 = latest) request to
 /// `addr`, which must lead them all. A partition the broker answers with an error is left out.
 /// Blocking: called from the observer's blocking thread.
@@ -205,10 +214,7 @@ pub fn log_end_offsets(
     partitions: &[(String, i32)],
     timeout: Duration,
 ) -> Result<Vec<(String, i32, i64)>, WireError> {
-    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
-    for (t, p) in partitions {
-        by_topic.entry(t.as_str()).or_default().push(*p);
-    }
+    let by_topic = by_topic(partitions);
     let mut e = Encoder::default().i32(-1).i32(by_topic.len() as i32);
     for (t, ps) in &by_topic {
         e = e.str(t).i32(ps.len() as i32);
@@ -261,10 +267,7 @@ pub fn committed_offsets(
     partitions: &[(String, i32)],
     timeout: Duration,
 ) -> Result<Committed, WireError> {
-    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
-    for (t, p) in partitions {
-        by_topic.entry(t.as_str()).or_default().push(*p);
-    }
+    let by_topic = by_topic(partitions);
     let mut e = Encoder::default().str(group).i32(by_topic.len() as i32);
     for (t, ps) in &by_topic {
         e = e.str(t).i32(ps.len() as i32);

@@ -4,6 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::watch::{self, Render};
 use super::Cli;
+use chat4all_ctl::control::SupervisorFile;
 use chat4all_ctl::kafka::Observer;
 use chat4all_ctl::lag::{LagHistory, Rules};
 use chat4all_ctl::output::{self, Format, Table};
@@ -33,42 +34,38 @@ pub struct EventsArgs {
     pub limit: usize,
 }
 
-/// Kafka bootstrap of the stack: `KAFKA_BOOTSTRAP`, else the running supervisor's, else the default.
+/// A setting of the stack: the environment variable `env` when set, else what the running
+/// supervisor's `supervisor.json` says, else the local-stack default.
+fn stack_setting(
+    cli: &Cli,
+    env: &str,
+    from_stack: impl FnOnce(SupervisorFile) -> Option<String>,
+    default: &str,
+) -> String {
+    if let Ok(v) = std::env::var(env) {
+        if !v.is_empty() {
+            return v;
+        }
+    }
+    ProcessRuntime::connect(&cli.data(), cli.timeout)
+        .ok()
+        .and_then(|rt| from_stack(rt.info))
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Kafka bootstrap of the stack (`KAFKA_BOOTSTRAP`, the supervisor's, 127.0.0.1:9092).
 pub(crate) fn bootstrap(cli: &Cli) -> String {
-    if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
-        if !b.is_empty() {
-            return b;
-        }
-    }
-    ProcessRuntime::connect(&cli.data(), cli.timeout)
-        .map(|rt| rt.info.kafka_bootstrap)
-        .unwrap_or_else(|_| "127.0.0.1:9092".into())
+    stack_setting(cli, "KAFKA_BOOTSTRAP", |i| Some(i.kafka_bootstrap), "127.0.0.1:9092")
 }
 
-/// Redis of the stack: `REDIS_URL`, else the one the running supervisor uses, else the default.
+/// Redis of the stack (`REDIS_URL`, the supervisor's, redis://127.0.0.1:6379).
 pub(crate) fn redis_url(cli: &Cli) -> String {
-    if let Ok(u) = std::env::var("REDIS_URL") {
-        if !u.is_empty() {
-            return u;
-        }
-    }
-    ProcessRuntime::connect(&cli.data(), cli.timeout)
-        .ok()
-        .and_then(|rt| rt.info.redis_url)
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+    stack_setting(cli, "REDIS_URL", |i| i.redis_url, "redis://127.0.0.1:6379")
 }
 
-/// PostgreSQL of the stack: `DATABASE_URL`, else the running supervisor's, else the default.
+/// PostgreSQL of the stack (`DATABASE_URL`, the supervisor's, the local default).
 pub(crate) fn database_url(cli: &Cli) -> String {
-    if let Ok(u) = std::env::var("DATABASE_URL") {
-        if !u.is_empty() {
-            return u;
-        }
-    }
-    ProcessRuntime::connect(&cli.data(), cli.timeout)
-        .ok()
-        .and_then(|rt| rt.info.database_url)
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/chat4all".into())
+    stack_setting(cli, "DATABASE_URL", |i| i.database_url, "postgres://postgres@127.0.0.1:5432/chat4all")
 }
 
 /// A group reader primed with the supervisor's offset history (when a supervisor runs), so that

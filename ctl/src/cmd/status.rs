@@ -53,33 +53,7 @@ struct Status {
 async fn instance_rows(rt: &ProcessRuntime) -> anyhow::Result<Vec<InstanceRow>> {
     let list = rt.list().await?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).build()?;
-    let checks = list.iter().map(|i| {
-        let http = http.clone();
-        async move {
-            if !i.state.is_alive() {
-                return "-".to_string();
-            }
-            if i.service == "broker" {
-                let ok =
-                    tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(("127.0.0.1", i.port)))
-                        .await
-                        .is_ok_and(|r| r.is_ok());
-                return if ok { "up" } else { "down" }.to_string();
-            }
-            match http.get(format!("http://127.0.0.1:{}/health", i.port)).send().await {
-                Ok(r) if r.status().is_success() => "up".into(),
-                Ok(r) => {
-                    let body: serde_json::Value = r.json().await.unwrap_or_default();
-                    let down: Vec<String> = body["checks"]
-                        .as_object()
-                        .map(|m| m.iter().filter(|(_, v)| v["status"] != "up").map(|(k, _)| k.clone()).collect())
-                        .unwrap_or_default();
-                    format!("down ({})", down.join(","))
-                }
-                Err(_) => "unreachable".into(),
-            }
-        }
-    });
+    let checks = list.iter().map(|i| chat4all_ctl::health::probe(&http, i, Duration::from_secs(1)));
     let health = futures::future::join_all(checks).await;
     let now = chrono::Utc::now();
     Ok(list
