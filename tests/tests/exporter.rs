@@ -100,6 +100,9 @@ async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> 
     let before = rebalances(&http, &url).await?;
     let names: Vec<String> =
         routers(&stack).await?.into_iter().filter(|(_, s)| s == "running").map(|(n, _)| n).collect();
+    // Stop the routers only once their group is settled (nisshi can wedge a group whose members
+    // all leave mid-rebalance).
+    wait_group_stable(&stack, names.len()).await?;
     for n in &names {
         stack.ctl(&["stop", n]).await?;
     }
@@ -173,6 +176,26 @@ async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> 
             bail!("chat4all_consumergroup_rebalances_total for {GROUP} went from {before} to {after} only");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until the broker reports the group Stable with `members` members on two polls in a row.
+async fn wait_group_stable(stack: &Stack, members: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut settled = 0;
+    loop {
+        let out = stack.ctl(&["groups", "list", "-o", "json"]).await?;
+        let v: Value = serde_json::from_str(&out).with_context(|| format!("groups list -o json: {out}"))?;
+        let group = v.as_array().and_then(|l| l.iter().find(|g| g["group"] == GROUP)).cloned().unwrap_or_default();
+        let n = group["members"].as_array().map(Vec::len).unwrap_or(0);
+        settled = if group["state"] == "Stable" && n == members { settled + 1 } else { 0 };
+        if settled >= 2 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("group {GROUP} did not settle with {members} members in 60 s: {group}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
