@@ -39,6 +39,9 @@ pub struct SupervisorFile {
     /// The Prometheus exporter served by the supervisor (`/metrics`), when it could bind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exporter_url: Option<String>,
+    /// The api-gateway, the public entry (API key required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
 }
 
 /// A fresh random token, written with mode 0600.

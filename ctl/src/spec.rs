@@ -14,16 +14,22 @@ pub enum ServiceKind {
     TelegramConnector,
     InstagramConnector,
     RouterService,
+    UserService,
+    FileService,
+    ApiGateway,
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 6] = [
+    pub const ALL: [ServiceKind; 9] = [
         ServiceKind::Broker,
         ServiceKind::MessageService,
         ServiceKind::WhatsappConnector,
         ServiceKind::TelegramConnector,
         ServiceKind::InstagramConnector,
         ServiceKind::RouterService,
+        ServiceKind::UserService,
+        ServiceKind::FileService,
+        ServiceKind::ApiGateway,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,6 +40,9 @@ impl ServiceKind {
             ServiceKind::TelegramConnector => "telegram-connector",
             ServiceKind::InstagramConnector => "instagram-connector",
             ServiceKind::RouterService => "router-service",
+            ServiceKind::UserService => "user-service",
+            ServiceKind::FileService => "file-service",
+            ServiceKind::ApiGateway => "api-gateway",
         }
     }
 
@@ -70,11 +79,37 @@ pub struct Ports {
     pub instagram: u16,
     /// router-service-N listens on `router_base + N`.
     pub router_base: u16,
+    #[serde(default = "default_gateway_port")]
+    pub api_gateway: u16,
+    #[serde(default = "default_user_port")]
+    pub user_service: u16,
+    #[serde(default = "default_file_port")]
+    pub file_service: u16,
+}
+
+fn default_gateway_port() -> u16 {
+    8080
+}
+fn default_user_port() -> u16 {
+    8083
+}
+fn default_file_port() -> u16 {
+    8084
 }
 
 impl Default for Ports {
     fn default() -> Self {
-        Self { kafka: 9092, message_service: 8081, whatsapp: 8085, telegram: 8086, instagram: 8087, router_base: 8090 }
+        Self {
+            kafka: 9092,
+            message_service: 8081,
+            whatsapp: 8085,
+            telegram: 8086,
+            instagram: 8087,
+            router_base: 8090,
+            api_gateway: default_gateway_port(),
+            user_service: default_user_port(),
+            file_service: default_file_port(),
+        }
     }
 }
 
@@ -90,6 +125,9 @@ impl Ports {
             telegram: d.telegram + offset,
             instagram: d.instagram + offset,
             router_base: d.router_base + offset,
+            api_gateway: d.api_gateway + offset,
+            user_service: d.user_service + offset,
+            file_service: d.file_service + offset,
         }
     }
 }
@@ -130,6 +168,9 @@ impl StackSpec {
             ServiceKind::TelegramConnector => self.ports.telegram,
             ServiceKind::InstagramConnector => self.ports.instagram,
             ServiceKind::RouterService => self.ports.router_base + n as u16,
+            ServiceKind::ApiGateway => self.ports.api_gateway,
+            ServiceKind::UserService => self.ports.user_service,
+            ServiceKind::FileService => self.ports.file_service,
         }
     }
 
@@ -168,9 +209,14 @@ impl StackSpec {
             ServiceKind::InstagramConnector => {
                 args.extend(["connector".into(), "--channel".into(), "INSTAGRAM".into()])
             }
+            ServiceKind::ApiGateway => args.push("api-gateway".into()),
+            ServiceKind::UserService => args.push("user-service".into()),
+            ServiceKind::FileService => args.push("file-service".into()),
             ServiceKind::Broker => unreachable!("handled above"),
         }
         let url = |p: u16| format!("http://127.0.0.1:{p}");
+        // The file-service keeps its blobs beside the broker's data, in the stack's directory.
+        let files_dir = self.broker_data.parent().unwrap_or(&self.broker_data).join("files");
         Ok(Launch {
             program: self.server_bin.clone(),
             args,
@@ -181,6 +227,10 @@ impl StackSpec {
                 ("CHAT4ALL_WHATSAPP_URL".into(), url(self.ports.whatsapp)),
                 ("CHAT4ALL_TELEGRAM_URL".into(), url(self.ports.telegram)),
                 ("CHAT4ALL_INSTAGRAM_URL".into(), url(self.ports.instagram)),
+                ("CHAT4ALL_MESSAGE_SERVICE_URL".into(), url(self.ports.message_service)),
+                ("CHAT4ALL_USER_SERVICE_URL".into(), url(self.ports.user_service)),
+                ("CHAT4ALL_FILE_SERVICE_URL".into(), url(self.ports.file_service)),
+                ("CHAT4ALL_FILES_DIR".into(), files_dir.to_string_lossy().into_owned()),
             ],
             port,
             cwd: None,
@@ -206,5 +256,16 @@ mod tests {
     fn instance_names() {
         assert_eq!(ServiceKind::RouterService.instance_name(2), "router-service-2");
         assert_eq!(ServiceKind::Broker.instance_name(1), "broker");
+        assert_eq!(ServiceKind::ApiGateway.instance_name(1), "api-gateway-1");
+    }
+
+    #[test]
+    fn platform_services_shift_with_the_offset() {
+        let p = Ports::with_offset(400);
+        assert_eq!((p.api_gateway, p.user_service, p.file_service), (8480, 8483, 8484));
+        assert_eq!(ServiceKind::parse("gateway"), None);
+        assert_eq!(ServiceKind::parse("api-gateway"), Some(ServiceKind::ApiGateway));
+        assert_eq!(ServiceKind::parse("user"), Some(ServiceKind::UserService));
+        assert_eq!(ServiceKind::parse("file"), Some(ServiceKind::FileService));
     }
 }

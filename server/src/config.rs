@@ -79,6 +79,12 @@ pub enum Service {
     RouterService(RouterArgs),
     /// Simulated provider for one channel; reports receipts on `status-updates`.
     Connector(ConnectorArgs),
+    /// The public entry: API keys, request ids, rate limits, reverse proxy to the services.
+    ApiGateway(GatewayArgs),
+    /// Users and their identity per channel, cached in Redis.
+    UserService(UserArgs),
+    /// Uploads and downloads, content-addressed by SHA-256 on disk, metadata in PostgreSQL.
+    FileService(FileArgs),
 }
 
 impl Service {
@@ -87,6 +93,9 @@ impl Service {
             Service::MessageService(_) => "message-service".into(),
             Service::RouterService(_) => "router-service".into(),
             Service::Connector(c) => c.channel.connector_service().into(),
+            Service::ApiGateway(_) => "api-gateway".into(),
+            Service::UserService(_) => "user-service".into(),
+            Service::FileService(_) => "file-service".into(),
         }
     }
 
@@ -99,6 +108,9 @@ impl Service {
                 Channel::Telegram => 8086,
                 Channel::Instagram => 8087,
             },
+            Service::ApiGateway(_) => 8080,
+            Service::UserService(_) => 8083,
+            Service::FileService(_) => 8084,
         }
     }
 }
@@ -182,6 +194,63 @@ pub struct ConnectorArgs {
     /// Share of provider calls that fail (0.0 - 1.0), to exercise retries and the dead-letter topic.
     #[arg(long, env = "CHAT4ALL_PROVIDER_FAILURE_RATE", default_value_t = 0.0)]
     pub failure_rate: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// Base URL of the message-service (/api/v1/messages, /api/v1/conversations).
+    #[arg(long, env = "CHAT4ALL_MESSAGE_SERVICE_URL", default_value = "http://127.0.0.1:8081")]
+    pub message_service_url: String,
+    /// Base URL of the user-service (/api/v1/users, /api/v1/identities).
+    #[arg(long, env = "CHAT4ALL_USER_SERVICE_URL", default_value = "http://127.0.0.1:8083")]
+    pub user_service_url: String,
+    /// Base URL of the file-service (/api/v1/files).
+    #[arg(long, env = "CHAT4ALL_FILE_SERVICE_URL", default_value = "http://127.0.0.1:8084")]
+    pub file_service_url: String,
+    /// How long an upstream may take to answer (response headers) before the gateway answers 504.
+    #[arg(long, env = "CHAT4ALL_UPSTREAM_TIMEOUT_MS", default_value_t = 10_000)]
+    pub upstream_timeout_ms: u64,
+    /// The same for /api/v1/files, whose uploads are read whole before the answer.
+    #[arg(long, env = "CHAT4ALL_FILES_TIMEOUT_MS", default_value_t = 300_000)]
+    pub files_timeout_ms: u64,
+    /// Default sustained request rate per API key (token bucket refill, requests per second);
+    /// a key created with `apikey create --rate` overrides it.
+    #[arg(long, env = "CHAT4ALL_RATE_LIMIT_RPS", default_value_t = 100.0)]
+    pub rate_per_second: f64,
+    /// Default bucket size per API key (requests allowed in a burst).
+    #[arg(long, env = "CHAT4ALL_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub burst: u32,
+    /// How long a key lookup is cached in the gateway: a revocation takes effect within this.
+    #[arg(long, env = "CHAT4ALL_KEY_CACHE_MS", default_value_t = 2_000)]
+    pub key_cache_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UserArgs {
+    /// Lifetime of a cached user or identity lookup in Redis (entries are also deleted on change).
+    #[arg(long, env = "CHAT4ALL_USER_CACHE_TTL_S", default_value_t = 300)]
+    pub cache_ttl_s: u64,
+    /// Longest wait for one Redis operation before the cache is skipped for that request.
+    #[arg(long, env = "CHAT4ALL_USER_CACHE_TIMEOUT_MS", default_value_t = 100)]
+    pub cache_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FileArgs {
+    /// Directory of the blobs (`blobs/ab/<sha256>`) and of in-flight uploads (`tmp/`).
+    #[arg(long, env = "CHAT4ALL_FILES_DIR", default_value = "files")]
+    pub data_dir: std::path::PathBuf,
+    /// Largest upload, in bytes (default 100 MiB).
+    #[arg(long, env = "CHAT4ALL_FILE_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_bytes: u64,
+    /// Content types accepted for upload (comma-separated, parameters such as `; charset` ignored).
+    #[arg(
+        long,
+        env = "CHAT4ALL_FILE_TYPES",
+        value_delimiter = ',',
+        default_value = "image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain,audio/mpeg,audio/ogg,video/mp4,application/zip,application/octet-stream"
+    )]
+    pub allowed_types: Vec<String>,
 }
 
 /// Settings every service resolves from the common arguments.

@@ -22,6 +22,9 @@ fn main() -> ExitCode {
             Service::MessageService(args) => chat4all_server::message::run(common, args, shutdown).await,
             Service::RouterService(args) => chat4all_server::router::run(common, args, shutdown).await,
             Service::Connector(args) => chat4all_server::connector::run(common, args, shutdown).await,
+            Service::ApiGateway(args) => chat4all_server::gateway::run(common, args, shutdown).await,
+            Service::UserService(args) => chat4all_server::user::run(common, args, shutdown).await,
+            Service::FileService(args) => chat4all_server::file::run(common, args, shutdown).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 
 mod act;
 mod alerts;
+mod apikey;
 mod bench;
 mod bench_observe;
 mod drill;
@@ -131,6 +132,9 @@ pub enum Command {
     /// Fault drills: kill-active, kill-random, broker-restart; a report and a verdict (exit 1 on failure).
     #[command(subcommand)]
     Drill(drill::DrillCommand),
+    /// API keys of the api-gateway: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Apikey(apikey::ApiKeyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -176,5 +180,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alerts(c) => alerts::alerts(c),
         Command::Exporter(a) => exporter::exporter(&cli, a).await,
         Command::Drill(c) => drill::drill(&cli, c).await,
+        Command::Apikey(c) => apikey::apikey(&cli, c).await,
     }
 }

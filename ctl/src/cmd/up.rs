@@ -207,6 +207,7 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
         database_url: Some(spec.database_url.clone()),
         redis_url: Some(spec.redis_url.clone()),
         exporter_url,
+        gateway_url: Some(format!("http://127.0.0.1:{}", spec.ports.api_gateway)),
     };
     let tmp = data.supervisor_file().with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;

@@ -124,6 +124,12 @@ impl Supervisor {
             self.start(ServiceKind::Broker, 1).await?;
         }
         self.start(ServiceKind::MessageService, 1).await?;
+        let platform = [ServiceKind::UserService, ServiceKind::FileService];
+        for r in futures::future::join_all(platform.iter().map(|k| self.start(*k, 1))).await {
+            r?;
+        }
+        // The gateway last of the three: it proxies to them.
+        self.start(ServiceKind::ApiGateway, 1).await?;
         let connectors =
             [ServiceKind::WhatsappConnector, ServiceKind::TelegramConnector, ServiceKind::InstagramConnector];
         let starts = connectors.iter().map(|k| self.start(*k, 1));
