@@ -32,6 +32,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 const BASELINE_WINDOW: i64 = 10;
 /// How long after the drain the lag may take to return to its baseline.
 const LAG_GRACE: Duration = Duration::from_secs(15);
+/// How long to keep trying to get a PostgreSQL connection.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Where the stack is.
 #[derive(Clone)]
@@ -197,16 +199,28 @@ fn consumer_tuning() -> ConsumerTuning {
     })
 }
 
+/// A small pool; retried for a while, since a PostgreSQL shared by several stacks may be at its
+/// connection limit for a moment (the drill needs only one or two).
+async fn connect_db(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    let deadline = Instant::now() + PG_CONNECT_TIMEOUT;
+    loop {
+        let r = PgPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(10)).connect(url).await;
+        match r {
+            Ok(p) => return Ok(p),
+            Err(e) if Instant::now() > deadline => return Err(e).context("connecting to PostgreSQL"),
+            Err(e) => {
+                tracing::warn!(error = %e, "PostgreSQL refused a connection; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
 /// Runs the drill of `plan` on `stack`.
 pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport> {
     plan.validate().map_err(usage)?;
     let started_at = Utc::now();
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&stack.database_url)
-        .await
-        .context("connecting to PostgreSQL")?;
+    let pool = connect_db(&stack.database_url).await?;
     let url = reqwest::Url::parse(&format!("{}/api/v1/messages", stack.api_url.trim_end_matches('/')))
         .map_err(|e| usage(format!("invalid API URL {:?}: {e}", stack.api_url)))?;
     let client = reqwest::Client::builder()

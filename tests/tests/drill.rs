@@ -1,0 +1,169 @@
+//! `chat4allctl drill` run as a binary on the live stack: the default kill-active drill, repeated
+//! random kills under 1,000 msg/s, a broker restart, a verdict that fails (exit 1) and bad input
+//! (exit 2). The drill's own counts are cross-checked against PostgreSQL by the test: every
+//! drill recipient must have exactly one `provider_sends` row per accepted message.
+//!
+//! Drills change the router set and load the machine, so they take turns.
+
+use anyhow::{ensure, Context, Result};
+use chat4all_tests::{connect_db, ctl_run, Config};
+use serde_json::Value;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The database, connected after the drill (a PostgreSQL shared by several stacks may be at its
+/// connection limit for a while; the drill itself retries too).
+async fn db(cfg: &Config) -> Result<sqlx::PgPool> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        match connect_db(&cfg.database_url).await {
+            Ok(db) => return Ok(db),
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_secs(2)).await,
+        }
+    }
+}
+
+/// Runs a drill with `-o json`; returns its exit code and report.
+async fn drill(cfg: &Config, args: &[&str]) -> Result<(i32, Value)> {
+    let mut all = vec!["drill"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let run = ctl_run(cfg, &all, &[]).await?;
+    let report: Value = serde_json::from_str(&run.stdout)
+        .with_context(|| format!("drill {args:?} printed no JSON report (exit {}): {}", run.code, run.stderr))?;
+    Ok((run.code, report))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(u64::MAX)
+}
+
+/// The drill's recipients each got exactly one provider send per accepted message, read
+/// independently of the drill from `provider_sends`.
+async fn assert_exactly_once(cfg: &Config, report: &Value) -> Result<()> {
+    let db = db(cfg).await?;
+    let run_id = report["runId"].as_str().context("runId")?;
+    let accepted = u(&report["traffic"]["accepted"]) as i64;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT recipient_id, count(*), count(DISTINCT message_id) FROM provider_sends
+         WHERE recipient_id LIKE $1 || '-u%' GROUP BY 1 ORDER BY 1",
+    )
+    .bind(run_id)
+    .fetch_all(&db)
+    .await?;
+    ensure!(rows.len() == 2, "expected 2 drill recipients in provider_sends, found {rows:?}");
+    for (r, sends, distinct) in rows {
+        ensure!(sends == distinct, "{r}: {sends} provider sends for {distinct} messages (duplicates)");
+        ensure!(distinct == accepted, "{r}: {distinct} messages reached the device, {accepted} were accepted");
+    }
+    Ok(())
+}
+
+fn assert_clean(report: &Value) -> Result<()> {
+    let c = &report["counts"];
+    ensure!(u(&c["lost"]) == 0, "lost deliveries: {c}");
+    ensure!(u(&c["duplicated"]) == 0, "duplicated deliveries: {c}");
+    ensure!(u(&report["traffic"]["failed"]) == 0, "failed requests: {}", report["traffic"]);
+    ensure!(report["drained"] == true, "not every delivery reached a final state");
+    ensure!(u(&c["acceptedMessages"]) == u(&report["traffic"]["accepted"]), "counted messages differ from accepted");
+    ensure!(report["passed"] == true, "verdict: {}", report["criteria"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_kill_active_drill_loses_and_duplicates_nothing() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let cfg = Config::from_env();
+    let (code, report) = drill(&cfg, &["kill-active"]).await?;
+    ensure!(code == 0, "drill exited {code}: {}", report["criteria"]);
+    assert_clean(&report)?;
+    ensure!(u(&report["traffic"]["accepted"]) == 25, "20 + 5 recovery messages expected: {}", report["traffic"]);
+    let kills = report["kills"].as_array().context("kills")?;
+    ensure!(kills.len() == 1, "one kill expected");
+    let k = &kills[0];
+    ensure!(!k["kill"]["partitions"].as_array().is_some_and(|p| p.is_empty()), "the victim owned nothing: {k}");
+    let f = &k["failover"];
+    let recovery = f["recoveryMs"].as_i64().context("no recovery time")?;
+    ensure!((0..=60_000).contains(&recovery), "recovery {recovery} ms");
+    // Operator kill: LeaveGroup on the dead member's behalf, so detection is immediate, far
+    // below the 6 s session timeout.
+    let detection = f["detectionMs"].as_i64().context("no broker-side detection")?;
+    ensure!(detection < 3_000, "detection took {detection} ms: LeaveGroup did not remove the member");
+    ensure!(
+        k["kill"]["detail"].as_str().is_some_and(|d| d.contains("member removed")),
+        "no LeaveGroup outcome in the kill: {}",
+        k["kill"]["detail"]
+    );
+    ensure!(f["takenBy"].as_array().is_some_and(|t| !t.is_empty()), "no survivor took the partitions");
+    assert_exactly_once(&cfg, &report).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_random_five_kills_at_1000_per_second_loses_and_duplicates_nothing() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let cfg = Config::from_env();
+    let (code, report) = drill(&cfg, &["kill-random", "--count", "5", "--interval", "10s", "--rate", "1000"]).await?;
+    ensure!(code == 0, "drill exited {code}: {}", report["criteria"]);
+    assert_clean(&report)?;
+    ensure!(report["kills"].as_array().map(Vec::len) == Some(5), "5 kills expected");
+    ensure!(report["plan"]["rate"] == 1000, "the plan must be 1000 msg/s");
+    // The load must really be sustained (measured: about 990 msg/s on 2 cores).
+    let rate = report["traffic"]["acceptedPerSec"].as_f64().unwrap_or(0.0);
+    ensure!(rate >= 800.0, "only {rate:.0} msg/s were accepted: the load generator could not keep up");
+    assert_exactly_once(&cfg, &report).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_restart_loses_nothing() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let cfg = Config::from_env();
+    let (code, report) = drill(&cfg, &["broker-restart"]).await?;
+    ensure!(code == 0, "drill exited {code}: {}", report["criteria"]);
+    assert_clean(&report)?;
+    let b = &report["broker"];
+    ensure!(b["downMs"].as_i64().is_some_and(|d| d >= 5_000), "the broker was not down: {b}");
+    ensure!(b["resumeMs"].as_i64().is_some(), "no delivery after the restart: {b}");
+    assert_exactly_once(&cfg, &report).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_criterion_exits_1_with_the_report() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let cfg = Config::from_env();
+    let (code, report) = drill(&cfg, &["kill-active", "--messages", "6", "--max-recovery", "1ms"]).await?;
+    ensure!(code == 1, "an impossible recovery limit must exit 1, got {code}");
+    ensure!(report["passed"] == false);
+    let failed: Vec<&str> = report["criteria"]
+        .as_array()
+        .context("criteria")?
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    ensure!(failed == ["recovery time"], "only the recovery criterion should fail: {failed:?}");
+    assert_clean_counts(&report)
+}
+
+fn assert_clean_counts(report: &Value) -> Result<()> {
+    ensure!(u(&report["counts"]["lost"]) == 0 && u(&report["counts"]["duplicated"]) == 0, "{}", report["counts"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_exits_2_and_changes_nothing() -> Result<()> {
+    let cfg = Config::from_env();
+    for args in [
+        vec!["drill", "kill-active", "--routers", "1"],
+        vec!["drill", "kill-active", "--rate", "0"],
+        vec!["drill", "kill-random", "--interval", "1s"],
+        vec!["drill", "kill-random", "--count", "0"],
+    ] {
+        let run = ctl_run(&cfg, &args, &[]).await?;
+        ensure!(run.code == 2, "{args:?} exited {} ({})", run.code, run.stderr);
+        let line = run.stderr.trim();
+        ensure!(line.starts_with("chat4allctl:") && !line.contains('\n'), "{args:?}: {line:?}");
+        ensure!(run.stdout.is_empty(), "{args:?} printed a report");
+    }
+    Ok(())
+}
