@@ -216,6 +216,28 @@ where
     }
 }
 
+/// Waits until the broker reports `group` Stable with `members` members on two polls a second
+/// apart. Stop or scale a group's members only then: the local broker can wedge a group whose
+/// members all leave in the middle of a rebalance.
+pub async fn wait_group_stable(stack: &Stack, group: &str, members: usize, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    let mut in_a_row = 0;
+    loop {
+        let out = stack.ctl(&["groups", "list", "-o", "json"]).await?;
+        let v: Value = serde_json::from_str(&out).with_context(|| format!("groups list -o json: {out}"))?;
+        let g = v.as_array().and_then(|l| l.iter().find(|g| g["group"] == group)).cloned().unwrap_or_default();
+        let n = g["members"].as_array().map(Vec::len).unwrap_or(0);
+        in_a_row = if g["state"] == "Stable" && n == members { in_a_row + 1 } else { 0 };
+        if in_a_row >= 2 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("group {group} not Stable with {members} members within {within:?}: {g}");
+        }
+        tokio::time::sleep(Duration::from_millis(750)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // API client
 // ---------------------------------------------------------------------------------------------

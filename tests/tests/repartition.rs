@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use chat4all_tests::{
-    assert_delivered_exactly_once, ctl_run, unique, wait_for, Api, DeliveryKey, MessageBuilder, Stack, WHATSAPP,
+    assert_delivered_exactly_once, ctl_run, unique, wait_for, wait_group_stable, Api, DeliveryKey, MessageBuilder,
+    Stack, WHATSAPP,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -52,6 +53,7 @@ async fn post_until(
 async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
     let stack = Stack::connect().await?;
     stack.ctl(&["scale", "router=3"]).await?;
+    wait_group_stable(&stack, "router-service", 3, Duration::from_secs(60)).await?;
     let desc: Value = serde_json::from_str(&stack.ctl(&["groups", "describe", "router-service", "-o", "json"]).await?)?;
     let relay_topic: String =
         sqlx::query_scalar("SELECT topic FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
@@ -66,6 +68,7 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
 
     // With no router to drain the topic, the repartition gives up after --drain-timeout: exit 1,
     // relay resumed, nothing changed.
+    wait_group_stable(&stack, "router-service", 3, Duration::from_secs(60)).await?;
     stack.ctl(&["scale", "router=0"]).await?;
     let stuck = unique("repart-stuck");
     for i in 0..5 {
@@ -84,6 +87,7 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
         sqlx::query_as("SELECT paused, topic FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
     ensure!(!paused && topic_now == relay_topic, "after a failed drain: paused {paused}, topic {topic_now}");
     stack.ctl(&["scale", "router=3"]).await?;
+    wait_group_stable(&stack, "router-service", 3, Duration::from_secs(60)).await?;
 
     let run = unique("repart");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
