@@ -35,8 +35,14 @@ pub async fn assign(mut req: Request, next: Next) -> Response {
     let mut resp = next.run(req).instrument(span.clone()).await;
     resp.headers_mut().insert(REQUEST_ID.clone(), value);
     let status = resp.status().as_u16();
+    let micros = start.elapsed().as_micros() as u64;
     span.in_scope(|| {
-        tracing::info!(%method, path, status, micros = start.elapsed().as_micros() as u64, "request");
+        // Probes (every second from the supervisor) only at debug level.
+        if path.starts_with("/health") || path == "/metrics" {
+            tracing::debug!(%method, path, status, micros, "request");
+        } else {
+            tracing::info!(%method, path, status, micros, "request");
+        }
     });
     resp
 }
