@@ -76,7 +76,7 @@ async fn default_kill_active_drill_loses_and_duplicates_nothing() -> Result<()> 
     let _turn = SERIAL.lock().await;
     let cfg = Config::from_env();
     let (code, report) = drill(&cfg, &["kill-active"]).await?;
-    ensure!(code == 0, "drill exited {code}: {}", report["criteria"]);
+    ensure!(code == 0, "drill exited {code}: {}\ntraffic: {}", report["criteria"], report["traffic"]);
     assert_clean(&report)?;
     ensure!(u(&report["traffic"]["accepted"]) == 25, "20 + 5 recovery messages expected: {}", report["traffic"]);
     let kills = report["kills"].as_array().context("kills")?;
@@ -104,7 +104,7 @@ async fn kill_random_five_kills_at_1000_per_second_loses_and_duplicates_nothing(
     let _turn = SERIAL.lock().await;
     let cfg = Config::from_env();
     let (code, report) = drill(&cfg, &["kill-random", "--count", "5", "--interval", "10s", "--rate", "1000"]).await?;
-    ensure!(code == 0, "drill exited {code}: {}", report["criteria"]);
+    ensure!(code == 0, "drill exited {code}: {}\ntraffic: {}", report["criteria"], report["traffic"]);
     assert_clean(&report)?;
     ensure!(report["kills"].as_array().map(Vec::len) == Some(5), "5 kills expected");
     ensure!(report["plan"]["rate"] == 1000, "the plan must be 1000 msg/s");
@@ -119,7 +119,7 @@ async fn broker_restart_loses_nothing() -> Result<()> {
     let _turn = SERIAL.lock().await;
     let cfg = Config::from_env();
     let (code, report) = drill(&cfg, &["broker-restart"]).await?;
-    ensure!(code == 0, "drill exited {code}: {}", report["criteria"]);
+    ensure!(code == 0, "drill exited {code}: {}\ntraffic: {}", report["criteria"], report["traffic"]);
     assert_clean(&report)?;
     let b = &report["broker"];
     ensure!(b["downMs"].as_i64().is_some_and(|d| d >= 5_000), "the broker was not down: {b}");
