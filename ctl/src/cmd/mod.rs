@@ -4,6 +4,7 @@ mod act;
 mod alerts;
 mod apikey;
 mod bench;
+mod bench_gateway;
 mod bench_observe;
 mod drill;
 mod exporter;
@@ -135,6 +136,9 @@ pub enum Command {
     /// API keys of the api-gateway: create (printed once), list, revoke.
     #[command(subcommand)]
     Apikey(apikey::ApiKeyCommand),
+    /// The api-gateway's overhead per request and upload throughput (see BENCHMARKS.md).
+    #[command(hide = true)]
+    BenchGateway(bench_gateway::BenchGatewayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -181,5 +185,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exporter(a) => exporter::exporter(&cli, a).await,
         Command::Drill(c) => drill::drill(&cli, c).await,
         Command::Apikey(c) => apikey::apikey(&cli, c).await,
+        Command::BenchGateway(a) => bench_gateway::bench_gateway(&cli, a).await,
     }
 }

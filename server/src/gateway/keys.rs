@@ -42,29 +42,49 @@ pub struct KeyInfo {
     pub burst: Option<u32>,
 }
 
-/// Key lookups against PostgreSQL, cached for `ttl` (hits and misses alike), so a request costs
-/// one hash and one map lookup; a revocation takes effect within `ttl`.
+/// Key lookups against PostgreSQL, kept in process so that a request costs one hash and one map
+/// lookup: only a key never seen before queries the database on the request path. A background
+/// task (`refresh_every`) re-reads every cached key in one query each `ttl`, so a revocation takes
+/// effect within `ttl` (plus one query) without a burst of queries when entries age out.
 pub struct KeyStore {
     pool: PgPool,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Option<KeyInfo>, Instant)>>,
+    /// Misses query one at a time: a burst of requests with a key not cached yet (or a flood of
+    /// bad keys) costs one query each in turn, not one connection each at once.
+    misses: tokio::sync::Mutex<()>,
 }
 
 /// Most cached lookups; beyond it the cache is emptied (bounds memory under a flood of bad keys).
 const MAX_CACHED: usize = 10_000;
 
+/// With the refresher failing (database down), cached answers are still used this many `ttl`s.
+const STALE_FACTOR: u32 = 10;
+
+fn key_info(r: &sqlx::postgres::PgRow) -> KeyInfo {
+    KeyInfo {
+        id: r.get("id"),
+        name: r.get("name"),
+        rate_per_second: r.get("rate_per_second"),
+        burst: r.get::<Option<i32>, _>("burst").map(|b| b.max(1) as u32),
+    }
+}
+
 impl KeyStore {
     pub fn new(pool: PgPool, ttl: Duration) -> Self {
-        Self { pool, ttl, cache: Mutex::new(HashMap::new()) }
+        Self { pool, ttl, cache: Mutex::new(HashMap::new()), misses: tokio::sync::Mutex::new(()) }
     }
 
     /// The key's row when it exists and is not revoked.
     pub async fn lookup(&self, key: &str) -> Result<Option<KeyInfo>, sqlx::Error> {
         let hash = hash_key(key);
-        if let Some((info, at)) = self.cache.lock().expect("key cache").get(&hash) {
-            if at.elapsed() < self.ttl {
-                return Ok(info.clone());
-            }
+        if let Some(hit) = self.cached(&hash) {
+            return Ok(hit);
+        }
+        let _one_at_a_time = self.misses.lock().await;
+        // Another request may have looked it up while this one waited.
+        if let Some(hit) = self.cached(&hash) {
+            return Ok(hit);
         }
         let row = sqlx::query(
             "SELECT id, name, rate_per_second, burst FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
@@ -72,18 +92,62 @@ impl KeyStore {
         .bind(&hash)
         .fetch_optional(&self.pool)
         .await?;
-        let info = row.map(|r| KeyInfo {
-            id: r.get("id"),
-            name: r.get("name"),
-            rate_per_second: r.get("rate_per_second"),
-            burst: r.get::<Option<i32>, _>("burst").map(|b| b.max(1) as u32),
-        });
+        let info = row.as_ref().map(key_info);
         let mut cache = self.cache.lock().expect("key cache");
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
         cache.insert(hash, (info.clone(), Instant::now()));
         Ok(info)
+    }
+
+    fn cached(&self, hash: &str) -> Option<Option<KeyInfo>> {
+        match self.cache.lock().expect("key cache").get(hash) {
+            Some((info, at)) if at.elapsed() < self.ttl * STALE_FACTOR => Some(info.clone()),
+            _ => None,
+        }
+    }
+
+    /// Re-reads every cached key (one query); unknown keys are forgotten (asked again on use).
+    pub async fn refresh(&self) -> Result<(), sqlx::Error> {
+        let hashes: Vec<String> = {
+            let mut cache = self.cache.lock().expect("key cache");
+            let ttl = self.ttl;
+            cache.retain(|_, (info, at)| info.is_some() || at.elapsed() < ttl);
+            cache.iter().filter(|(_, (info, _))| info.is_some()).map(|(h, _)| h.clone()).collect()
+        };
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let rows = sqlx::query(
+            "SELECT key_hash, id, name, rate_per_second, burst FROM api_keys
+             WHERE key_hash = ANY($1) AND revoked_at IS NULL",
+        )
+        .bind(&hashes)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut fresh: HashMap<String, KeyInfo> = rows.iter().map(|r| (r.get("key_hash"), key_info(r))).collect();
+        let now = Instant::now();
+        let mut cache = self.cache.lock().expect("key cache");
+        for h in hashes {
+            cache.insert(h.clone(), (fresh.remove(&h), now));
+        }
+        Ok(())
+    }
+
+    /// Runs `refresh` every `ttl` until shutdown.
+    pub async fn refresh_every(self: std::sync::Arc<Self>, shutdown: crate::shutdown::Shutdown) {
+        let mut tick = tokio::time::interval(self.ttl);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "refreshing API keys failed; cached answers are kept for now");
+            }
+        }
     }
 }
 

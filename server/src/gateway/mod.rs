@@ -42,8 +42,10 @@ pub async fn run(common: Common, args: GatewayArgs, shutdown: Shutdown) -> anyho
             timeout: Duration::from_millis(args.files_timeout_ms),
         },
     };
+    let key_store = Arc::new(keys::KeyStore::new(pool.clone(), Duration::from_millis(args.key_cache_ms)));
+    tokio::spawn(key_store.clone().refresh_every(shutdown.clone()));
     let auth = auth::AuthState {
-        keys: Arc::new(keys::KeyStore::new(pool.clone(), Duration::from_millis(args.key_cache_ms))),
+        keys: key_store,
         limiter: Arc::new(rate_limit::RateLimiter::default()),
         default_limit: rate_limit::Limit { rate_per_second: args.rate_per_second, burst: args.burst },
     };
