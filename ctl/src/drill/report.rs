@@ -114,12 +114,24 @@ pub fn judge(
     let limit_ms = plan.max_recovery.as_millis() as i64;
     let mut v = Vec::new();
     let owner_kills: Vec<&KillOutcome> = kills.iter().filter(|k| !k.kill.partitions.is_empty()).collect();
+    let judged: Vec<&KillOutcome> = owner_kills.iter().copied().filter(|k| !k.failover.interrupted).collect();
+    let interrupted = owner_kills.len() - judged.len();
     if !owner_kills.is_empty() {
-        let worst = owner_kills.iter().map(|k| k.failover.recovery_ms).try_fold(0i64, |w, r| r.map(|r| w.max(r)));
+        let worst = judged.iter().map(|k| k.failover.recovery_ms).try_fold(0i64, |w, r| r.map(|r| w.max(r)));
+        let mut actual = match (judged.is_empty(), worst) {
+            (true, _) => "not observed".to_string(),
+            (false, Some(w)) => secs(Some(w)),
+            (false, None) => "no survivor processed an event".into(),
+        };
+        if interrupted > 0 {
+            actual.push_str(&format!(
+                " ({interrupted} kill(s) taken over but interrupted by the next kill before a new delivery)"
+            ));
+        }
         v.push(Criterion {
             name: if owner_kills.len() > 1 { "recovery time (worst kill)" } else { "recovery time" }.into(),
             limit: format!("<= {}", secs(Some(limit_ms))),
-            actual: worst.map(|w| secs(Some(w))).unwrap_or_else(|| "no survivor processed an event".into()),
+            actual,
             passed: worst.is_some_and(|w| w <= limit_ms),
         });
     } else if matches!(plan.scenario, Scenario::KillActive | Scenario::KillRandom { .. }) {
@@ -240,6 +252,9 @@ impl DrillReport {
                 "| recovery time: kill -> first event processed by a survivor{tag} | {} |",
                 secs(f.recovery_ms)
             );
+            if f.interrupted {
+                let _ = writeln!(s, "| recovery{tag} | interrupted: the next kill came before a new delivery |");
+            }
             let _ = writeln!(s, "| rebalance duration{tag} | {} |", secs(f.rebalance_ms));
             let _ =
                 writeln!(s, "| takeover: kill -> partitions assigned to a survivor{tag} | {} |", secs(f.takeover_ms));
@@ -355,6 +370,18 @@ mod tests {
         let c = judge(&plan, &[kill(1, None)], None, &traffic(0), &counts(0, 0), false);
         assert!(!c[0].passed && c[0].actual.contains("no survivor"));
         assert!(!c[1].passed, "not drained is not zero loss");
+    }
+
+    #[test]
+    fn an_interrupted_takeover_is_named_not_judged() {
+        let plan =
+            DrillPlan { scenario: Scenario::KillRandom { count: 2, interval_secs: 10.0 }, ..DrillPlan::kill_active() };
+        let mut cut = kill(1, None);
+        cut.failover.interrupted = true;
+        let c = judge(&plan, &[cut.clone(), kill(1, Some(4000))], None, &traffic(0), &counts(0, 0), true);
+        assert!(c[0].passed && c[0].actual.contains("1 kill(s)"), "{:?}", c[0]);
+        let c = judge(&plan, &[cut, kill(1, None)], None, &traffic(0), &counts(0, 0), true);
+        assert!(!c[0].passed, "a takeover that never processed fails");
     }
 
     #[test]

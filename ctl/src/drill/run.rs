@@ -204,7 +204,12 @@ fn consumer_tuning() -> ConsumerTuning {
 async fn connect_db(url: &str) -> anyhow::Result<sqlx::PgPool> {
     let deadline = Instant::now() + PG_CONNECT_TIMEOUT;
     loop {
-        let r = PgPoolOptions::new().max_connections(2).acquire_timeout(Duration::from_secs(10)).connect(url).await;
+        let r = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect(url)
+            .await;
         match r {
             Ok(p) => return Ok(p),
             Err(e) if Instant::now() > deadline => return Err(e).context("connecting to PostgreSQL"),
@@ -390,6 +395,10 @@ pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport>
         let lag_from = f.first_processed_at.or(f.rebalance_end);
         if let (Some(b), Some(from)) = (f.lag_baseline, lag_from) {
             f.lag_recovered_at = timeline::lag_back(&samples, b, from);
+        }
+        if let Some(next) = kills.get(i + 1) {
+            f.interrupted =
+                f.rebalance_end.is_some_and(|e| e < next.at) && f.first_processed_at.is_none_or(|p| p > next.at);
         }
         let f = f.relative_to(k.at);
         entries.extend(timeline::entries(k, &f, &events, until_events));

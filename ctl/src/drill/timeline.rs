@@ -51,6 +51,9 @@ pub struct Failover {
     /// Kill -> first event processed by a survivor.
     pub recovery_ms: Option<i64>,
     pub lag_recovery_ms: Option<i64>,
+    /// A survivor took the partitions but the next kill came before it routed a new delivery
+    /// (kill-random under a backlog): the recovery of this kill could not be observed.
+    pub interrupted: bool,
 }
 
 /// When the broker stopped listing `member_id` (first sample after `after` without it).
