@@ -16,6 +16,10 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(2))
+        // Give idle connections back soon: one PostgreSQL serves several stacks on a development
+        // machine (and its default limit is 100 connections), so a stack that is idle after a
+        // burst should not sit on its peak.
+        .idle_timeout(Duration::from_secs(30))
         .connect_with(opts)
         .await
         .context("connecting to PostgreSQL")?;
