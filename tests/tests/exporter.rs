@@ -14,7 +14,10 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use serde_json::Value;
 
-const GROUP: &str = "router-service";
+#[path = "support/routers.rs"]
+mod support;
+use support::{restore_routers, running, set_routers, wait_group, GROUP};
+
 const TOPIC: &str = "chat-events";
 const DLQ: &str = "chat-events-dlq";
 
@@ -73,17 +76,6 @@ fn exported(text: &str, name: &str, group: Option<&str>) -> BTreeMap<i32, i64> {
     out
 }
 
-async fn routers(stack: &Stack) -> Result<Vec<(String, String)>> {
-    let out = stack.ctl(&["instances", "-o", "json"]).await?;
-    let v: Value = serde_json::from_str(&out)?;
-    Ok(v.as_array()
-        .ok_or_else(|| anyhow!("instances -o json is not a list: {out}"))?
-        .iter()
-        .filter(|i| i["service"] == GROUP)
-        .map(|i| (i["name"].as_str().unwrap_or_default().into(), i["state"].as_str().unwrap_or_default().into()))
-        .collect())
-}
-
 #[tokio::test]
 async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> {
     let stack = Stack::connect().await?;
@@ -94,18 +86,25 @@ async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> 
 
     // A committed offset first, so that lag is defined.
     let conversation = unique("exporter-conv");
-    let first = stack.api.send(&MessageBuilder::new(&conversation).to(&unique("user"), WHATSAPP).build()).await?;
-    stack.api.wait_delivered(&[first], Instant::now() + Duration::from_secs(60)).await?;
+    stack.api.send(&MessageBuilder::new(&conversation).to(&unique("user"), WHATSAPP).build()).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = stack.cfg.kafka_bootstrap.clone();
+        let now = tokio::task::spawn_blocking(move || independent(&b)).await??;
+        if !now.is_empty() && now.values().all(|f| f.2 == 0) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{GROUP} never caught up before the test: {now:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     let before = rebalances(&http, &url).await?;
-    let names: Vec<String> =
-        routers(&stack).await?.into_iter().filter(|(_, s)| s == "running").map(|(n, _)| n).collect();
-    // Stop the routers only once their group is settled (nisshi can wedge a group whose members
-    // all leave mid-rebalance).
-    wait_group_stable(&stack, names.len()).await?;
-    for n in &names {
-        stack.ctl(&["stop", n]).await?;
-    }
+    let names = running(&stack).await?;
+    // One at a time, each after the group settled (see support/routers.rs).
+    wait_group(&stack, names.len()).await?;
+    set_routers(&stack, "stop", &names).await?;
     let outcome = async {
         for i in 0..25 {
             let body =
@@ -155,14 +154,7 @@ async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> 
         }
     }
     .await;
-    let mut restore = Ok(());
-    for (n, state) in routers(&stack).await? {
-        if names.contains(&n) && state != "running" {
-            if let Err(e) = stack.ctl(&["start", &n]).await {
-                restore = Err(e);
-            }
-        }
-    }
+    let restore = restore_routers(&stack, &names).await;
     outcome?;
     restore?;
     // Each router reported leaving (and its return): the rebalance counter moved by at least that.
@@ -176,26 +168,6 @@ async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> 
             bail!("chat4all_consumergroup_rebalances_total for {GROUP} went from {before} to {after} only");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Waits until the broker reports the group Stable with `members` members on two polls in a row.
-async fn wait_group_stable(stack: &Stack, members: usize) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut settled = 0;
-    loop {
-        let out = stack.ctl(&["groups", "list", "-o", "json"]).await?;
-        let v: Value = serde_json::from_str(&out).with_context(|| format!("groups list -o json: {out}"))?;
-        let group = v.as_array().and_then(|l| l.iter().find(|g| g["group"] == GROUP)).cloned().unwrap_or_default();
-        let n = group["members"].as_array().map(Vec::len).unwrap_or(0);
-        settled = if group["state"] == "Stable" && n == members { settled + 1 } else { 0 };
-        if settled >= 2 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("group {GROUP} did not settle with {members} members in 60 s: {group}");
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
