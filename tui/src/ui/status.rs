@@ -53,9 +53,11 @@ pub fn draw_prompt(state: &State, frame: &mut Frame, area: Rect) {
             Span::raw("█"),
         ]),
         Mode::Confirm(_) => Line::from(Span::styled("confirm: y / n", Style::default().fg(Color::Yellow))),
+        // While an operation runs, its latest progress line in yellow; then its outcome.
         Mode::Normal | Mode::Help => match (&state.notice, &state.running) {
             (Some(Notice::Error(e)), _) => Line::from(Span::styled(e.clone(), Style::default().fg(Color::Red))),
-            (_, Some(r)) => Line::from(Span::styled(r.clone(), Style::default().fg(Color::Yellow))),
+            (Some(Notice::Info(s)), Some(_)) => Line::from(Span::styled(s.clone(), Style::default().fg(Color::Yellow))),
+            (None, Some(r)) => Line::from(Span::styled(r.clone(), Style::default().fg(Color::Yellow))),
             (Some(Notice::Info(s)), None) => Line::from(Span::styled(s.clone(), Style::default().fg(Color::Green))),
             (None, None) => hints(state),
         },
