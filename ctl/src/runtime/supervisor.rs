@@ -360,6 +360,7 @@ impl Supervisor {
         )
         .await;
         let outcomes = match r {
+            Ok(o) if o.is_empty() => vec![Err("no group membership reported by this run of it".to_string())],
             Ok(o) => o,
             Err(e) => vec![Err(format!("{e:#}"))],
         };
