@@ -395,6 +395,13 @@ impl Api {
                     let (id, reply) = joined.context("status poll task")?;
                     let view = match reply {
                         Ok(r) if r.status == 200 => r.body,
+                        // The API's "try again" (its database briefly unreachable or at its
+                        // connection limit) is retried on the next round, like a transport error.
+                        Ok(r) if r.status == 503 => {
+                            last_seen.insert(id, json!({"status503": r.raw}));
+                            still.push(id);
+                            continue;
+                        }
                         Ok(r) => {
                             bail!("GET /api/v1/messages/{id} answered {}: {}", r.status, r.raw)
                         }

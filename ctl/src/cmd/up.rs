@@ -34,7 +34,7 @@ pub struct UpArgs {
     /// Shift every port of the stack (broker 9092, services 808x, routers 809x, control 7070) by
     /// this much (exporter 9308 too), to run a second stack beside the first (use its own --data-dir
     /// and database).
-    #[arg(long, env = "CHAT4ALL_PORT_OFFSET", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=400))]
+    #[arg(long, env = "CHAT4ALL_PORT_OFFSET", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1000))]
     pub port_offset: u16,
     /// How long `--detach` waits for the stack to become healthy.
     #[arg(long, default_value = "180s", value_parser = chat4all_ctl::output::parse_duration)]
