@@ -13,6 +13,9 @@ pub struct Content {
     #[serde(rename = "type")]
     pub kind: String,
     pub text: String,
+    /// Files of the file-service attached to the message (checked to exist when accepted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_ids: Vec<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -147,7 +150,7 @@ mod tests {
             conversation_id: "c1".into(),
             sender_id: "s1".into(),
             channel: Channel::Whatsapp,
-            content: Content { kind: "TEXT".into(), text: "hi".into() },
+            content: Content { kind: "TEXT".into(), text: "hi".into(), file_ids: Vec::new() },
             recipients: vec![Recipient { user_id: "u1".into(), channel: Channel::Telegram }],
             created_at: Utc::now(),
         };

@@ -257,3 +257,38 @@ async fn an_upload_cut_off_mid_stream_leaves_no_row_and_no_file() -> Result<()> 
     upload(&gw, b"after".to_vec(), "text/plain", &unique("after")).await?.expect(201, "upload after a cut")?;
     Ok(())
 }
+
+/// Messages may reference files; an unknown file id is refused with 400 and nothing is written.
+#[tokio::test]
+async fn a_message_with_an_unknown_file_id_is_rejected() -> Result<()> {
+    let stack = Stack::connect().await?;
+    let gw = gw(&stack.cfg).await?;
+    let up = upload(&gw, b"attached".to_vec(), "text/plain", &unique("att")).await?;
+    up.expect(201, "upload")?;
+    let file = up.body["fileId"].as_str().unwrap().to_string();
+    let conv = unique("files-msg");
+    let mut body = chat4all_tests::MessageBuilder::new(&conv).to(&unique("u"), "WHATSAPP").build();
+    body["content"]["fileIds"] = serde_json::json!([file]);
+    let ok = gw.post_json("/api/v1/messages", &body).await?;
+    ok.expect(202, "message with a stored file")?;
+    let id = ok.message_id()?;
+    let view = gw.get(&format!("/api/v1/messages/{id}")).await?;
+    assert_eq!(view.body["content"]["fileIds"], serde_json::json!([file]), "{}", view.raw);
+
+    let conv = unique("files-bad");
+    let mut body = chat4all_tests::MessageBuilder::new(&conv).to(&unique("u"), "WHATSAPP").build();
+    body["content"]["fileIds"] = serde_json::json!([file, uuid::Uuid::new_v4().to_string()]);
+    let bad = gw.post_json("/api/v1/messages", &body).await?;
+    bad.expect(400, "unknown file id")?;
+    assert_eq!(bad.field(), Some("content.fileIds"));
+    body["content"]["fileIds"] = serde_json::json!(["not-a-uuid"]);
+    let bad = gw.post_json("/api/v1/messages", &body).await?;
+    bad.expect(400, "malformed file id")?;
+    assert_eq!(bad.field(), Some("content.fileIds[0]"));
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id = $1")
+        .bind(&conv)
+        .fetch_one(&stack.db)
+        .await?;
+    assert_eq!(rows, 0, "a refused message was written");
+    Ok(())
+}

@@ -145,3 +145,66 @@ async fn bad_input_gets_4xx_json() -> Result<()> {
     gw.delete(&format!("/api/v1/users/{}/identities/FAX", uuid::Uuid::new_v4())).await?.expect(400, "bad channel")?;
     Ok(())
 }
+
+/// A user id as a recipient resolves to the user's identity on the requested channel; an unknown
+/// user, or a user without an identity on that channel, fails only that recipient (FAILED with a
+/// reason) while the others of the same message are delivered.
+#[tokio::test]
+async fn user_id_recipients_resolve_or_fail_alone() -> Result<()> {
+    let gw = gw().await?;
+    let r = gw
+        .post_json(
+            "/api/v1/users",
+            &json!({"name": "Di", "identities": [{"channel": "WHATSAPP", "externalId": unique("+55")}]}),
+        )
+        .await?;
+    r.expect(201, "create")?;
+    let user = r.body["userId"].as_str().unwrap().to_string();
+    let stranger = uuid::Uuid::new_v4().to_string();
+    let conv = unique("resolve");
+    let body = chat4all_tests::MessageBuilder::new(&conv)
+        .to(&user, "WHATSAPP")
+        .to(&user, "TELEGRAM")
+        .to(&stranger, "WHATSAPP")
+        .to(&unique("native"), "WHATSAPP")
+        .build();
+    let posted = gw.post_json("/api/v1/messages", &body).await?;
+    posted.expect(202, "message to users")?;
+    let id = posted.message_id()?;
+    let view = chat4all_tests::wait_for("every recipient settled", std::time::Duration::from_secs(30), || {
+        let gw = gw.clone();
+        async move {
+            let v = gw.get(&format!("/api/v1/messages/{id}")).await?;
+            let recipients = v.body["recipients"].as_array().cloned().unwrap_or_default();
+            let settled = recipients.len() == 4
+                && recipients.iter().all(|r| matches!(r["status"].as_str(), Some("DELIVERED" | "READ" | "FAILED")));
+            Ok((settled.then(|| v.body.clone()), v.raw))
+        }
+    })
+    .await?;
+    let of = |uid: &str, ch: &str| {
+        view["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["userId"] == uid && r["channel"] == ch)
+            .cloned()
+            .unwrap_or_else(|| panic!("no recipient {uid}/{ch} in {view}"))
+    };
+    let ok = of(&user, "WHATSAPP");
+    assert_ne!(ok["status"], "FAILED", "{ok}");
+    let no_identity = of(&user, "TELEGRAM");
+    assert_eq!(no_identity["status"], "FAILED");
+    assert!(no_identity["reason"].as_str().unwrap().contains("has no TELEGRAM identity"), "{no_identity}");
+    let unknown = of(&stranger, "WHATSAPP");
+    assert_eq!(unknown["status"], "FAILED");
+    assert!(unknown["reason"].as_str().unwrap().contains("no user"), "{unknown}");
+    let native = view["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["userId"].as_str().unwrap().starts_with("native"))
+        .unwrap();
+    assert_ne!(native["status"], "FAILED", "a channel-native address is delivered as before: {native}");
+    Ok(())
+}

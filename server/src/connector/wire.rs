@@ -13,6 +13,10 @@ pub struct DeliveryItem {
     pub channel: Channel,
     pub conversation_id: String,
     pub text: String,
+    /// The recipient's address on the channel when the recipient is a user of the user-service
+    /// (resolved by the router); absent when `recipient_id` is the address itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -56,6 +56,12 @@ async fn create_message(
         }
     }
     let msg = NewMessage::parse(&body).map_err(|e| AppError::bad_request(e.error, e.field.as_deref()))?;
+    if !msg.content.file_ids.is_empty() {
+        let unknown = crate::file::meta::unknown(&s.pool, &msg.content.file_ids).await?;
+        if let Some(id) = unknown.first() {
+            return Err(AppError::bad_request(format!("unknown file id {id}"), Some("content.fileIds")));
+        }
+    }
     let id = msg.message_id.unwrap_or_else(Uuid::now_v7);
     match store::insert(&s.pool, id, &msg).await? {
         InsertOutcome::Created => s.relay_wakeup.notify_one(),

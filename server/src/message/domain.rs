@@ -110,7 +110,37 @@ fn content_field(v: Option<&Value>) -> Result<Content, Invalid> {
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(Invalid::at("content.text", "content.text must be a string")),
     };
-    Ok(Content { kind, text })
+    let file_ids = file_ids_field(obj.get("fileIds"))?;
+    Ok(Content { kind, text, file_ids })
+}
+
+/// Most files attached to one message.
+pub const MAX_FILE_IDS: usize = 10;
+
+/// `content.fileIds`: optional, up to `MAX_FILE_IDS` distinct UUIDs (existence is checked by the
+/// API against the file-service's table).
+fn file_ids_field(v: Option<&Value>) -> Result<Vec<Uuid>, Invalid> {
+    let arr = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(Invalid::at("content.fileIds", "content.fileIds must be an array of file ids")),
+    };
+    if arr.len() > MAX_FILE_IDS {
+        return Err(Invalid::at("content.fileIds", format!("content.fileIds holds at most {MAX_FILE_IDS} ids")));
+    }
+    let mut out: Vec<Uuid> = Vec::with_capacity(arr.len());
+    for (i, v) in arr.iter().enumerate() {
+        let field = format!("content.fileIds[{i}]");
+        let id = v
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or_else(|| Invalid::at(&field, "a file id must be a UUID"))?;
+        if out.contains(&id) {
+            return Err(Invalid::at(&field, "the same file id appears twice"));
+        }
+        out.push(id);
+    }
+    Ok(out)
 }
 
 fn recipients_field(v: Option<&Value>) -> Result<Vec<Recipient>, Invalid> {

@@ -17,6 +17,7 @@ use crate::events::ChatEvent;
 use crate::kafka::Producer;
 use crate::metrics::ChannelResultLabels;
 use crate::shutdown::Shutdown;
+use crate::user::resolve::Resolution;
 
 pub struct Router {
     pub pool: PgPool,
@@ -35,6 +36,8 @@ pub struct Interrupted;
 struct Work<'a> {
     key: Key,
     event: &'a ChatEvent,
+    /// The identity a user-id recipient resolved to (see `user::resolve`).
+    address: Option<String>,
 }
 
 impl Router {
@@ -59,19 +62,36 @@ impl Router {
         let work: Vec<Work<'_>> = events
             .iter()
             .flat_map(|ev| {
-                ev.recipients
-                    .iter()
-                    .map(move |r| Work { key: (ev.message_id, r.user_id.clone(), r.channel), event: ev })
+                ev.recipients.iter().map(move |r| Work {
+                    key: (ev.message_id, r.user_id.clone(), r.channel),
+                    event: ev,
+                    address: None,
+                })
             })
             .collect();
         let keys: Vec<Key> = work.iter().map(|w| w.key.clone()).collect();
         let routed = self.until_ok(shutdown, "dedup lookup", || store::already_routed(&self.pool, &keys)).await?;
+        let pairs: Vec<(String, Channel)> = keys.iter().map(|k| (k.1.clone(), k.2)).collect();
+        let resolved = self
+            .until_ok(shutdown, "resolving recipients", || crate::user::resolve::resolve(&self.pool, &pairs))
+            .await?;
+        let mut unresolved: Vec<(Work<'_>, String)> = Vec::new();
         let mut by_channel: BTreeMap<Channel, Vec<Work<'_>>> = BTreeMap::new();
-        for w in work {
+        for mut w in work {
             if routed.contains(&w.key) {
                 self.metrics.dedup_skipped.inc();
-            } else {
-                by_channel.entry(w.key.2).or_default().push(w);
+                continue;
+            }
+            match resolved.get(&(w.key.1.clone(), w.key.2)) {
+                Some(Resolution::Unknown(reason)) => {
+                    let reason = reason.clone();
+                    unresolved.push((w, reason));
+                }
+                Some(Resolution::Address(a)) => {
+                    w.address = Some(a.clone());
+                    by_channel.entry(w.key.2).or_default().push(w);
+                }
+                None => by_channel.entry(w.key.2).or_default().push(w),
             }
         }
         let outcomes = futures::future::join_all(
@@ -91,6 +111,14 @@ impl Router {
                 })
                 .await?;
             }
+        }
+        // Recipients that resolve to no identity fail alone, like a provider rejection.
+        for (w, reason) in unresolved {
+            self.until_ok(shutdown, "dead-lettering", || self.dead_letter(w.event, &w.key, &reason)).await?;
+            self.until_ok(shutdown, "recording a failure", || {
+                store::mark_routed(&self.pool, std::slice::from_ref(&w.key), &self.instance, Some(&reason))
+            })
+            .await?;
         }
         let now = Utc::now();
         for ev in &events {
@@ -127,6 +155,7 @@ impl Router {
                         channel,
                         conversation_id: w.event.conversation_id.clone(),
                         text: w.event.content.text.clone(),
+                        address: w.address.clone(),
                     })
                     .collect(),
             };

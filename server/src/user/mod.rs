@@ -3,6 +3,7 @@
 pub mod api;
 pub mod cache;
 pub mod domain;
+pub mod resolve;
 pub mod store;
 
 use std::sync::Arc;
