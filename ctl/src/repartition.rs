@@ -132,10 +132,11 @@ pub async fn execute(
     set_paused(&pool, true).await?;
     progress("outbox relay paused; the API keeps accepting");
     let result = drain_and_change(target, plan, &pool, drain_timeout, progress).await;
-    let resumed = set_paused(&pool, false).await;
+    let resumed = resume(&pool, &target.database_url).await;
     let paused_ms = started.elapsed().as_millis() as u64;
     resumed.context(
-        "resuming the outbox relay (run `chat4allctl repartition` again or set relay_control.paused = false)",
+        "resuming the outbox relay failed for 60 s; resume it by hand: \
+         UPDATE relay_control SET paused = false",
     )?;
     progress(&format!("outbox relay resumed after {paused_ms} ms"));
     let drain_ms = result?;
@@ -255,6 +256,32 @@ async fn current_generation(pool: &PgPool) -> anyhow::Result<String> {
         .fetch_one(pool)
         .await
         .context("reading relay_control (has the message-service migrated the database?)")
+}
+
+/// Un-pauses the relay, insisting: a PostgreSQL at its connection limit or restarting must not
+/// leave the platform's relay paused. Retries on the pool, then on fresh connections, for 60 s.
+async fn resume(pool: &PgPool, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = match set_paused(pool, false).await {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let attempt = async {
+            let fresh = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect(url)
+                .await?;
+            set_paused(&fresh, false).await
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 async fn set_paused(pool: &PgPool, paused: bool) -> anyhow::Result<()> {

@@ -7,6 +7,10 @@ use chat4all_server::events::RebalanceEvent;
 
 use crate::runtime::Action;
 
+/// Actions the supervisor takes by itself as the consequence of an operator's (the LeaveGroup it
+/// sends for a killed member): never the cause shown, the operator's action is.
+pub const FOLLOW_UP_ACTIONS: [&str; 1] = ["leave-group"];
+
 /// How far back an operator action may be and still count as the cause of a rebalance: a crash
 /// is noticed after the session timeout (6 s) plus the coordinator's pause (about 3 s), a new
 /// topic generation after the metadata refresh (3 s) plus that pause; 20 s leaves room for a
@@ -40,6 +44,7 @@ pub fn attribute(events: Vec<RebalanceEvent>, actions: &[Action]) -> Vec<EventRo
             let service = service_of(&e.instance);
             let cause = actions
                 .iter()
+                .filter(|a| !FOLLOW_UP_ACTIONS.contains(&a.action.as_str()))
                 .filter(|a| a.at <= e.at && (e.at - a.at).num_seconds() <= CAUSE_WINDOW_SECONDS)
                 .filter(|a| {
                     service_of(&a.target) == service
@@ -95,6 +100,17 @@ mod tests {
         assert_eq!(rows[1].cause.as_deref(), Some("kill router-service-1"));
         assert_eq!(rows[2].cause, None, "outside the window");
         assert_eq!(rows[3].cause, None, "before any action");
+    }
+
+    #[test]
+    fn the_kill_not_the_leave_group_sent_for_it_is_the_cause() {
+        let t0 = Utc::now();
+        let actions = [
+            action("kill", "router-service-1", t0),
+            action("leave-group", "router-service-1", t0 + Duration::seconds(1)),
+        ];
+        let rows = attribute(vec![event("router-service-2", 4, t0)], &actions);
+        assert_eq!(rows[0].cause.as_deref(), Some("kill router-service-1"));
     }
 
     #[test]

@@ -66,18 +66,13 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
     ensure!(from >= 1, "no partitions of {relay_topic} in {desc}");
     let to = if from == 1 { 4 } else { from + 3 };
 
-    // With no router to drain the topic, the repartition gives up after --drain-timeout: exit 1,
-    // relay resumed, nothing changed.
-    wait_group_stable(&stack, "router-service", 3, Duration::from_secs(60)).await?;
-    stack.ctl(&["scale", "router=0"]).await?;
-    let stuck = unique("repart-stuck");
-    for i in 0..5 {
-        let m = MessageBuilder::new(&stuck).text(format!("stuck {i}")).to(&format!("{stuck}-rcpt"), WHATSAPP);
-        stack.api.send(&m.build()).await?;
-    }
+    // A drain that cannot finish in time (the log end must stand still for a second, so 500 ms
+    // is never enough) gives up after --drain-timeout: exit 1, relay resumed, nothing changed.
+    // (Not by stopping every router: the local broker can wedge a group whose members all leave
+    // at once.)
     let run = ctl_run(
         &stack.cfg,
-        &["repartition", "chat-events", "--partitions", &to.to_string(), "--drain-timeout", "3s"],
+        &["repartition", "chat-events", "--partitions", &to.to_string(), "--drain-timeout", "500ms"],
         &[],
     )
     .await?;
@@ -86,7 +81,6 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
     let (paused, topic_now): (bool, String) =
         sqlx::query_as("SELECT paused, topic FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
     ensure!(!paused && topic_now == relay_topic, "after a failed drain: paused {paused}, topic {topic_now}");
-    stack.ctl(&["scale", "router=3"]).await?;
     wait_group_stable(&stack, "router-service", 3, Duration::from_secs(60)).await?;
 
     let run = unique("repart");
