@@ -213,6 +213,11 @@ pub struct GatewayArgs {
     /// The same for /api/v1/files, whose uploads are read whole before the answer.
     #[arg(long, env = "CHAT4ALL_FILES_TIMEOUT_MS", default_value_t = 300_000)]
     pub files_timeout_ms: u64,
+    /// Largest upload the gateway lets through to the file-service, in bytes: the same setting
+    /// (and default) as the file-service's own limit, enforced here too so that an oversized
+    /// upload gets its 413 even when the file-service stops reading mid-body.
+    #[arg(long, env = "CHAT4ALL_FILE_MAX_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub files_max_bytes: u64,
     /// Default sustained request rate per API key (token bucket refill, requests per second);
     /// a key created with `apikey create --rate` overrides it.
     #[arg(long, env = "CHAT4ALL_RATE_LIMIT_RPS", default_value_t = 100.0)]

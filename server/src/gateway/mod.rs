@@ -34,12 +34,23 @@ pub async fn run(common: Common, args: GatewayArgs, shutdown: Shutdown) -> anyho
     let trim = |u: &str| u.trim_end_matches('/').to_string();
     let proxy = proxy::ProxyState {
         http,
-        messages: proxy::Upstream { name: "message-service", base_url: trim(&args.message_service_url), timeout },
-        users: proxy::Upstream { name: "user-service", base_url: trim(&args.user_service_url), timeout },
+        messages: proxy::Upstream {
+            name: "message-service",
+            base_url: trim(&args.message_service_url),
+            timeout,
+            max_body: None,
+        },
+        users: proxy::Upstream {
+            name: "user-service",
+            base_url: trim(&args.user_service_url),
+            timeout,
+            max_body: None,
+        },
         files: proxy::Upstream {
             name: "file-service",
             base_url: trim(&args.file_service_url),
             timeout: Duration::from_millis(args.files_timeout_ms),
+            max_body: Some(args.files_max_bytes),
         },
     };
     let key_store = Arc::new(keys::KeyStore::new(pool.clone(), Duration::from_millis(args.key_cache_ms)));

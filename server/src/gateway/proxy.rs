@@ -1,7 +1,11 @@
 //! The reverse proxy: picks the upstream by path prefix and streams request and response
 //! bodies through, with a timeout on the upstream's answer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -17,6 +21,8 @@ pub struct Upstream {
     pub name: &'static str,
     pub base_url: String,
     pub timeout: Duration,
+    /// Largest request body forwarded (None: the upstream decides alone).
+    pub max_body: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -85,9 +91,16 @@ pub async fn forward(State(s): State<ProxyState>, req: Request) -> Response {
     let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
         && parts.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v != "0")
         || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let (Some(max), Some(n)) = (up.max_body, declared) {
+        if n > max {
+            return too_large(max);
+        }
+    }
+    let watch = BodyWatch::default();
     let mut rb = s.http.request(parts.method.clone(), &url).headers(headers);
     if has_body {
-        rb = rb.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+        rb = rb.body(reqwest::Body::wrap_stream(watch.wrap(body, up.max_body)));
     }
     let sent = tokio::time::timeout(up.timeout, rb.send()).await;
     let resp = match sent {
@@ -98,6 +111,14 @@ pub async fn forward(State(s): State<ProxyState>, req: Request) -> Response {
                 format!("{} did not answer within {} ms", up.name, up.timeout.as_millis()),
             )
             .into_response();
+        }
+        Ok(Err(e)) if watch.over_limit() => {
+            tracing::info!(upstream = up.name, %url, error = %e, "request body over the limit: 413");
+            return too_large(up.max_body.unwrap_or_default());
+        }
+        Ok(Err(e)) if watch.client_broke() => {
+            tracing::info!(upstream = up.name, %url, error = %e, "the client's body broke off");
+            return AppError::bad_request("upload interrupted: the request body ended early", None).into_response();
         }
         Ok(Err(e)) => {
             tracing::warn!(upstream = up.name, %url, error = %e, "upstream unavailable");
@@ -123,6 +144,7 @@ mod tests {
             name,
             base_url: format!("http://127.0.0.1:{port}"),
             timeout: Duration::from_secs(1),
+            max_body: None,
         };
         ProxyState {
             http: reqwest::Client::new(),
@@ -160,5 +182,52 @@ mod tests {
         assert!(to.get("connection").is_none());
         assert_eq!(to.get("content-type").unwrap(), "application/json");
         assert_eq!(to.get("x-request-id").unwrap(), "r1");
+    }
+}
+
+fn too_large(max: u64) -> Response {
+    AppError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the file exceeds the limit of {max} bytes")).into_response()
+}
+
+/// What happened to a request body on its way through: over the limit, or broken off by the
+/// client. Either makes the upstream request fail; these tell the two apart from an upstream
+/// that is really unavailable.
+#[derive(Clone, Default)]
+struct BodyWatch {
+    over: Arc<AtomicBool>,
+    broke: Arc<AtomicBool>,
+}
+
+impl BodyWatch {
+    fn over_limit(&self) -> bool {
+        self.over.load(Ordering::SeqCst)
+    }
+
+    fn client_broke(&self) -> bool {
+        self.broke.load(Ordering::SeqCst)
+    }
+
+    /// The body as a stream that counts its bytes and fails once past `max`.
+    fn wrap(
+        &self,
+        body: Body,
+        max: Option<u64>,
+    ) -> impl futures::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Send + 'static {
+        let watch = self.clone();
+        let mut total = 0u64;
+        body.into_data_stream().map(move |chunk| match chunk {
+            Ok(c) => {
+                total += c.len() as u64;
+                if max.is_some_and(|m| total > m) {
+                    watch.over.store(true, Ordering::SeqCst);
+                    return Err(std::io::Error::other("request body over the limit"));
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                watch.broke.store(true, Ordering::SeqCst);
+                Err(std::io::Error::other(e))
+            }
+        })
     }
 }
