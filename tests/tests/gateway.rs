@@ -246,3 +246,66 @@ async fn an_upstream_that_does_not_answer_gets_504() -> Result<()> {
     gw.get("/api/v1/users?limit=1").await?.expect(200, "after SIGCONT")?;
     Ok(())
 }
+
+/// The request id a message was posted with travels to Kafka as the `x-request-id` header of
+/// its chat event (read back here with an independent consumer).
+#[tokio::test]
+async fn the_request_id_reaches_the_chat_event_in_kafka() -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    use rdkafka::ClientConfig;
+
+    let _shared = FREEZE.read().await;
+    let stack = Stack::connect().await?;
+    let gw = Gw::with_key(&stack.cfg, 1000.0, 1000).await?;
+    let conversation = unique("rid-conv");
+    let request_id = unique("rid");
+    let topic: String = sqlx::query_scalar("SELECT topic FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
+    // Read from the current end of every partition, set up before the post.
+    let bootstrap = stack.cfg.kafka_bootstrap.clone();
+    let consumer = tokio::task::spawn_blocking(move || -> Result<BaseConsumer> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", unique("rid-reader"))
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            let (_, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(5))?;
+            tpl.add_partition_offset(&topic, p.id(), Offset::Offset(high))?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(consumer)
+    })
+    .await??;
+    let msg = MessageBuilder::new(&conversation).to(&unique("rid-rcpt"), WHATSAPP).build();
+    let resp =
+        gw.req(reqwest::Method::POST, "/api/v1/messages").header("x-request-id", &request_id).json(&msg).send().await?;
+    let r = reply(resp).await?;
+    r.expect(202, "POST /api/v1/messages with a request id")?;
+    let found = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let Some(m) = consumer.poll(Duration::from_millis(500)) else { continue };
+            let m = m?;
+            if m.key() != Some(conversation.as_bytes()) {
+                continue;
+            }
+            let header = m.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "x-request-id")
+                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            });
+            return Ok(Some(header.unwrap_or_default()));
+        }
+        Ok(None)
+    })
+    .await??;
+    match found {
+        Some(h) if h == request_id => Ok(()),
+        Some(h) => bail!("the chat event carries x-request-id {h:?}, expected {request_id:?}"),
+        None => bail!("the chat event of {} did not appear in Kafka within 30 s", r.raw),
+    }
+}

@@ -6,7 +6,7 @@ mod producer;
 
 pub use admin::{ensure_topics, TopicSpec};
 pub use consumer::{BatchConsumer, ConsumerSpec};
-pub use producer::Producer;
+pub use producer::{OutRecord, Producer, REQUEST_ID_HEADER};
 
 use rdkafka::ClientConfig;
 

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
@@ -14,6 +15,18 @@ impl ClientContext for CountingContext {
         crate::metrics::record_kafka_error("client");
         tracing::warn!(error = %error, reason, "Kafka client error");
     }
+}
+
+/// The Kafka header carrying the api-gateway's request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// One record for [`Producer::send_all`].
+#[derive(Debug, Clone, Copy)]
+pub struct OutRecord<'a> {
+    pub topic: &'a str,
+    pub key: &'a str,
+    pub payload: &'a [u8],
+    pub request_id: Option<&'a str>,
 }
 
 /// Idempotent, `acks=all` producer: a retried send never duplicates or reorders a partition.
@@ -55,10 +68,14 @@ impl Producer {
 
     /// Sends many records, keeping their order per partition, and waits for every ack.
     /// Returns how many were acknowledged before the first failure.
-    pub async fn send_all(&self, records: &[(&str, &str, &[u8])]) -> (usize, Option<anyhow::Error>) {
+    pub async fn send_all(&self, records: &[OutRecord<'_>]) -> (usize, Option<anyhow::Error>) {
         let mut pending = Vec::with_capacity(records.len());
-        for &(topic, key, payload) in records {
-            let record = FutureRecord::to(topic).key(key).payload(payload);
+        for r in records {
+            let (topic, key, payload) = (r.topic, r.key, r.payload);
+            let mut record = FutureRecord::to(topic).key(key).payload(payload);
+            if let Some(id) = r.request_id {
+                record = record.headers(OwnedHeaders::new().insert(Header { key: REQUEST_ID_HEADER, value: Some(id) }));
+            }
             match self.inner.send_result(record) {
                 Ok(fut) => pending.push(fut),
                 Err((e, _)) => {

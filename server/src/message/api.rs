@@ -63,7 +63,8 @@ async fn create_message(
         }
     }
     let id = msg.message_id.unwrap_or_else(Uuid::now_v7);
-    match store::insert(&s.pool, id, &msg).await? {
+    let request_id = request_id(&headers);
+    match store::insert(&s.pool, id, &msg, request_id).await? {
         InsertOutcome::Created => s.relay_wakeup.notify_one(),
         InsertOutcome::Replayed => {}
         InsertOutcome::Conflict => {
@@ -75,6 +76,13 @@ async fn create_message(
         }
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"messageId": id, "status": "PENDING"}))).into_response())
+}
+
+/// The caller's `x-request-id` when it is a usable one (1-128 visible ASCII characters, as the
+/// api-gateway sends); anything else is ignored, never refused.
+fn request_id(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get("x-request-id")?.to_str().ok()?;
+    (!v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())).then_some(v)
 }
 
 fn parse_uuid(raw: &str, what: &str) -> Result<Uuid, AppError> {

@@ -13,7 +13,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 
 use crate::config::topics;
-use crate::kafka::Producer;
+use crate::kafka::{OutRecord, Producer};
 use crate::shutdown::Shutdown;
 
 const LEADER_LOCK: i64 = 0x0c4a_7411;
@@ -123,24 +123,26 @@ impl Relay {
             return Ok(0);
         }
         let current_topic: String = control.get("topic");
-        let rows = sqlx::query("SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1")
+        let rows = sqlx::query("SELECT id, topic, key, payload, request_id FROM outbox ORDER BY id LIMIT $1")
             .bind(self.batch)
             .fetch_all(&self.pool)
             .await?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let records: Vec<(i64, String, String, Vec<u8>)> = rows
+        let records: Vec<(i64, String, String, Vec<u8>, Option<String>)> = rows
             .into_iter()
             .map(|r| {
                 let topic: String = r.get("topic");
                 // The logical chat-events topic maps to its current generation.
                 let topic = if topic == topics::CHAT_EVENTS { current_topic.clone() } else { topic };
-                (r.get("id"), topic, r.get("key"), r.get("payload"))
+                (r.get("id"), topic, r.get("key"), r.get("payload"), r.get("request_id"))
             })
             .collect();
-        let refs: Vec<(&str, &str, &[u8])> =
-            records.iter().map(|(_, t, k, p)| (t.as_str(), k.as_str(), p.as_slice())).collect();
+        let refs: Vec<OutRecord<'_>> = records
+            .iter()
+            .map(|(_, t, k, p, rid)| OutRecord { topic: t, key: k, payload: p, request_id: rid.as_deref() })
+            .collect();
         let (acked, err) = self.producer.send_all(&refs).await;
         if acked > 0 {
             // Delete exactly what was published, never a range: ids are taken at insert but

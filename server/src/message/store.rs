@@ -21,7 +21,13 @@ pub enum InsertOutcome {
 }
 
 /// Writes the message, one delivery row per recipient and the outbox record in one transaction.
-pub async fn insert(pool: &PgPool, id: Uuid, msg: &NewMessage) -> Result<InsertOutcome, sqlx::Error> {
+/// `request_id`: the caller's request id (from the api-gateway), published as a Kafka header.
+pub async fn insert(
+    pool: &PgPool,
+    id: Uuid,
+    msg: &NewMessage,
+    request_id: Option<&str>,
+) -> Result<InsertOutcome, sqlx::Error> {
     let created_at = Utc::now();
     let mut tx = pool.begin().await?;
     let content = serde_json::to_value(&msg.content).expect("content serializes");
@@ -66,10 +72,11 @@ pub async fn insert(pool: &PgPool, id: Uuid, msg: &NewMessage) -> Result<InsertO
         recipients: msg.recipients.clone(),
         created_at,
     };
-    sqlx::query("INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)")
+    sqlx::query("INSERT INTO outbox (topic, key, payload, request_id) VALUES ($1, $2, $3, $4)")
         .bind(topics::CHAT_EVENTS)
         .bind(&msg.conversation_id)
         .bind(serde_json::to_vec(&event).expect("event serializes"))
+        .bind(request_id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

@@ -14,7 +14,7 @@ use crate::channel::Channel;
 use crate::config::{topics, RouterArgs};
 use crate::connector::wire::{DeliveryItem, DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
 use crate::events::ChatEvent;
-use crate::kafka::Producer;
+use crate::kafka::{Producer, REQUEST_ID_HEADER};
 use crate::metrics::ChannelResultLabels;
 use crate::shutdown::Shutdown;
 use crate::user::resolve::Resolution;
@@ -46,9 +46,18 @@ impl Router {
     pub async fn route_batch(&self, batch: &[OwnedMessage], shutdown: &Shutdown) -> Result<(), Interrupted> {
         let start = Instant::now();
         let mut events = Vec::with_capacity(batch.len());
+        // Message id -> the api-gateway's request id, for the log lines about its recipients.
+        let mut request_ids: std::collections::HashMap<uuid::Uuid, String> = std::collections::HashMap::new();
         for m in batch {
             match serde_json::from_slice::<ChatEvent>(m.payload().unwrap_or_default()) {
-                Ok(ev) => events.push(ev),
+                Ok(ev) => {
+                    tracing::debug!(request_id = request_id(m).unwrap_or("-"), message_id = %ev.message_id,
+                        topic = m.topic(), partition = m.partition(), offset = m.offset(), "routing event");
+                    if let Some(id) = request_id(m) {
+                        request_ids.insert(ev.message_id, id.to_string());
+                    }
+                    events.push(ev)
+                }
                 Err(e) => {
                     self.metrics.malformed.inc();
                     tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e,
@@ -114,6 +123,8 @@ impl Router {
         }
         // Recipients that resolve to no identity fail alone, like a provider rejection.
         for (w, reason) in unresolved {
+            tracing::warn!(message_id = %w.key.0, recipient = %w.key.1, request_id = request_ids.get(&w.key.0).map(String::as_str).unwrap_or("-"),
+                %reason, "recipient failed");
             self.until_ok(shutdown, "dead-lettering", || self.dead_letter(w.event, &w.key, &reason)).await?;
             self.until_ok(shutdown, "recording a failure", || {
                 store::mark_routed(&self.pool, std::slice::from_ref(&w.key), &self.instance, Some(&reason))
@@ -253,4 +264,10 @@ impl Router {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+}
+
+/// The api-gateway's request id a chat event carries as a Kafka header, if any.
+fn request_id(m: &OwnedMessage) -> Option<&str> {
+    use rdkafka::message::Headers;
+    m.headers()?.iter().find(|h| h.key == REQUEST_ID_HEADER).and_then(|h| std::str::from_utf8(h.value?).ok())
 }
