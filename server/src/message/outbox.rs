@@ -42,6 +42,15 @@ impl RelayMetrics {
     }
 }
 
+/// One outbox row on its way to Kafka.
+struct Pending {
+    id: i64,
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+    request_id: Option<String>,
+}
+
 pub struct Relay {
     pub pool: PgPool,
     pub producer: Producer,
@@ -130,24 +139,35 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let records: Vec<(i64, String, String, Vec<u8>, Option<String>)> = rows
+        let records: Vec<Pending> = rows
             .into_iter()
             .map(|r| {
                 let topic: String = r.get("topic");
                 // The logical chat-events topic maps to its current generation.
                 let topic = if topic == topics::CHAT_EVENTS { current_topic.clone() } else { topic };
-                (r.get("id"), topic, r.get("key"), r.get("payload"), r.get("request_id"))
+                Pending {
+                    id: r.get("id"),
+                    topic,
+                    key: r.get("key"),
+                    payload: r.get("payload"),
+                    request_id: r.get("request_id"),
+                }
             })
             .collect();
         let refs: Vec<OutRecord<'_>> = records
             .iter()
-            .map(|(_, t, k, p, rid)| OutRecord { topic: t, key: k, payload: p, request_id: rid.as_deref() })
+            .map(|p| OutRecord {
+                topic: &p.topic,
+                key: &p.key,
+                payload: &p.payload,
+                request_id: p.request_id.as_deref(),
+            })
             .collect();
         let (acked, err) = self.producer.send_all(&refs).await;
         if acked > 0 {
             // Delete exactly what was published, never a range: ids are taken at insert but
             // transactions commit in any order, so a lower id may become visible after we read.
-            let ids: Vec<i64> = records[..acked].iter().map(|r| r.0).collect();
+            let ids: Vec<i64> = records[..acked].iter().map(|r| r.id).collect();
             sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&ids).execute(&self.pool).await?;
             self.metrics.published.inc_by(acked as u64);
         }
