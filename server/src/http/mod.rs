@@ -2,8 +2,10 @@
 
 mod error;
 mod health;
+mod page;
 mod server;
 
 pub use error::AppError;
 pub use health::{Check, Health};
+pub use page::{Page, PageQuery};
 pub use server::{ops_routes, serve, track_metrics, OpsState};

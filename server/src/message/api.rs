@@ -9,14 +9,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::domain::{NewMessage, MAX_BODY_BYTES};
 use super::store::{self, InsertOutcome};
-use crate::http::AppError;
+use crate::http::{AppError, Page, PageQuery};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -97,30 +96,12 @@ async fn get_message(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct PageQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn conversation_messages(
     State(s): State<ApiState>,
     Path(conversation_id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, AppError> {
-    let limit = match q.limit.as_deref() {
-        None => 50,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if (1..=500).contains(&n) => n,
-            _ => return Err(AppError::bad_request("limit must be an integer from 1 to 500", Some("limit"))),
-        },
-    };
-    let after = match q.cursor.as_deref() {
-        None | Some("") => 0,
-        Some(raw) => raw
-            .parse::<i64>()
-            .map_err(|_| AppError::bad_request("cursor must be a value returned as nextCursor", Some("cursor")))?,
-    };
+    let Page { limit, after } = Page::parse(&q)?;
     let page = store::conversation_page(&s.pool, &conversation_id, after, limit).await?;
     let next = if page.len() as i64 == limit { page.last().map(|m| m.seq.to_string()) } else { None };
     Ok(Json(json!({

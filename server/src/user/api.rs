@@ -17,7 +17,7 @@ use super::cache::{identity_key, user_key, Cache};
 use super::domain::{self, NewIdentity, NewUser};
 use super::store::{self, UserView, WriteError};
 use crate::channel::Channel;
-use crate::http::AppError;
+use crate::http::{AppError, Page, PageQuery};
 
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -76,26 +76,8 @@ async fn create_user(State(s): State<ApiState>, b: Result<Bytes, BytesRejection>
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct PageQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn list_users(State(s): State<ApiState>, Query(q): Query<PageQuery>) -> Result<Response, AppError> {
-    let limit = match q.limit.as_deref() {
-        None => 50,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if (1..=500).contains(&n) => n,
-            _ => return Err(AppError::bad_request("limit must be an integer from 1 to 500", Some("limit"))),
-        },
-    };
-    let after = match q.cursor.as_deref() {
-        None | Some("") => 0,
-        Some(raw) => raw
-            .parse::<i64>()
-            .map_err(|_| AppError::bad_request("cursor must be a value returned as nextCursor", Some("cursor")))?,
-    };
+    let Page { limit, after } = Page::parse(&q)?;
     let users = store::page(&s.pool, after, limit).await?;
     let next = if users.len() as i64 == limit { users.last().map(|u| u.seq.to_string()) } else { None };
     Ok(Json(json!({"users": users, "nextCursor": next})).into_response())
