@@ -14,6 +14,13 @@ CTL=$PWD/target/debug/chat4allctl
 
 "$CTL" down >/dev/null 2>&1 || true
 rm -rf "$CHAT4ALL_HOME"
+# A fresh database too: the broker's data went with the data directory, and a database left by
+# an earlier run would point the relay at a topic generation the new broker does not have.
+db_name=${DATABASE_URL##*/}
+db_name=${db_name%%\?*}
+psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$db_name\" WITH (FORCE)"
+# And its own Redis database emptied (rebalance timeline and assignment reports of earlier runs).
+redis-cli -u "$REDIS_URL" FLUSHDB >/dev/null
 trap '"$CTL" down >/dev/null 2>&1 || true' EXIT
 
 echo "== unit tests"
