@@ -5,7 +5,7 @@ mod provider;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -53,13 +53,7 @@ pub async fn run(common: Common, args: ConnectorArgs, shutdown: Shutdown) -> any
         producer: producer.clone(),
         deliveries,
     };
-    let ops = OpsState {
-        service: common.service.clone(),
-        instance: common.instance.clone(),
-        started: Instant::now(),
-        registry: Arc::new(registry),
-        health: Health::default().postgres(pool).kafka(producer.clone()),
-    };
+    let ops = OpsState::new(&common, registry, Health::default().postgres(pool).kafka(producer.clone()));
     let app = Router::new()
         .route(DELIVERIES_PATH, post(deliver))
         .with_state(state)

@@ -5,7 +5,6 @@ pub mod blob;
 pub mod meta;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 
@@ -21,13 +20,7 @@ pub async fn run(common: Common, args: FileArgs, shutdown: Shutdown) -> anyhow::
     tracing::info!(dir = %args.data_dir.display(), max_bytes = args.max_bytes, "file store ready");
     let mut registry = crate::metrics::registry(&common);
     let http_metrics = HttpMetrics::register(&mut registry);
-    let ops = OpsState {
-        service: common.service.clone(),
-        instance: common.instance.clone(),
-        started: Instant::now(),
-        registry: Arc::new(registry),
-        health: Health::default().postgres(pool.clone()),
-    };
+    let ops = OpsState::new(&common, registry, Health::default().postgres(pool.clone()));
     let allowed: Vec<String> =
         args.allowed_types.iter().map(|t| api::media_type(t)).filter(|t| !t.is_empty()).collect();
     let state =

@@ -8,7 +8,7 @@ pub mod rate_limit;
 pub mod request_id;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::routing::any;
 use axum::Router;
@@ -60,13 +60,7 @@ pub async fn run(common: Common, args: GatewayArgs, shutdown: Shutdown) -> anyho
         limiter: Arc::new(rate_limit::RateLimiter::default()),
         default_limit: rate_limit::Limit { rate_per_second: args.rate_per_second, burst: args.burst },
     };
-    let ops = OpsState {
-        service: common.service.clone(),
-        instance: common.instance.clone(),
-        started: Instant::now(),
-        registry: Arc::new(registry),
-        health: Health::default().postgres(pool),
-    };
+    let ops = OpsState::new(&common, registry, Health::default().postgres(pool));
     let app = app(proxy, auth)
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics))

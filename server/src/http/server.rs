@@ -26,6 +26,19 @@ pub struct OpsState {
     pub health: Health,
 }
 
+impl OpsState {
+    /// The ops endpoints' state of a service starting now.
+    pub fn new(common: &crate::config::Common, registry: Registry, health: Health) -> Self {
+        Self {
+            service: common.service.clone(),
+            instance: common.instance.clone(),
+            started: Instant::now(),
+            registry: Arc::new(registry),
+            health,
+        }
+    }
+}
+
 /// `/health` (readiness with dependency checks), `/health/live` and `/metrics`.
 pub fn ops_routes(state: OpsState) -> Router {
     Router::new()

@@ -7,7 +7,6 @@ pub mod status;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -76,13 +75,7 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     let status_task = tokio::spawn(status::run(consumer, pool.clone(), status_metrics, shutdown.clone()));
 
     let health = Health::default().postgres(pool.clone()).kafka(producer.clone());
-    let ops = OpsState {
-        service: common.service.clone(),
-        instance: common.instance.clone(),
-        started: Instant::now(),
-        registry: Arc::new(registry),
-        health,
-    };
+    let ops = OpsState::new(&common, registry, health);
     let app = api::routes(api::ApiState { pool, relay_wakeup: wakeup })
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));

@@ -6,8 +6,7 @@ mod metrics;
 mod process;
 mod store;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::{topics, Common, RouterArgs};
 use crate::events::{RebalanceEvent, RebalanceKind};
@@ -43,13 +42,7 @@ pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow
     )?;
     let reporter = tokio::spawn(crate::ops::run_reporter(common.redis_url.clone(), rebalances, kafka_metrics));
 
-    let ops = OpsState {
-        service: common.service.clone(),
-        instance: common.instance.clone(),
-        started: Instant::now(),
-        registry: Arc::new(registry),
-        health: Health::default().postgres(pool.clone()).kafka(producer.clone()),
-    };
+    let ops = OpsState::new(&common, registry, Health::default().postgres(pool.clone()).kafka(producer.clone()));
     let app = http::ops_routes(ops).layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
     let server = tokio::spawn(http::serve(common.listen, app, shutdown.clone()));
 

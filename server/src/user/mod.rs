@@ -7,7 +7,7 @@ pub mod resolve;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::{Common, UserArgs};
 use crate::http::{self, Health, OpsState};
@@ -20,13 +20,7 @@ pub async fn run(common: Common, args: UserArgs, shutdown: Shutdown) -> anyhow::
         Arc::new(cache::Cache::new(&common.redis_url, args.cache_ttl_s, Duration::from_millis(args.cache_timeout_ms)));
     let mut registry = crate::metrics::registry(&common);
     let http_metrics = HttpMetrics::register(&mut registry);
-    let ops = OpsState {
-        service: common.service.clone(),
-        instance: common.instance.clone(),
-        started: Instant::now(),
-        registry: Arc::new(registry),
-        health: Health::default().postgres(pool.clone()),
-    };
+    let ops = OpsState::new(&common, registry, Health::default().postgres(pool.clone()));
     let app = api::routes(api::ApiState { pool, cache })
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics))
