@@ -60,13 +60,7 @@ pub async fn run(bootstrap: String, redis_url: String, interval: Duration, timeo
     loop {
         tick.tick().await;
         let started = std::time::Instant::now();
-        let obs = reader.observer();
-        let topics = tokio::task::spawn_blocking(move || obs.topics()).await;
-        let result = match topics {
-            Ok(Ok(topics)) => reader.all().await.map(|g| (g, topics)),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(e.into()),
-        };
+        let result = reader.all_with_topics().await;
         let took = started.elapsed();
         let horizon = Utc::now().timestamp_millis() - reader.history.rules().window.as_millis() as i64;
         reader.history.prune(horizon);

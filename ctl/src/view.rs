@@ -28,6 +28,21 @@ pub struct PartitionView {
     pub lag_seconds: Option<f64>,
 }
 
+impl PartitionView {
+    /// TOPIC, PARTITION, CURRENT-OFFSET, LOG-END-OFFSET, LAG as `kafka-consumer-groups` prints
+    /// them (`-` where nothing is committed): the columns every partition table starts with.
+    pub fn offset_cells(&self) -> [String; 5] {
+        let o = &self.offsets;
+        [
+            o.topic.clone(),
+            o.partition.to_string(),
+            crate::output::or_dash(o.committed),
+            o.log_end.to_string(),
+            crate::output::or_dash(o.lag),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupView {
@@ -76,22 +91,27 @@ impl GroupReader {
 
     /// Every group on the broker, described.
     pub async fn all(&mut self) -> anyhow::Result<Vec<GroupView>> {
+        Ok(self.all_with_topics().await?.0)
+    }
+
+    /// Every group, and the topics (name, partitions) read on the way.
+    pub async fn all_with_topics(&mut self) -> anyhow::Result<(Vec<GroupView>, Vec<(String, i32)>)> {
         let obs = self.observer.clone();
-        let raw = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let (raw, topics) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let topics = obs.topics()?;
             let mut out = Vec::new();
             for g in obs.groups()? {
                 let offsets = obs.offsets_of_group(&g.group, &topics)?;
                 out.push((g, offsets));
             }
-            Ok(out)
+            Ok((out, topics))
         })
         .await??;
         let mut views = Vec::new();
         for (info, offsets) in raw {
             views.push(self.build(info, offsets).await);
         }
-        Ok(views)
+        Ok((views, topics))
     }
 
     /// One group; a usage error (exit 2) when the broker does not know it.

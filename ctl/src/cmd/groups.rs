@@ -7,7 +7,7 @@ use super::Cli;
 use chat4all_ctl::control::SupervisorFile;
 use chat4all_ctl::kafka::Observer;
 use chat4all_ctl::lag::{LagHistory, Rules};
-use chat4all_ctl::output::{self, Format, Table};
+use chat4all_ctl::output::{self, or_dash, Format, Table};
 use chat4all_ctl::ownership;
 use chat4all_ctl::runtime::client::ProcessRuntime;
 use chat4all_ctl::timeline::attribute;
@@ -136,10 +136,6 @@ impl Render for DescribeView {
     }
 }
 
-fn dash(v: Option<String>) -> String {
-    v.unwrap_or_else(|| "-".into())
-}
-
 /// `kafka-consumer-groups --describe` columns, then the owner and the lag status.
 pub(crate) fn describe_table(desc: &GroupView) -> String {
     let mut t = Table::new(&[
@@ -156,19 +152,16 @@ pub(crate) fn describe_table(desc: &GroupView) -> String {
         "STATUS",
     ]);
     for p in &desc.partitions {
-        t.row(vec![
-            p.group.clone(),
-            p.offsets.topic.clone(),
-            p.offsets.partition.to_string(),
-            dash(p.offsets.committed.map(|c| c.to_string())),
-            p.offsets.log_end.to_string(),
-            dash(p.offsets.lag.map(|l| l.to_string())),
-            dash(p.consumer_id.clone()),
-            dash(p.host.clone()),
-            dash(p.client_id.clone()),
-            dash(p.owner.as_ref().map(|o| o.instance.clone())),
+        let mut row = vec![p.group.clone()];
+        row.extend(p.offset_cells());
+        row.extend([
+            or_dash(p.consumer_id.as_ref()),
+            or_dash(p.host.as_ref()),
+            or_dash(p.client_id.as_ref()),
+            or_dash(p.owner.as_ref().map(|o| &o.instance)),
             p.status.to_string(),
         ]);
+        t.row(row);
     }
     for s in &desc.standby {
         let mut row = vec![desc.group.clone()];

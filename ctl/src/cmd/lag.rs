@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::watch::{self, Render};
 use super::Cli;
-use chat4all_ctl::output::{self, parse_duration, Format, Table};
+use chat4all_ctl::output::{self, or_dash, parse_duration, Format, Table};
 use chat4all_ctl::view::{GroupReader, GroupView};
 
 #[derive(Debug, Args)]
@@ -23,7 +23,7 @@ pub struct LagArgs {
 pub async fn lag(cli: &Cli, args: &LagArgs) -> anyhow::Result<()> {
     let reader = super::groups::reader(cli).await?;
     let mut v = LagView { reader, groups: args.groups.clone() };
-    if !cli.watch && !args.sample_for.is_zero() && v.thin_history() {
+    if !cli.watch && !args.sample_for.is_zero() && v.reader.history.is_thin() {
         // Prime the history: samples a second apart over `sample_for`.
         let end = tokio::time::Instant::now() + args.sample_for;
         loop {
@@ -50,11 +50,6 @@ struct LagReport {
 }
 
 impl LagView {
-    /// Whether the history holds fewer than two samples of any partition it knows (or none).
-    fn thin_history(&self) -> bool {
-        self.reader.history.is_thin()
-    }
-
     async fn collect(&mut self) -> anyhow::Result<Vec<GroupView>> {
         if self.groups.is_empty() {
             return self.reader.all().await;
@@ -89,20 +84,16 @@ fn table(groups: &[GroupView]) -> String {
         "STATUS",
         "OWNER",
     ]);
-    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for g in groups {
         for p in &g.partitions {
-            t.row(vec![
-                g.group.clone(),
-                p.offsets.topic.clone(),
-                p.offsets.partition.to_string(),
-                dash(p.offsets.committed.map(|c| c.to_string())),
-                p.offsets.log_end.to_string(),
-                dash(p.offsets.lag.map(|l| l.to_string())),
-                dash(p.lag_seconds.map(|s| format!("{s:.1}"))),
+            let mut row = vec![g.group.clone()];
+            row.extend(p.offset_cells());
+            row.extend([
+                or_dash(p.lag_seconds.map(|s| format!("{s:.1}"))),
                 p.status.to_string(),
-                dash(p.owner.as_ref().map(|o| o.instance.clone())),
+                or_dash(p.owner.as_ref().map(|o| &o.instance)),
             ]);
+            t.row(row);
         }
     }
     let mut out = String::new();
