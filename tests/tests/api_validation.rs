@@ -122,6 +122,10 @@ async fn invalid_bodies_are_refused_naming_the_field_and_nothing_is_written() ->
         bad("content.text over 10000 multi-byte characters", Some("content.text"), |v| {
             v["content"]["text"] = json!("é".repeat(10_001))
         }),
+        bad("NUL character in content.text", Some("content.text"), |v| v["content"]["text"] = json!("a\u{0}b")),
+        bad("NUL character in a recipient's userId", Some("recipients[0].userId"), |v| {
+            v["recipients"][0]["userId"] = json!("u\u{0}")
+        }),
         bad("missing recipients", Some("recipients"), |v| remove(v, "recipients")),
         bad("recipients not an array", Some("recipients"), |v| v["recipients"] = json!({"userId": "a"})),
         bad("no recipients", Some("recipients"), |v| v["recipients"] = json!([])),

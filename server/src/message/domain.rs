@@ -67,9 +67,16 @@ fn id_field(v: Option<&Value>, field: &str) -> Result<String, Invalid> {
         Some(Value::String(s)) if s.chars().count() > MAX_ID_CHARS => {
             Err(Invalid::at(field, format!("{field} must be at most {MAX_ID_CHARS} characters")))
         }
+        Some(Value::String(s)) if s.contains('\0') => Err(nul_in(field)),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(Invalid::at(field, format!("{field} must be a string"))),
     }
+}
+
+/// PostgreSQL's text and jsonb cannot hold U+0000: refused here, or the insert would fail as an
+/// internal error.
+fn nul_in(field: &str) -> Invalid {
+    Invalid::at(field, format!("{field} must not contain the NUL character (\\u0000)"))
 }
 
 fn channel_field(v: Option<&Value>, field: &str) -> Result<Channel, Invalid> {
@@ -107,6 +114,7 @@ fn content_field(v: Option<&Value>) -> Result<Content, Invalid> {
                 format!("content.text must be at most {MAX_TEXT_CHARS} characters"),
             ))
         }
+        Some(Value::String(s)) if s.contains('\0') => return Err(nul_in("content.text")),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(Invalid::at("content.text", "content.text must be a string")),
     };
@@ -233,6 +241,19 @@ mod tests {
         let mut v = valid();
         v["content"]["text"] = json!("x".repeat(MAX_TEXT_CHARS + 1));
         assert_eq!(field_of(v), Some("content.text".into()));
+    }
+
+    #[test]
+    fn refuses_nul_characters_postgres_cannot_store() {
+        let mut v = valid();
+        v["content"]["text"] = json!("a\u{0}b");
+        assert_eq!(field_of(v), Some("content.text".into()));
+        let mut v = valid();
+        v["conversationId"] = json!("c\u{0}");
+        assert_eq!(field_of(v), Some("conversationId".into()));
+        let mut v = valid();
+        v["recipients"][0]["userId"] = json!("\u{0}u");
+        assert_eq!(field_of(v), Some("recipients[0].userId".into()));
     }
 
     #[test]
