@@ -5,7 +5,7 @@ mod consumer;
 mod producer;
 
 pub use admin::{ensure_topics, TopicSpec};
-pub use consumer::{BatchConsumer, ConsumerSpec};
+pub use consumer::{BatchConsumer, ConsumerSpec, DEFAULT_FETCH_WAIT_MS};
 pub use producer::{OutRecord, Producer, REQUEST_ID_HEADER};
 
 use rdkafka::ClientConfig;

@@ -14,12 +14,15 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::domain::{NewMessage, MAX_BODY_BYTES};
-use super::store::{self, InsertOutcome};
+use super::store::{self, InsertOutcome, NewRow};
+use super::writer::{WriteError, Writer};
 use crate::http::{AppError, Page, PageQuery};
 
 #[derive(Clone)]
 pub struct ApiState {
     pub pool: sqlx::PgPool,
+    /// Group commit of accepted messages.
+    pub writer: Writer,
     /// Wakes the outbox relay as soon as a message is committed.
     pub relay_wakeup: Arc<Notify>,
 }
@@ -63,7 +66,12 @@ async fn create_message(
     }
     let id = msg.message_id.unwrap_or_else(Uuid::now_v7);
     let request_id = request_id(&headers);
-    match store::insert(&s.pool, id, &msg, request_id).await? {
+    let outcome = if s.writer.write(NewRow::new(id, &msg, request_id)).await? {
+        InsertOutcome::Created
+    } else {
+        store::existing_outcome(&s.pool, id, &msg).await?
+    };
+    match outcome {
         InsertOutcome::Created => s.relay_wakeup.notify_one(),
         InsertOutcome::Replayed => {}
         InsertOutcome::Conflict => {
@@ -75,6 +83,19 @@ async fn create_message(
         }
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"messageId": id, "status": "PENDING"}))).into_response())
+}
+
+impl From<WriteError> for AppError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Database(e) => e.into(),
+            WriteError::Unavailable(reason) => {
+                tracing::warn!(error = %reason, "database unavailable");
+                AppError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable, try again")
+            }
+            WriteError::Stopped => AppError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down, try again"),
+        }
+    }
 }
 
 /// The caller's `x-request-id` when it is a usable one (1-128 visible ASCII characters, as the

@@ -5,6 +5,7 @@ pub mod domain;
 pub mod outbox;
 pub mod status;
 pub mod store;
+pub mod writer;
 
 use std::sync::Arc;
 
@@ -68,6 +69,7 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
             heartbeat_interval_ms: 3_000,
             assignment_strategy: "cooperative-sticky",
             metadata_refresh_ms: 10_000,
+            fetch_wait_ms: kafka::DEFAULT_FETCH_WAIT_MS,
         },
         rebalance_tx,
     )?;
@@ -76,7 +78,8 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
 
     let health = Health::default().postgres(pool.clone()).kafka(producer.clone());
     let ops = OpsState::new(&common, registry, health);
-    let app = api::routes(api::ApiState { pool, relay_wakeup: wakeup })
+    let writer = writer::Writer::spawn(pool.clone(), 2, args.insert_batch);
+    let app = api::routes(api::ApiState { pool, writer, relay_wakeup: wakeup })
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
     http::serve(common.listen, app, shutdown.clone()).await?;

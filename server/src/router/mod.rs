@@ -37,6 +37,7 @@ pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow
             heartbeat_interval_ms: args.consumer.heartbeat_interval_ms,
             assignment_strategy: &args.consumer.assignment_strategy,
             metadata_refresh_ms: args.consumer.metadata_refresh_ms,
+            fetch_wait_ms: args.consumer.fetch_wait_ms,
         },
         rebalance_tx.clone(),
     )?;
