@@ -126,6 +126,9 @@ pub struct MessageArgs {
     /// Most accepted messages written by one INSERT (group commit; batches form only under load).
     #[arg(long, env = "CHAT4ALL_INSERT_BATCH", default_value_t = 256)]
     pub insert_batch: usize,
+    /// `fetch.wait.max.ms` of the status consumer (the routers' `--fetch-wait-ms` explains it).
+    #[arg(long, env = "CHAT4ALL_FETCH_WAIT_MS", default_value_t = crate::kafka::DEFAULT_FETCH_WAIT_MS)]
+    pub fetch_wait_ms: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,7 +7,7 @@ use chat4all_server::channel::Channel;
 use chat4all_server::events::{Content, Recipient};
 use chat4all_server::message::domain::NewMessage;
 use chat4all_server::message::store::NewRow;
-use chat4all_server::message::writer::{WriteError, Writer};
+use chat4all_server::message::writer::{WriteError, Writer, WriterMetrics};
 use uuid::Uuid;
 
 async fn pool() -> sqlx::PgPool {
@@ -46,7 +46,8 @@ async fn counts(pool: &sqlx::PgPool, id: Uuid) -> (i64, i64, i64) {
 #[tokio::test]
 async fn a_refused_message_fails_alone_and_its_batch_neighbours_are_written() {
     let pool = pool().await;
-    let writer = Writer::spawn(pool.clone(), 1, 16);
+    let metrics = WriterMetrics::register(&mut Default::default());
+    let writer = Writer::spawn(pool.clone(), 1, 16, metrics.clone());
     let (good1, bad, good2) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     // U+0000 is refused by the API's validation; built directly here, PostgreSQL refuses it.
     let (r1, r2, r3) = tokio::join!(
@@ -60,12 +61,13 @@ async fn a_refused_message_fails_alone_and_its_batch_neighbours_are_written() {
     assert_eq!(counts(&pool, good1).await, (1, 2, 1), "message, 2 deliveries, 1 outbox row");
     assert_eq!(counts(&pool, good2).await, (1, 2, 1));
     assert_eq!(counts(&pool, bad).await, (0, 0, 0), "nothing half-written");
+    assert_eq!(metrics.fallbacks.get(), 1, "one batch of three, refused, then written one by one");
 }
 
 #[tokio::test]
 async fn the_same_id_twice_in_one_batch_is_written_once() {
     let pool = pool().await;
-    let writer = Writer::spawn(pool.clone(), 1, 16);
+    let writer = Writer::spawn(pool.clone(), 1, 16, WriterMetrics::register(&mut Default::default()));
     let id = Uuid::now_v7();
     let msg = message("twice");
     let (a, b) = tokio::join!(writer.write(NewRow::new(id, &msg, None)), writer.write(NewRow::new(id, &msg, None)));

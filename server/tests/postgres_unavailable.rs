@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat4all_server::message::api::{routes, ApiState};
-use chat4all_server::message::writer::Writer;
+use chat4all_server::message::writer::{Writer, WriterMetrics};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -85,7 +85,7 @@ async fn postgres_down_gives_503_and_writes_nothing_then_recovers() {
         .connect(&via_relay)
         .await
         .expect("pool through the relay");
-    let writer = Writer::spawn(pool.clone(), 2, 256);
+    let writer = Writer::spawn(pool.clone(), 2, 256, WriterMetrics::register(&mut Default::default()));
     let app = routes(ApiState { pool, writer, relay_wakeup: Arc::new(Notify::new()) });
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind api");
     let url = format!("http://{}/api/v1/messages", listener.local_addr().expect("addr"));

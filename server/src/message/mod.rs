@@ -46,6 +46,7 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     let http_metrics = HttpMetrics::register(&mut registry);
     let relay_metrics = outbox::RelayMetrics::register(&mut registry);
     let status_metrics = status::StatusMetrics::register(&mut registry);
+    let writer_metrics = writer::WriterMetrics::register(&mut registry);
     let kafka_metrics = KafkaMetrics::register(&mut registry);
 
     let wakeup = Arc::new(Notify::new());
@@ -69,7 +70,7 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
             heartbeat_interval_ms: 3_000,
             assignment_strategy: "cooperative-sticky",
             metadata_refresh_ms: 10_000,
-            fetch_wait_ms: kafka::DEFAULT_FETCH_WAIT_MS,
+            fetch_wait_ms: args.fetch_wait_ms,
         },
         rebalance_tx,
     )?;
@@ -78,7 +79,7 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
 
     let health = Health::default().postgres(pool.clone()).kafka(producer.clone());
     let ops = OpsState::new(&common, registry, health);
-    let writer = writer::Writer::spawn(pool.clone(), 2, args.insert_batch);
+    let writer = writer::Writer::spawn(pool.clone(), 2, args.insert_batch, writer_metrics);
     let app = api::routes(api::ApiState { pool, writer, relay_wakeup: wakeup })
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));

@@ -13,6 +13,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
@@ -32,6 +35,32 @@ pub enum WriteError {
     Stopped,
 }
 
+/// What an operator needs to see the group commit working (batch sizes grow with load) and a
+/// refused batch falling back to one-by-one writes.
+#[derive(Clone)]
+pub struct WriterMetrics {
+    pub batch_messages: Histogram,
+    pub fallbacks: Counter,
+}
+
+impl WriterMetrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m =
+            Self { batch_messages: Histogram::new(exponential_buckets(1.0, 2.0, 10)), fallbacks: Counter::default() };
+        reg.register(
+            "chat4all_message_insert_batch_messages",
+            "Accepted messages written per INSERT (group commit)",
+            m.batch_messages.clone(),
+        );
+        reg.register(
+            "chat4all_message_insert_fallbacks",
+            "Batches PostgreSQL refused, then written one message at a time",
+            m.fallbacks.clone(),
+        );
+        m
+    }
+}
+
 struct Job {
     row: NewRow,
     /// `Ok(true)`: inserted; `Ok(false)`: the id existed already.
@@ -49,11 +78,11 @@ const QUEUE: usize = 8192;
 
 impl Writer {
     /// Starts `writers` tasks (two let one batch be built and sent while the other commits).
-    pub fn spawn(pool: PgPool, writers: usize, max_batch: usize) -> Self {
+    pub fn spawn(pool: PgPool, writers: usize, max_batch: usize, metrics: WriterMetrics) -> Self {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers.max(1) {
-            tokio::spawn(run(pool.clone(), rx.clone(), max_batch.max(1)));
+            tokio::spawn(run(pool.clone(), rx.clone(), max_batch.max(1), metrics.clone()));
         }
         Self { jobs }
     }
@@ -66,7 +95,7 @@ impl Writer {
     }
 }
 
-async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize) {
+async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize, metrics: WriterMetrics) {
     let mut held = Vec::new();
     loop {
         let batch = {
@@ -76,7 +105,8 @@ async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize
                 None => return,
             }
         };
-        write_batch(&pool, batch).await;
+        metrics.batch_messages.observe(batch.len() as f64);
+        write_batch(&pool, batch, &metrics).await;
     }
 }
 
@@ -112,7 +142,7 @@ async fn next_batch(rx: &mut mpsc::Receiver<Job>, held: &mut Vec<Job>, max: usiz
     Some(batch)
 }
 
-async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
+async fn write_batch(pool: &PgPool, batch: Vec<Job>, metrics: &WriterMetrics) {
     let rows: Vec<&NewRow> = batch.iter().map(|j| &j.row).collect();
     match store::insert_rows(pool, &rows).await {
         Ok(inserted) => {
@@ -132,6 +162,7 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
             let _ = job.reply.send(Err(WriteError::Database(e)));
         }
         Err(e) => {
+            metrics.fallbacks.inc();
             tracing::warn!(error = %e, messages = batch.len(), "batch insert failed; writing its messages one by one");
             for job in batch {
                 let result = store::insert_rows(pool, &[&job.row])
