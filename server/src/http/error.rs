@@ -38,11 +38,18 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// PostgreSQL could not be reached: a 503 the client may retry; the cause is logged here.
+    pub fn database_unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "database unavailable");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable, try again")
+    }
+}
+
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         if crate::db::is_unavailable(&e) {
-            tracing::warn!(error = %e, "database unavailable");
-            Self::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable, try again")
+            Self::database_unavailable(e)
         } else {
             Self::internal(e)
         }

@@ -89,10 +89,7 @@ impl From<WriteError> for AppError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Database(e) => e.into(),
-            WriteError::Unavailable(reason) => {
-                tracing::warn!(error = %reason, "database unavailable");
-                AppError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable, try again")
-            }
+            WriteError::Unavailable(reason) => AppError::database_unavailable(reason),
             WriteError::Stopped => AppError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down, try again"),
         }
     }
