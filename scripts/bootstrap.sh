@@ -2,14 +2,17 @@
 # Makes this machine ready to run chat4all, idempotently (a second run does nothing):
 #   - PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379: started if installed, installed
 #     from Debian's packages if not (skipped when DATABASE_URL / REDIS_URL point elsewhere);
-#   - the Kafka-protocol broker nisshi 0.7.0-pre.2, built once into ~/.cache/chat4all/tools
-#     (about 12 minutes on 2 cores; skipped when KAFKA_BOOTSTRAP points at an existing Kafka);
+#   - a Java 17+ runtime and Maven (Debian's packages) where they are missing, then Apache Kafka
+#     (broker and tools) from Maven Central into ~/.cache/chat4all/tools/kafka-<version>/libs,
+#     once (about 10 s; scripts/kafka/pom.xml names the artifacts). Installed even when
+#     KAFKA_BOOTSTRAP points at an existing Kafka: the tests run Kafka's own tools from it;
 #   - tmux, for the dashboard's end-to-end test;
 #   - the workspace binaries (cargo build --workspace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-NISSHI_VERSION=0.7.0-pre.2
+# Keep in step with ctl/src/broker.rs (KAFKA_VERSION) and scripts/kafka/pom.xml.
+KAFKA_VERSION=4.1.1
 TOOLS=${CHAT4ALL_TOOLS:-$HOME/.cache/chat4all/tools}
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -59,14 +62,39 @@ ensure_redis() {
   wait_port 6379
 }
 
-ensure_broker() {
-  if [ -n "${KAFKA_BOOTSTRAP:-}" ]; then return 0; fi
-  if [ -x "$TOOLS/bin/nisshi" ] && "$TOOLS/bin/nisshi" --version 2>/dev/null | grep -q "$NISSHI_VERSION"; then
-    return 0
+java_major() {
+  java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1
+}
+
+ensure_java() {
+  local major
+  major=$(command -v java >/dev/null && java_major || echo 0)
+  if [ "${major:-0}" -lt 17 ]; then
+    apt_install openjdk-17-jre-headless
   fi
-  command -v cc >/dev/null || apt_install build-essential
-  say "building nisshi $NISSHI_VERSION into $TOOLS (about 12 minutes, once)"
-  cargo install "nisshi@$NISSHI_VERSION" --locked --features dynostore,libsql,postgres --root "$TOOLS" --quiet
+  command -v mvn >/dev/null || apt_install maven
+}
+
+ensure_kafka() {
+  local dir="$TOOLS/kafka-$KAFKA_VERSION"
+  [ -f "$dir/installed" ] && return 0
+  ensure_java
+  say "installing Apache Kafka $KAFKA_VERSION from Maven Central into $dir/libs (once)"
+  rm -rf "$dir.partial"
+  local log
+  log=$(mktemp)
+  if ! mvn -B -q -Dstyle.color=never -f scripts/kafka/pom.xml -Dkafka.version="$KAFKA_VERSION" \
+    org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$dir.partial/libs" >"$log" 2>&1; then
+    cat "$log" >&2
+    say "fetching Apache Kafka from Maven Central failed"
+    return 1
+  fi
+  rm -f "$log"
+  ls "$dir.partial/libs/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null
+  echo "$KAFKA_VERSION" >"$dir.partial/installed"
+  rm -rf "$dir"
+  mv "$dir.partial" "$dir"
 }
 
 ensure_promtool() {
@@ -82,7 +110,7 @@ ensure_tmux() {
 
 ensure_postgres
 ensure_redis
-ensure_broker
+ensure_kafka
 ensure_promtool
 ensure_tmux
 say "building the workspace"

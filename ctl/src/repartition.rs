@@ -1,15 +1,15 @@
 //! `repartition TOPIC --partitions N`: more partitions without breaking per-conversation order.
 //!
 //! The outbox relay is paused (the API keeps accepting; messages wait in the outbox), the router
-//! group drains the current topic to lag 0, the partitions change, the relay resumes. The change
-//! is CreatePartitions where the broker supports it (ApiVersions says), otherwise a new topic
-//! generation (`chat-events.g2`, `.g3`, ...) that the relay switches to and the routers follow by
-//! pattern subscription. Either way, no message of a conversation is routed before an older one.
+//! group drains the topic to lag 0, partitions are added in place (CreatePartitions), the relay
+//! resumes (and re-reads the partition count before it publishes). A conversation's key may map
+//! to a new partition afterwards, but only once every older event of it has been routed, so no
+//! message of a conversation is routed before an older one.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use serde::Serialize;
@@ -17,7 +17,6 @@ use sqlx::PgPool;
 
 use crate::error::{usage, ConditionNotMet};
 use crate::kafka::Observer;
-use crate::wire;
 
 /// The logical topic our relay publishes to, and the group that consumes it.
 pub const CHAT_EVENTS: &str = "chat-events";
@@ -29,15 +28,6 @@ pub struct Target {
     pub bootstrap: String,
     pub database_url: String,
     pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// The broker adds partitions to the topic in place.
-    CreatePartitions,
-    /// A new topic with more partitions; the relay switches to it.
-    NewGeneration,
 }
 
 /// How many conversation keys land on another partition after the change.
@@ -54,15 +44,9 @@ pub struct KeyMoves {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
-    /// What the operator named (`chat-events`).
     pub topic: String,
-    /// The topic the relay publishes to now (`chat-events` or a generation).
-    pub current_topic: String,
     pub from: i32,
     pub to: i32,
-    pub method: Method,
-    /// The topic that will hold `to` partitions.
-    pub target_topic: String,
     pub key_moves: KeyMoves,
 }
 
@@ -78,45 +62,42 @@ pub struct Outcome {
     pub backlog_at_resume: i64,
 }
 
+/// The action log's line for a repartition (the timeline names it as the cause of the
+/// rebalances that follow).
+pub fn action_detail(plan: &Plan, outcome: &anyhow::Result<Outcome>) -> String {
+    match outcome {
+        Ok(o) => format!("{} -> {} partitions, relay paused {} ms", plan.from, plan.to, o.paused_ms),
+        Err(e) => format!("failed: {e:#}"),
+    }
+}
+
 /// Validates the request and computes the plan; a usage error (exit 2) for bad input.
 pub async fn plan(target: &Target, topic: &str, partitions: i32) -> anyhow::Result<Plan> {
     if partitions < 1 {
         return Err(usage(format!("--partitions must be at least 1, got {partitions}")));
     }
-    let pool = connect(&target.database_url).await?;
-    let current_topic = if topic == CHAT_EVENTS {
-        current_generation(&pool).await?
-    } else {
+    if topic != CHAT_EVENTS {
         return Err(usage(format!(
             "unknown topic {topic:?}: chat4allctl repartitions {CHAT_EVENTS} (the topic the platform routes); \
              other topics are not drained by the platform"
         )));
-    };
+    }
+    let pool = connect(&target.database_url).await?;
     let (bootstrap, timeout) = (target.bootstrap.clone(), target.timeout);
-    let cur = current_topic.clone();
+    let cur = topic.to_string();
     let from = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<i32>> {
         let obs = Observer::new(&bootstrap, timeout)?;
         Ok(obs.topics()?.into_iter().find(|(t, _)| *t == cur).map(|(_, n)| n))
     })
     .await??
-    .ok_or_else(|| {
-        usage(format!("topic {current_topic:?} does not exist on the broker yet (start the stack first)"))
-    })?;
+    .ok_or_else(|| usage(format!("topic {topic:?} does not exist on the broker yet (start the stack first)")))?;
     if partitions <= from {
         return Err(usage(format!(
             "{topic} has {from} partitions; repartition only increases (asked for {partitions})"
         )));
     }
-    let supports = wire::supports(&first_broker(&target.bootstrap), wire::api::CREATE_PARTITIONS, target.timeout)
-        .await
-        .map_err(|e| usage(format!("broker unreachable: {e}")))?;
-    let (method, target_topic) = if supports {
-        (Method::CreatePartitions, current_topic.clone())
-    } else {
-        (Method::NewGeneration, next_generation(&current_topic))
-    };
     let key_moves = key_moves(&pool, from, partitions).await?;
-    Ok(Plan { topic: topic.to_string(), current_topic, from, to: partitions, method, target_topic, key_moves })
+    Ok(Plan { topic: topic.to_string(), from, to: partitions, key_moves })
 }
 
 /// Carries out `plan`; `progress` receives one line per step. On failure after the pause the
@@ -131,7 +112,7 @@ pub async fn execute(
     let started = Instant::now();
     set_paused(&pool, true).await?;
     progress("outbox relay paused; the API keeps accepting");
-    let result = drain_and_change(target, plan, &pool, drain_timeout, progress).await;
+    let result = drain_and_change(target, plan, drain_timeout, progress).await;
     let resumed = resume(&pool, &target.database_url).await;
     let paused_ms = started.elapsed().as_millis() as u64;
     resumed.context(
@@ -147,16 +128,15 @@ pub async fn execute(
 async fn drain_and_change(
     target: &Target,
     plan: &Plan,
-    pool: &PgPool,
     drain_timeout: Duration,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> anyhow::Result<u64> {
     let started = Instant::now();
     // A publish round that read the outbox before the pause may still be in flight: the drain
     // below only counts once the log end has stopped moving as well.
-    wait_drained(target, &plan.current_topic, drain_timeout, progress).await?;
+    wait_drained(target, &plan.topic, drain_timeout, progress).await?;
     let drain_ms = started.elapsed().as_millis() as u64;
-    progress(&format!("{ROUTER_GROUP} drained {} to lag 0 in {drain_ms} ms", plan.current_topic));
+    progress(&format!("{ROUTER_GROUP} drained {} to lag 0 in {drain_ms} ms", plan.topic));
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &target.bootstrap)
         .set("client.id", "chat4allctl")
@@ -164,35 +144,12 @@ async fn drain_and_change(
         .create()
         .context("creating Kafka admin client")?;
     let opts = AdminOptions::new().operation_timeout(Some(target.timeout));
-    match plan.method {
-        Method::CreatePartitions => {
-            let np = NewPartitions::new(&plan.current_topic, plan.to as usize);
-            let res = admin.create_partitions([&np], &opts).await.context("CreatePartitions")?;
-            for r in res {
-                r.map_err(|(t, e)| anyhow::anyhow!("adding partitions to {t}: {e}"))?;
-            }
-            progress(&format!("{} now has {} partitions", plan.current_topic, plan.to));
-        }
-        Method::NewGeneration => {
-            let nt = NewTopic::new(&plan.target_topic, plan.to, TopicReplication::Fixed(1));
-            let res = admin.create_topics([&nt], &opts).await.context("CreateTopics")?;
-            for r in res {
-                match r {
-                    Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((t, e)) => anyhow::bail!("creating {t}: {e}"),
-                }
-            }
-            sqlx::query("UPDATE relay_control SET topic = $1, updated_at = now() WHERE id = 1")
-                .bind(&plan.target_topic)
-                .execute(pool)
-                .await
-                .context("switching the relay to the new generation")?;
-            progress(&format!(
-                "created {} with {} partitions; the relay publishes there, routers follow by pattern",
-                plan.target_topic, plan.to
-            ));
-        }
+    let np = NewPartitions::new(&plan.topic, plan.to as usize);
+    let res = admin.create_partitions([&np], &opts).await.context("CreatePartitions")?;
+    for r in res {
+        r.map_err(|(t, e)| anyhow::anyhow!("adding partitions to {t}: {e}"))?;
     }
+    progress(&format!("{} now has {} partitions", plan.topic, plan.to));
     Ok(drain_ms)
 }
 
@@ -251,13 +208,6 @@ async fn connect(url: &str) -> anyhow::Result<PgPool> {
         .map_err(|e| usage(format!("PostgreSQL unreachable at {url}: {e}")))
 }
 
-async fn current_generation(pool: &PgPool) -> anyhow::Result<String> {
-    sqlx::query_scalar("SELECT topic FROM relay_control WHERE id = 1")
-        .fetch_one(pool)
-        .await
-        .context("reading relay_control (has the message-service migrated the database?)")
-}
-
 /// Un-pauses the relay, insisting: a PostgreSQL at its connection limit or restarting must not
 /// leave the platform's relay paused. Retries on the pool, then on fresh connections, for 60 s.
 async fn resume(pool: &PgPool, url: &str) -> anyhow::Result<()> {
@@ -291,18 +241,6 @@ async fn set_paused(pool: &PgPool, paused: bool) -> anyhow::Result<()> {
         .await
         .context("updating relay_control")?;
     Ok(())
-}
-
-/// `chat-events` -> `chat-events.g2`, `chat-events.g2` -> `chat-events.g3`.
-pub fn next_generation(topic: &str) -> String {
-    match topic.rsplit_once(".g").and_then(|(base, n)| n.parse::<u32>().ok().map(|n| (base, n))) {
-        Some((base, n)) => format!("{base}.g{}", n + 1),
-        None => format!("{topic}.g2"),
-    }
-}
-
-fn first_broker(bootstrap: &str) -> String {
-    bootstrap.split(',').next().unwrap_or(bootstrap).trim().to_string()
 }
 
 /// Share of conversation keys whose partition changes from `from` to `to` partitions, over the
@@ -381,12 +319,5 @@ mod tests {
             assert!((0..7).contains(&p));
         }
         assert_eq!(partition_for(b"anything", 1), 0);
-    }
-
-    #[test]
-    fn generations() {
-        assert_eq!(next_generation("chat-events"), "chat-events.g2");
-        assert_eq!(next_generation("chat-events.g2"), "chat-events.g3");
-        assert_eq!(next_generation("chat-events.g10"), "chat-events.g11");
     }
 }

@@ -55,6 +55,12 @@ impl ServiceKind {
         })
     }
 
+    /// Whether its instances are members of a consumer group (the supervisor removes a dead
+    /// one from its group at once; see `failover`).
+    pub fn is_group_member(self) -> bool {
+        matches!(self, ServiceKind::RouterService | ServiceKind::MessageService)
+    }
+
     /// Whether `scale` may run more than one instance of it.
     pub fn scalable(self) -> bool {
         matches!(self, ServiceKind::RouterService)
@@ -73,6 +79,9 @@ impl ServiceKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ports {
     pub kafka: u16,
+    /// The broker's KRaft controller listener.
+    #[serde(default = "default_controller_port")]
+    pub kafka_controller: u16,
     pub message_service: u16,
     pub whatsapp: u16,
     pub telegram: u16,
@@ -87,6 +96,9 @@ pub struct Ports {
     pub file_service: u16,
 }
 
+fn default_controller_port() -> u16 {
+    9093
+}
 fn default_gateway_port() -> u16 {
     8080
 }
@@ -101,6 +113,7 @@ impl Default for Ports {
     fn default() -> Self {
         Self {
             kafka: 9092,
+            kafka_controller: default_controller_port(),
             message_service: 8081,
             whatsapp: 8085,
             telegram: 8086,
@@ -120,6 +133,7 @@ impl Ports {
         let d = Self::default();
         Self {
             kafka: d.kafka + offset,
+            kafka_controller: d.kafka_controller + offset,
             message_service: d.message_service + offset,
             whatsapp: d.whatsapp + offset,
             telegram: d.telegram + offset,
@@ -136,7 +150,9 @@ impl Ports {
 #[derive(Debug, Clone)]
 pub struct StackSpec {
     pub server_bin: PathBuf,
-    pub broker_bin: Option<PathBuf>,
+    /// Kafka's jars (`broker::locate_libs`); None when not installed.
+    pub kafka_libs: Option<PathBuf>,
+    /// The broker node's directory (config, log4j2 config, data).
     pub broker_data: PathBuf,
     pub ports: Ports,
     pub database_url: String,
@@ -146,6 +162,16 @@ pub struct StackSpec {
     pub embedded_broker: bool,
 }
 
+/// How to tell an instance is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// An HTTP GET of this path answers 2xx.
+    Http(&'static str),
+    /// The port answers a Kafka ApiVersions request (a broker accepts TCP connections before it
+    /// serves requests, so a connect proves nothing).
+    Kafka,
+}
+
 /// How to start one instance and how to tell it is up.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -153,10 +179,8 @@ pub struct Launch {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub port: u16,
-    /// Working directory (the broker resolves its SQLite path relative to it).
     pub cwd: Option<PathBuf>,
-    /// HTTP path answering 200 when live; None: a TCP connect is the probe.
-    pub health_path: Option<&'static str>,
+    pub probe: Probe,
 }
 
 impl StackSpec {
@@ -174,29 +198,32 @@ impl StackSpec {
         }
     }
 
+    /// The embedded broker's KRaft node.
+    pub fn broker_node(&self) -> crate::broker::Node {
+        crate::broker::Node {
+            id: 1,
+            port: self.ports.kafka,
+            controller_port: self.ports.kafka_controller,
+            dir: self.broker_data.clone(),
+        }
+    }
+
     pub fn launch(&self, kind: ServiceKind, n: u32) -> anyhow::Result<Launch> {
         let port = self.port_of(kind, n);
         if kind == ServiceKind::Broker {
-            let bin = self.broker_bin.clone().ok_or_else(|| {
-                anyhow::anyhow!("the nisshi broker is not installed: run scripts/bootstrap.sh (or set KAFKA_BOOTSTRAP to an external Kafka)")
+            let libs = self.kafka_libs.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "Apache Kafka {} is not installed: run scripts/bootstrap.sh (or set KAFKA_BOOTSTRAP to an existing Kafka)",
+                    crate::broker::KAFKA_VERSION
+                )
             })?;
-            let url = format!("tcp://127.0.0.1:{port}");
             return Ok(Launch {
-                program: bin,
-                args: vec![
-                    "broker".into(),
-                    "--listener-url".into(),
-                    url.clone(),
-                    "--advertised-listener-url".into(),
-                    url,
-                    "--storage-engine".into(),
-                    // nisshi reads the path after sqlite:// relative to its working directory.
-                    "sqlite://broker.db".into(),
-                ],
-                env: vec![("RUST_LOG".into(), "warn".into())],
+                program: crate::broker::java(),
+                args: self.broker_node().jvm_args(&libs),
+                env: vec![],
                 port,
                 cwd: Some(self.broker_data.clone()),
-                health_path: None,
+                probe: Probe::Kafka,
             });
         }
         let instance = kind.instance_name(n);
@@ -234,7 +261,7 @@ impl StackSpec {
             ],
             port,
             cwd: None,
-            health_path: Some("/health/live"),
+            probe: Probe::Http("/health/live"),
         })
     }
 }

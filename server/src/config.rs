@@ -9,25 +9,14 @@ use crate::channel::Channel;
 
 /// Topic names shared by every service and the control plane.
 pub mod topics {
-    /// Chat events, key = conversation id. Routers subscribe by `CHAT_EVENTS_PATTERN` so a
-    /// repartition that moves to a new topic generation (`chat-events.g2`) is followed.
+    /// Chat events, key = conversation id (a repartition adds partitions to it in place).
     pub const CHAT_EVENTS: &str = "chat-events";
-    pub const CHAT_EVENTS_PATTERN: &str = r"^chat-events(\.g[0-9]+)?$";
     pub const STATUS_UPDATES: &str = "status-updates";
     pub const DEAD_LETTERS: &str = "chat-events-dlq";
     /// Consumer group of the router instances.
     pub const ROUTER_GROUP: &str = "router-service";
     /// Consumer group of the message-service status consumer.
     pub const STATUS_GROUP: &str = "message-service-status";
-
-    /// Generation `n` of the chat-events topic (`1` is the plain name).
-    pub fn chat_events_generation(n: u32) -> String {
-        if n <= 1 {
-            CHAT_EVENTS.to_string()
-        } else {
-            format!("{CHAT_EVENTS}.g{n}")
-        }
-    }
 }
 
 /// Redis keys of the ops channel the control plane reads.
@@ -69,6 +58,11 @@ pub struct CommonArgs {
     pub redis_url: String,
     #[arg(long, env = "KAFKA_BOOTSTRAP", default_value = "127.0.0.1:9092", global = true)]
     pub kafka_bootstrap: String,
+    /// Consumer group protocol of the service's consumers: `consumer` (KIP-848: the broker
+    /// assigns and owns the session timeout) or `classic`. BENCHMARKS.md (failover) has the
+    /// measurements behind the default.
+    #[arg(long, env = "CHAT4ALL_GROUP_PROTOCOL", value_enum, default_value_t = crate::kafka::GroupProtocol::default(), global = true)]
+    pub group_protocol: crate::kafka::GroupProtocol,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,9 +120,6 @@ pub struct MessageArgs {
     /// Most accepted messages written by one INSERT (group commit; batches form only under load).
     #[arg(long, env = "CHAT4ALL_INSERT_BATCH", default_value_t = 256)]
     pub insert_batch: usize,
-    /// `fetch.wait.max.ms` of the status consumer (the routers' `--fetch-wait-ms` explains it).
-    #[arg(long, env = "CHAT4ALL_FETCH_WAIT_MS", default_value_t = crate::kafka::DEFAULT_FETCH_WAIT_MS)]
-    pub fetch_wait_ms: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -160,39 +151,34 @@ impl RouterArgs {
     }
 }
 
-/// Consumer-group settings of the router. The defaults trade a few heartbeats for fast failover
-/// on a crash; see docs/ARCHITECTURE.md and BENCHMARKS.md (fault drill) for the measurements
-/// behind them. Every one is overridable by flag or environment variable.
+/// Consumer-group settings of the router (classic protocol; a KIP-848 member takes its session
+/// and heartbeat from the broker's `group.consumer.*` settings, see `ctl/src/broker.rs`). The
+/// defaults trade a few heartbeats for fast failover; docs/ARCHITECTURE.md and BENCHMARKS.md
+/// (failover) have the measurements behind them. Every one is overridable by flag or env var.
 #[derive(Debug, Clone, Args)]
 pub struct ConsumerTuning {
-    /// How long the coordinator waits for heartbeats before it declares an instance dead. Kafka's
-    /// default (45 s) makes a crash cost ~47 s of stalled partitions; 6 s detects it within one
-    /// drill tick while staying well above GC-free Rust pauses and our 2-core scheduling jitter.
-    /// A crash costs about this plus one rebalance; an operator kill does not wait for it at all
-    /// (the supervisor sends LeaveGroup for the dead member).
-    #[arg(long, env = "CHAT4ALL_SESSION_TIMEOUT_MS", default_value_t = 6000)]
+    /// How long the coordinator waits for heartbeats before it declares a member dead. Kafka's
+    /// default (45 s) makes a frozen or partitioned router cost 45 s of stalled partitions; 3 s
+    /// finds one quickly while staying far above the pauses of a GC-free process (a 60 s run at
+    /// 2,000 msg/s saw no rebalance that nobody caused, BENCHMARKS.md). A crash or an operator
+    /// kill does not wait for it at all: the supervisor removes the dead member at once.
+    #[arg(long, env = "CHAT4ALL_SESSION_TIMEOUT_MS", default_value_t = 3000)]
     pub session_timeout_ms: u32,
     /// A survivor learns that the group is rebalancing only from its next heartbeat answer, so
-    /// this interval adds up to itself to every failover. 1 s (a sixth of the session timeout,
-    /// tighter than Kafka's one-third rule of thumb) lets five heartbeats be lost before the
-    /// session expires and shortened the measured failover by about a second; it costs one tiny
-    /// request per second per member.
-    #[arg(long, env = "CHAT4ALL_HEARTBEAT_MS", default_value_t = 1000)]
+    /// this interval adds up to itself to every failover. 500 ms (a sixth of the session
+    /// timeout) leaves five heartbeats to lose before the session expires, for one tiny request
+    /// per member every half second.
+    #[arg(long, env = "CHAT4ALL_HEARTBEAT_MS", default_value_t = 500)]
     pub heartbeat_interval_ms: u32,
     /// `cooperative-sticky` moves only the partitions that must move: survivors keep consuming
     /// through a rebalance instead of stopping the world (their own partitions are never revoked
-    /// when a member dies). Keep one strategy per group: nisshi refuses members offering another.
+    /// when a member dies). A group has one strategy: Kafka refuses a member offering another.
     #[arg(long, env = "CHAT4ALL_ASSIGNMENT_STRATEGY", default_value = "cooperative-sticky")]
     pub assignment_strategy: String,
-    /// How often new topics matching the subscription pattern are discovered (repartition).
+    /// How often the consumer re-reads topic metadata: partitions added by a repartition are
+    /// assigned within about this long (librdkafka's default is 5 minutes).
     #[arg(long, env = "CHAT4ALL_METADATA_REFRESH_MS", default_value_t = 3000)]
     pub metadata_refresh_ms: u32,
-    /// How long the broker may hold a fetch that finds no new records (`fetch.wait.max.ms`).
-    /// Each empty fetch costs the broker work, so a short wait makes idle consumers expensive:
-    /// on the local broker 50 ms cost a third of a core with the stack idle, 500 ms 7%. Data
-    /// that arrives during the wait is served within about half of it.
-    #[arg(long, env = "CHAT4ALL_FETCH_WAIT_MS", default_value_t = crate::kafka::DEFAULT_FETCH_WAIT_MS)]
-    pub fetch_wait_ms: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -279,6 +265,7 @@ pub struct Common {
     pub database_url: String,
     pub redis_url: String,
     pub kafka_bootstrap: String,
+    pub group_protocol: crate::kafka::GroupProtocol,
 }
 
 impl Common {
@@ -291,6 +278,7 @@ impl Common {
             database_url: args.database_url,
             redis_url: args.redis_url,
             kafka_bootstrap: args.kafka_bootstrap,
+            group_protocol: args.group_protocol,
         }
     }
 }

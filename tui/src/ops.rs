@@ -51,20 +51,14 @@ async fn execute(op: &Op, data: &DataDir, timeout: Duration, tx: &mpsc::Sender<A
                 let _ = progress_tx.try_send(Action::Progress(format!("repartition: {line}")));
             };
             let outcome = repartition::execute(&target, &plan, DRAIN_TIMEOUT, &progress).await;
-            let detail = match &outcome {
-                Ok(o) => format!(
-                    "{} -> {} partitions ({}), relay paused {} ms",
-                    plan.from, plan.to, plan.target_topic, o.paused_ms
-                ),
-                Err(e) => format!("failed: {e:#}"),
-            };
+            let detail = repartition::action_detail(&plan, &outcome);
             // Recorded so the timeline and the charts show it; a failure to record is not the
             // operation's failure.
             let _ = rt.record_action("repartition", &plan.topic, &detail).await;
             let o = outcome?;
             Ok(format!(
-                "repartitioned {}: {} -> {} partitions ({}); relay paused {} ms",
-                plan.topic, plan.from, plan.to, plan.target_topic, o.paused_ms
+                "repartitioned {}: {} -> {} partitions; relay paused {} ms",
+                plan.topic, plan.from, plan.to, o.paused_ms
             ))
         }
     }

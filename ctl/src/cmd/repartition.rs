@@ -6,12 +6,12 @@ use clap::Args;
 
 use super::Cli;
 use chat4all_ctl::output::{self, parse_duration, Format};
-use chat4all_ctl::repartition::{self, Method, Plan, Target};
+use chat4all_ctl::repartition::{self, Plan, Target};
 use chat4all_ctl::runtime::client::ProcessRuntime;
 
 #[derive(Debug, Args)]
 pub struct RepartitionArgs {
-    /// The topic: chat-events (its current generation is looked up).
+    /// The topic: chat-events.
     pub topic: String,
     /// New partition count; must exceed the current one (partitions are never removed).
     #[arg(long, short = 'p', allow_negative_numbers = true)]
@@ -50,13 +50,7 @@ pub async fn repartition(cli: &Cli, args: &RepartitionArgs) -> anyhow::Result<()
     let runtime = ProcessRuntime::connect(&cli.data(), cli.timeout).ok();
     let outcome = repartition::execute(&target, &plan, args.drain_timeout, &progress).await;
     if let Some(rt) = &runtime {
-        let detail = match &outcome {
-            Ok(o) => format!(
-                "{} -> {} partitions ({}), relay paused {} ms",
-                plan.from, plan.to, plan.target_topic, o.paused_ms
-            ),
-            Err(e) => format!("failed: {e:#}"),
-        };
+        let detail = repartition::action_detail(&plan, &outcome);
         if let Err(e) = rt.record_action("repartition", &plan.topic, &detail).await {
             tracing::warn!(error = format!("{e:#}"), "could not record the repartition in the action log");
         }
@@ -65,28 +59,19 @@ pub async fn repartition(cli: &Cli, args: &RepartitionArgs) -> anyhow::Result<()
     match cli.output {
         Format::Json => println!("{}", output::json(&outcome)),
         Format::Table => println!(
-            "done: {} -> {} partitions ({}); relay paused {} ms, {} messages waited in the outbox",
-            plan.from, plan.to, plan.target_topic, outcome.paused_ms, outcome.backlog_at_resume
+            "done: {} {} -> {} partitions; relay paused {} ms, {} messages waited in the outbox",
+            plan.topic, plan.from, plan.to, outcome.paused_ms, outcome.backlog_at_resume
         ),
     }
     Ok(())
 }
 
 fn describe(plan: &Plan) -> String {
-    let how = match plan.method {
-        Method::CreatePartitions => format!("add partitions to {} (CreatePartitions)", plan.current_topic),
-        Method::NewGeneration => format!(
-            "the broker lacks CreatePartitions: new topic generation {} (routers follow by pattern)",
-            plan.target_topic
-        ),
-    };
     format!(
-        "repartition {} ({}): {} -> {} partitions\n  method: {}\n  keys changing partition: {} of {} {} ({:.1}%)\n  order: relay paused, router-service drained to lag 0, then changed and resumed\n",
+        "repartition {}: {} -> {} partitions (CreatePartitions)\n  keys changing partition: {} of {} {} ({:.1}%)\n  order: relay paused, router-service drained to lag 0, then partitions added and the relay resumed\n",
         plan.topic,
-        plan.current_topic,
         plan.from,
         plan.to,
-        how,
         plan.key_moves.moved,
         plan.key_moves.keys,
         plan.key_moves.source,

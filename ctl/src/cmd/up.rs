@@ -132,12 +132,13 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     require_reachable("Redis", &redis_url, 6379).await?;
     let server_bin = server_bin()?;
     let external = std::env::var("KAFKA_BOOTSTRAP").ok().filter(|v| !v.is_empty());
-    let broker_bin = chat4all_ctl::broker::locate();
-    if external.is_none() && broker_bin.is_none() {
+    let kafka_libs = chat4all_ctl::broker::locate_libs();
+    if external.is_none() && kafka_libs.is_none() {
         return Err(usage(format!(
-            "the Kafka broker nisshi {} is not installed: run scripts/bootstrap.sh (about 12 minutes once), \
+            "Apache Kafka {} is not installed in {}: run scripts/bootstrap.sh (it fetches it from Maven Central once), \
              or set KAFKA_BOOTSTRAP to an existing Kafka",
-            chat4all_ctl::broker::NISSHI_VERSION
+            chat4all_ctl::broker::KAFKA_VERSION,
+            chat4all_ctl::broker::tools_root().display()
         )));
     }
     std::fs::create_dir_all(data.logs_dir()).with_context(|| format!("creating {}", data.root().display()))?;
@@ -148,7 +149,7 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     let ports = Ports::with_offset(args.port_offset);
     let spec = StackSpec {
         server_bin,
-        broker_bin,
+        kafka_libs,
         broker_data: data.broker_dir(),
         kafka_bootstrap: external.clone().unwrap_or_else(|| format!("127.0.0.1:{}", ports.kafka)),
         embedded_broker: external.is_none(),

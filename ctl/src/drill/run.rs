@@ -196,7 +196,6 @@ fn consumer_tuning() -> ConsumerTuning {
         heartbeat_interval_ms: 0,
         assignment_strategy: "unknown".into(),
         metadata_refresh_ms: 0,
-        fetch_wait_ms: 0,
     })
 }
 

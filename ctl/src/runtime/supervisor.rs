@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use super::{Action, InstanceInfo, InstanceState, ScaleResult};
 use crate::error::usage;
 use crate::paths::DataDir;
-use crate::spec::{Launch, ServiceKind, StackSpec};
+use crate::spec::{Launch, Probe, ServiceKind, StackSpec};
 
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -169,6 +169,16 @@ impl Supervisor {
             slot.run
         };
         let log_start = std::fs::metadata(self.data.log_file(&name)).map(|m| m.len()).unwrap_or(0);
+        if let Err(e) = self.ports_free(kind, &launch).await {
+            self.set_exit(&name, run, InstanceState::Exited, format!("failed to start: {e:#}"));
+            return Err(e);
+        }
+        if kind == ServiceKind::Broker {
+            if let Err(e) = self.prepare_broker().await {
+                self.set_exit(&name, run, InstanceState::Exited, format!("failed to start: {e:#}"));
+                return Err(e);
+            }
+        }
         let child = match self.spawn(&name, &launch) {
             Ok(c) => c,
             Err(e) => {
@@ -184,7 +194,7 @@ impl Supervisor {
                 s.started_at = Some(Utc::now());
             }
         }
-        self.watch(name.clone(), run, child);
+        self.watch(name.clone(), kind, run, child);
         self.record("start", &name, format!("pid {}", pid.unwrap_or(0)));
         self.wait_live(&name, &launch, log_start).await?;
         let mut slots = self.slots.lock().expect("slots lock");
@@ -194,6 +204,32 @@ impl Supervisor {
             }
         }
         Ok(())
+    }
+
+    /// Refuses to start an instance whose port something else answers on: its health probe would
+    /// talk to that other process (another stack's broker, say) and call this one healthy.
+    async fn ports_free(&self, kind: ServiceKind, launch: &Launch) -> anyhow::Result<()> {
+        let mut ports = vec![launch.port];
+        if kind == ServiceKind::Broker {
+            ports.push(self.spec.ports.kafka_controller);
+        }
+        for port in ports {
+            let probe =
+                tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(("127.0.0.1", port)));
+            if matches!(probe.await, Ok(Ok(_))) {
+                return Err(usage(format!(
+                    "port {port} is in use by another process (another stack? `up --port-offset N` moves this one)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the broker's configuration and formats its storage on first use.
+    async fn prepare_broker(&self) -> anyhow::Result<()> {
+        let node = self.spec.broker_node();
+        let libs = self.spec.kafka_libs.clone().ok_or_else(|| anyhow::anyhow!("Apache Kafka is not installed"))?;
+        tokio::task::spawn_blocking(move || node.ensure_formatted(&libs)).await.context("formatting task")?
     }
 
     fn spawn(&self, name: &str, launch: &Launch) -> anyhow::Result<tokio::process::Child> {
@@ -223,8 +259,9 @@ impl Supervisor {
         cmd.spawn().with_context(|| format!("starting {} ({})", name, launch.program.display()))
     }
 
-    fn watch(self: &Arc<Self>, name: String, run: u64, mut child: tokio::process::Child) {
+    fn watch(self: &Arc<Self>, name: String, kind: ServiceKind, run: u64, mut child: tokio::process::Child) {
         let sup = Arc::clone(self);
+        let pid = child.id().unwrap_or(0);
         tokio::spawn(async move {
             let status = child.wait().await;
             let (state, how) = match status {
@@ -238,15 +275,24 @@ impl Supervisor {
                 },
                 Err(e) => (InstanceState::Exited, format!("wait failed: {e}")),
             };
-            sup.set_exit(&name, run, state, how);
+            let crashed = sup.set_exit(&name, run, state, how.clone());
+            // Nobody asked for this exit (a crash, an OOM kill, a `kill -9` from a shell): the
+            // member it held is as dead as after an operator kill, so remove it the same way
+            // instead of letting its partitions wait for the session timeout.
+            if crashed && kind.is_group_member() && pid != 0 {
+                sup.record("exit", &name, format!("pid {pid} {how} (not asked for)"));
+                sup.leave_on_behalf(&name, pid).await;
+            }
         });
     }
 
-    fn set_exit(&self, name: &str, run: u64, state: InstanceState, how: String) {
+    /// Records how run `run` of `name` ended; true when nobody asked it to end.
+    fn set_exit(&self, name: &str, run: u64, state: InstanceState, how: String) -> bool {
         let mut slots = self.slots.lock().expect("slots lock");
+        let mut unasked = false;
         if let Some(s) = slots.get_mut(name) {
             if s.run != run {
-                return;
+                return false;
             }
             s.state = match s.intent {
                 Intent::Kill => InstanceState::Killed,
@@ -255,10 +301,12 @@ impl Supervisor {
             };
             if s.intent == Intent::Run {
                 tracing::warn!(instance = name, how = %how, "instance exited on its own");
+                unasked = true;
             }
             s.last_exit = Some(how);
             s.pid = None;
         }
+        unasked
     }
 
     async fn wait_live(&self, name: &str, launch: &Launch, log_start: u64) -> anyhow::Result<()> {
@@ -289,12 +337,15 @@ impl Supervisor {
     }
 
     async fn probe(&self, launch: &Launch) -> bool {
-        match launch.health_path {
-            Some(path) => {
+        match launch.probe {
+            Probe::Http(path) => {
                 let url = format!("http://127.0.0.1:{}{path}", launch.port);
                 matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
             }
-            None => tokio::net::TcpStream::connect(("127.0.0.1", launch.port)).await.is_ok(),
+            Probe::Kafka => {
+                let addr = format!("127.0.0.1:{}", launch.port);
+                crate::wire::api_versions(&addr, Duration::from_millis(800)).await.is_ok()
+            }
         }
     }
 
@@ -336,7 +387,7 @@ impl Supervisor {
                 self.wait_dead(name, Duration::from_secs(5)).await;
                 self.record("kill", name, format!("SIGKILL pid {pid}"));
                 let mut msg = format!("killed {name} (pid {pid}, SIGKILL)");
-                if matches!(kind, ServiceKind::RouterService | ServiceKind::MessageService) {
+                if kind.is_group_member() {
                     for line in self.leave_on_behalf(name, pid).await {
                         msg.push_str("; ");
                         msg.push_str(&line);

@@ -12,12 +12,13 @@ pub struct TopicSpec {
     pub partitions: i32,
 }
 
-/// Creates the topics that do not exist yet; existing ones are left as they are.
+/// Creates the topics that do not exist yet; existing ones are left as they are. The replication
+/// factor is the broker's `default.replication.factor` (1 on one node, 3 on a cluster).
 pub async fn ensure_topics(bootstrap: &str, client_id: &str, topics: &[TopicSpec]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> =
         super::base_config(bootstrap, client_id).create().context("creating Kafka admin client")?;
     let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(1))).collect();
+        topics.iter().map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(-1))).collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(new.iter(), &opts)

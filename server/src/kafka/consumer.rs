@@ -78,31 +78,39 @@ impl ConsumerContext for ReportingContext {
     }
 }
 
+/// The consumer group protocol a member speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// The classic protocol: members join, the leader assigns, heartbeats carry the session.
+    #[default]
+    Classic,
+    /// KIP-848: the broker assigns and owns the session and heartbeat settings.
+    Consumer,
+}
+
+impl GroupProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
 /// Settings of a batch consumer.
 pub struct ConsumerSpec<'a> {
     pub bootstrap: &'a str,
     pub group: &'a str,
     pub instance: &'a str,
-    /// Topic names, or one `^regex` pattern.
     pub topics: &'a [&'a str],
+    pub protocol: GroupProtocol,
+    /// Classic protocol only (KIP-848 members get these from the broker).
     pub session_timeout_ms: u32,
     pub heartbeat_interval_ms: u32,
     pub assignment_strategy: &'a str,
     pub metadata_refresh_ms: u32,
-    /// `fetch.wait.max.ms`: see `ConsumerTuning::fetch_wait_ms`.
-    pub fetch_wait_ms: u32,
 }
-
-/// The broker's default for `fetch.wait.max.ms` in this project (see `ConsumerTuning`).
-pub const DEFAULT_FETCH_WAIT_MS: u32 = 500;
-
-/// `max.partition.fetch.bytes`, 256 KiB (about 500 chat events) instead of librdkafka's 1 MiB.
-/// The local broker builds each fetch by reading the partition up to its end (cost grows with
-/// the lag) and, once the fetch's time budget is spent, returns one record per further read
-/// until the byte budget is full: with a backlog of 30,000 events a 1 MiB fetch took seconds and
-/// the router fell further behind the longer it ran. A smaller budget ends each fetch before
-/// its time runs out; 500 events per fetch is still far more than a router batch needs.
-const MAX_PARTITION_FETCH_BYTES: u32 = 256 * 1024;
 
 pub struct BatchConsumer {
     inner: StreamConsumer<ReportingContext>,
@@ -119,12 +127,19 @@ impl BatchConsumer {
             // Offsets are stored by us, only once the work for an event is recorded.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", spec.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", spec.heartbeat_interval_ms.to_string())
-            .set("partition.assignment.strategy", spec.assignment_strategy)
-            .set("topic.metadata.refresh.interval.ms", spec.metadata_refresh_ms.to_string())
-            .set("fetch.wait.max.ms", spec.fetch_wait_ms.to_string())
-            .set("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES.to_string());
+            .set("topic.metadata.refresh.interval.ms", spec.metadata_refresh_ms.to_string());
+        match spec.protocol {
+            GroupProtocol::Classic => {
+                cfg.set("session.timeout.ms", spec.session_timeout_ms.to_string())
+                    .set("heartbeat.interval.ms", spec.heartbeat_interval_ms.to_string())
+                    .set("partition.assignment.strategy", spec.assignment_strategy);
+            }
+            // librdkafka refuses the classic session settings with KIP-848: the broker's
+            // group.consumer.* settings apply, and the broker's assignor assigns.
+            GroupProtocol::Consumer => {
+                cfg.set("group.protocol", "consumer");
+            }
+        }
         let inner: StreamConsumer<ReportingContext> =
             cfg.create_with_context(ctx).context("creating Kafka consumer")?;
         inner.subscribe(spec.topics).context("subscribing")?;

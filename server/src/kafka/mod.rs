@@ -5,7 +5,7 @@ mod consumer;
 mod producer;
 
 pub use admin::{ensure_topics, TopicSpec};
-pub use consumer::{BatchConsumer, ConsumerSpec, DEFAULT_FETCH_WAIT_MS};
+pub use consumer::{BatchConsumer, ConsumerSpec, GroupProtocol};
 pub use producer::{OutRecord, Producer, REQUEST_ID_HEADER};
 
 use rdkafka::ClientConfig;
@@ -15,7 +15,7 @@ pub fn base_config(bootstrap: &str, client_id: &str) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", bootstrap)
         .set("client.id", client_id)
-        // The local broker advertises 127.0.0.1; keep reconnects snappy after a broker restart.
+        // Reconnect quickly after a broker restart (librdkafka backs off up to 10 s by default).
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "2000")
         .set("log_level", "4");

@@ -105,6 +105,23 @@ impl Producer {
         (acked, first_err)
     }
 
+    /// Re-reads `topic`'s metadata now (librdkafka otherwise refreshes it every 5 minutes) and
+    /// returns its partition count: the partitioner keys records by the count it knows, so after
+    /// partitions were added it must know them before it sends anything. Blocking.
+    pub fn refresh_partitions(&self, topic: &str, timeout: Duration) -> anyhow::Result<usize> {
+        let md = self
+            .inner
+            .client()
+            .fetch_metadata(Some(topic), timeout)
+            .with_context(|| format!("reading the metadata of {topic}"))?;
+        md.topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().len())
+            .ok_or_else(|| anyhow::anyhow!("the broker does not know {topic}"))
+    }
+
     /// Whether the broker answers a metadata request within `timeout`.
     pub fn broker_reachable(&self, timeout: Duration) -> bool {
         self.inner.client().fetch_metadata(None, timeout).is_ok()

@@ -56,6 +56,9 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
         batch: args.relay_batch,
         wakeup: wakeup.clone(),
         metrics: relay_metrics,
+        // Re-read the partitions before the first publish too (they may have changed while
+        // this instance was down).
+        was_paused: true,
     };
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
 
@@ -66,11 +69,11 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
             group: topics::STATUS_GROUP,
             instance: &common.instance,
             topics: &[topics::STATUS_UPDATES],
+            protocol: common.group_protocol,
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 3_000,
             assignment_strategy: "cooperative-sticky",
             metadata_refresh_ms: 10_000,
-            fetch_wait_ms: args.fetch_wait_ms,
         },
         rebalance_tx,
     )?;

@@ -1,7 +1,9 @@
 //! The outbox relay: publishes committed messages to Kafka in commit order, then deletes them.
 //! One relay leads at a time (PostgreSQL advisory lock) so per-conversation order holds even
 //! with several message-service instances. While the control plane pauses it (repartition),
-//! the API keeps accepting and the outbox simply grows.
+//! the API keeps accepting and the outbox simply grows; on resume the relay re-reads the
+//! partitions of chat-events before it publishes again, so that no record is keyed by the
+//! partition count from before a repartition.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,10 +64,12 @@ pub struct Relay {
     pub batch: i64,
     pub wakeup: Arc<Notify>,
     pub metrics: RelayMetrics,
+    /// Set while paused: the partitions must be re-read before the next publish.
+    pub was_paused: bool,
 }
 
 impl Relay {
-    pub async fn run(self, shutdown: Shutdown) {
+    pub async fn run(mut self, shutdown: Shutdown) {
         let Some(_leader) = self.become_leader(&shutdown).await else { return };
         tracing::info!("outbox relay leading");
         let mut last_backlog = std::time::Instant::now() - Duration::from_secs(60);
@@ -136,14 +140,14 @@ impl Relay {
     }
 
     /// Publishes one batch; returns how many records were published.
-    async fn round(&self) -> anyhow::Result<usize> {
-        let control = sqlx::query("SELECT paused, topic FROM relay_control WHERE id = 1").fetch_one(&self.pool).await?;
-        let paused: bool = control.get("paused");
+    async fn round(&mut self) -> anyhow::Result<usize> {
+        let paused: bool =
+            sqlx::query_scalar("SELECT paused FROM relay_control WHERE id = 1").fetch_one(&self.pool).await?;
         self.metrics.paused.set(paused as i64);
         if paused {
+            self.was_paused = true;
             return Ok(0);
         }
-        let current_topic: String = control.get("topic");
         let rows = sqlx::query("SELECT id, topic, key, payload, request_id FROM outbox ORDER BY id LIMIT $1")
             .bind(self.batch)
             .fetch_all(&self.pool)
@@ -151,19 +155,23 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
+        if self.was_paused {
+            let producer = self.producer.clone();
+            let n = tokio::task::spawn_blocking(move || {
+                producer.refresh_partitions(topics::CHAT_EVENTS, Duration::from_secs(5))
+            })
+            .await??;
+            tracing::info!(partitions = n, "outbox relay resumed");
+            self.was_paused = false;
+        }
         let records: Vec<Pending> = rows
             .into_iter()
-            .map(|r| {
-                let topic: String = r.get("topic");
-                // The logical chat-events topic maps to its current generation.
-                let topic = if topic == topics::CHAT_EVENTS { current_topic.clone() } else { topic };
-                Pending {
-                    id: r.get("id"),
-                    topic,
-                    key: r.get("key"),
-                    payload: r.get("payload"),
-                    request_id: r.get("request_id"),
-                }
+            .map(|r| Pending {
+                id: r.get("id"),
+                topic: r.get("topic"),
+                key: r.get("key"),
+                payload: r.get("payload"),
+                request_id: r.get("request_id"),
             })
             .collect();
         let refs: Vec<OutRecord<'_>> = records
