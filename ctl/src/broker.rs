@@ -222,7 +222,7 @@ logger.statechange.level = WARN
             .with_context(|| format!("running {} (is a Java 17+ runtime installed?)", java().display()))?;
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-            let last = text.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").to_string();
+            let last = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").to_string();
             anyhow::bail!(
                 "formatting the broker's storage in {} failed ({}): {last}",
                 self.data_dir().display(),

@@ -42,6 +42,9 @@ pub struct SupervisorFile {
     /// The api-gateway, the public entry (API key required).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_url: Option<String>,
+    /// The group protocol the stack's consumers speak (`classic` or `consumer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_protocol: Option<String>,
 }
 
 /// A fresh random token, written with mode 0600.

@@ -160,6 +160,8 @@ pub struct StackSpec {
     pub kafka_bootstrap: String,
     /// False when KAFKA_BOOTSTRAP points at an external Kafka: no broker process.
     pub embedded_broker: bool,
+    /// The consumer group protocol of every consumer of the stack.
+    pub group_protocol: chat4all_server::kafka::GroupProtocol,
 }
 
 /// How to tell an instance is up.
@@ -251,6 +253,7 @@ impl StackSpec {
                 ("DATABASE_URL".into(), self.database_url.clone()),
                 ("REDIS_URL".into(), self.redis_url.clone()),
                 ("KAFKA_BOOTSTRAP".into(), self.kafka_bootstrap.clone()),
+                ("CHAT4ALL_GROUP_PROTOCOL".into(), self.group_protocol.as_str().into()),
                 ("CHAT4ALL_WHATSAPP_URL".into(), url(self.ports.whatsapp)),
                 ("CHAT4ALL_TELEGRAM_URL".into(), url(self.ports.telegram)),
                 ("CHAT4ALL_INSTAGRAM_URL".into(), url(self.ports.instagram)),

@@ -217,8 +217,7 @@ where
 }
 
 /// Waits until the broker reports `group` Stable with `members` members on two polls a second
-/// apart. Stop or scale a group's members only then: the local broker can wedge a group whose
-/// members all leave in the middle of a rebalance.
+/// apart: a test that counts owners and standbys starts from a settled group.
 pub async fn wait_group_stable(stack: &Stack, group: &str, members: usize, within: Duration) -> Result<()> {
     let deadline = Instant::now() + within;
     let mut in_a_row = 0;

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 #[path = "support/routers.rs"]
 mod support;
-use support::{restore_routers, routers, running, set_routers, wait_group, GROUP};
+use support::{restore_routers, routers, running, set_routers, GROUP};
 
 const LAG_ALERT: &str = "Chat4allConsumerLagHigh";
 const NO_OWNER_ALERT: &str = "Chat4allPartitionWithoutOwner";
@@ -240,8 +240,6 @@ async fn lag_and_no_owner_alerts_fire_with_routers_stopped_and_resolve_when_they
 
     let names = running(&stack).await?;
     assert!(!names.is_empty(), "no running router");
-    // One at a time, each after the group settled (see support/routers.rs).
-    wait_group(&stack, names.len()).await?;
     set_routers(&stack, "stop", &names).await?;
     let outcome = async {
         send(&stack, 30).await?;

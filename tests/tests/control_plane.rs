@@ -51,20 +51,17 @@ fn standby(desc: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The partitions of the generation the relay publishes to now (the highest chat-events.gN).
-fn current_generation(desc: &Value) -> Vec<(String, i64, Option<String>)> {
-    let all = owners(desc);
-    let gen = |t: &str| t.rsplit_once(".g").and_then(|(_, n)| n.parse::<u32>().ok()).unwrap_or(1);
-    let newest = all.iter().map(|(t, _, _)| gen(t)).max().unwrap_or(1);
-    all.into_iter().filter(|(t, _, _)| gen(t) == newest).collect()
+/// The partitions of chat-events.
+fn chat_events(desc: &Value) -> Vec<(String, i64, Option<String>)> {
+    owners(desc).into_iter().filter(|(t, _, _)| t == "chat-events").collect()
 }
 
-/// Waits until the group has exactly `routers` members, every partition of the current
-/// generation owned, and the rest of the routers standing by.
+/// Waits until the group has exactly `routers` members, every partition of chat-events owned,
+/// and the rest of the routers standing by.
 async fn settled(stack: &Stack, routers: usize) -> Result<Value> {
     wait_for(&format!("router-service settled with {routers} members"), Duration::from_secs(60), || async {
         let d = describe(stack).await?;
-        let parts = current_generation(&d);
+        let parts = chat_events(&d);
         let owning: std::collections::BTreeSet<String> = parts.iter().filter_map(|p| p.2.clone()).collect();
         let ok = d["members"].as_u64() == Some(routers as u64)
             && !parts.is_empty()
@@ -81,7 +78,7 @@ async fn ownership_kill_and_scale() -> Result<()> {
     let stack = Stack::connect().await?;
     stack.ctl(&["scale", "router=3"]).await?;
     let desc = settled(&stack, 3).await?;
-    let parts = current_generation(&desc);
+    let parts = chat_events(&desc);
     if parts.len() == 1 {
         // The stack's default: one partition, one owner, two standbys.
         let owner = parts[0].2.clone().context("owner")?;

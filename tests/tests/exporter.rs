@@ -16,7 +16,7 @@ use serde_json::Value;
 
 #[path = "support/routers.rs"]
 mod support;
-use support::{restore_routers, running, set_routers, wait_group, GROUP};
+use support::{restore_routers, running, set_routers, GROUP};
 
 const TOPIC: &str = "chat-events";
 const DLQ: &str = "chat-events-dlq";
@@ -102,8 +102,6 @@ async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> 
 
     let before = rebalances(&http, &url).await?;
     let names = running(&stack).await?;
-    // One at a time, each after the group settled (see support/routers.rs).
-    wait_group(&stack, names.len()).await?;
     set_routers(&stack, "stop", &names).await?;
     let outcome = async {
         for i in 0..25 {

@@ -52,10 +52,18 @@ pub struct CommonArgs {
     /// How long to wait for every accepted message to be delivered.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// Kill the process by pid behind the control plane's back (an unannounced crash: no
-    /// LeaveGroup on its behalf, the group waits for the session timeout).
-    #[arg(long)]
+    /// Kill the process by pid behind the control plane's back (an unannounced crash; the
+    /// supervisor still sees the exit and removes the member at once).
+    #[arg(long, conflicts_with = "freeze")]
     pub crash: bool,
+    /// Freeze the victim (SIGSTOP) instead of killing it, like a host that stops answering:
+    /// only the session timeout finds it. It gets SIGCONT after --freeze-for and must find
+    /// itself fenced (a zombie).
+    #[arg(long)]
+    pub freeze: bool,
+    /// How long a --freeze victim stays stopped.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub freeze_for: Duration,
     /// API base URL (default: the local stack's message-service).
     #[arg(long, env = "CHAT4ALL_API_URL")]
     pub api_url: Option<String>,
@@ -91,7 +99,14 @@ fn plan(scenario: Scenario, a: &CommonArgs, default_rate: Option<u32>) -> DrillP
         rate: a.rate.or(default_rate),
         duration: a.duration,
         recovery_messages: a.recovery_messages,
-        kill: if a.crash { KillMethod::Crash } else { KillMethod::Operator },
+        kill: if a.crash {
+            KillMethod::Crash
+        } else if a.freeze {
+            KillMethod::Freeze
+        } else {
+            KillMethod::Operator
+        },
+        freeze_for: a.freeze_for,
         max_recovery: a.max_recovery,
         drain_timeout: a.drain_timeout,
     }

@@ -19,6 +19,7 @@ use chat4all_ctl::runtime::supervisor::{tail_file, Supervisor};
 use chat4all_ctl::runtime::InstanceState;
 use chat4all_ctl::sampler::Observations;
 use chat4all_ctl::spec::{Ports, StackSpec};
+use chat4all_server::kafka::GroupProtocol;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -39,10 +40,17 @@ pub struct UpArgs {
     /// How long `--detach` waits for the stack to become healthy.
     #[arg(long, default_value = "180s", value_parser = chat4all_ctl::output::parse_duration)]
     pub wait: Duration,
+    /// Consumer group protocol of the routers and the status consumer: `consumer` (KIP-848, the
+    /// broker assigns) or `classic`. BENCHMARKS.md (failover) compares them.
+    #[arg(long, env = "CHAT4ALL_GROUP_PROTOCOL", value_enum, default_value_t = DEFAULT_GROUP_PROTOCOL)]
+    pub group_protocol: GroupProtocol,
     /// Run the supervisor in this process without interaction (what --detach starts).
     #[arg(long, hide = true)]
     pub supervise: bool,
 }
+
+/// The local stack's group protocol (the faster failover of the two, BENCHMARKS.md).
+pub const DEFAULT_GROUP_PROTOCOL: GroupProtocol = GroupProtocol::Classic;
 
 /// How often the supervisor samples group offsets (lag history for `lag`, the exporter).
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
@@ -153,6 +161,7 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
         broker_data: data.broker_dir(),
         kafka_bootstrap: external.clone().unwrap_or_else(|| format!("127.0.0.1:{}", ports.kafka)),
         embedded_broker: external.is_none(),
+        group_protocol: args.group_protocol,
         ports,
         database_url,
         redis_url,
@@ -209,6 +218,7 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
         redis_url: Some(spec.redis_url.clone()),
         exporter_url,
         gateway_url: Some(format!("http://127.0.0.1:{}", spec.ports.api_gateway)),
+        group_protocol: Some(spec.group_protocol.as_str().into()),
     };
     let tmp = data.supervisor_file().with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
@@ -264,6 +274,8 @@ async fn detach(cli: &Cli, args: &UpArgs, data: &DataDir) -> anyhow::Result<()> 
         .arg(args.control_port.unwrap_or(7070 + args.port_offset).to_string())
         .arg("--port-offset")
         .arg(args.port_offset.to_string())
+        .arg("--group-protocol")
+        .arg(args.group_protocol.as_str())
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

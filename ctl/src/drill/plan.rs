@@ -11,9 +11,13 @@ pub enum KillMethod {
     /// Through the control plane (`act kill`): SIGKILL, then the supervisor sends LeaveGroup on
     /// the dead member's behalf, so the group need not wait for the session timeout.
     Operator,
-    /// SIGKILL of the pid straight from the drill, behind the supervisor's back: an unannounced
-    /// crash that the group only notices when the session times out.
+    /// SIGKILL of the pid straight from the drill, behind the control plane's back: an
+    /// unannounced crash. The supervisor still sees its child exit and removes the member, so it
+    /// recovers like an operator kill.
     Crash,
+    /// SIGSTOP of the pid (a host that stops answering without exiting): only the session
+    /// timeout finds it. SIGCONT after `freeze_for`: the zombie must find itself fenced.
+    Freeze,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,6 +61,9 @@ pub struct DrillPlan {
     /// Messages sent after the main stream, once the survivors took over.
     pub recovery_messages: u64,
     pub kill: KillMethod,
+    /// How long a `Freeze` victim stays stopped before SIGCONT.
+    #[serde(with = "secs")]
+    pub freeze_for: Duration,
     /// Criterion: kill -> first event processed by a survivor.
     #[serde(with = "secs")]
     pub max_recovery: Duration,
@@ -77,6 +84,7 @@ impl DrillPlan {
             duration: Duration::from_secs(10),
             recovery_messages: 5,
             kill: KillMethod::Operator,
+            freeze_for: Duration::from_secs(10),
             max_recovery: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(120),
         }
@@ -117,6 +125,9 @@ impl DrillPlan {
         }
         if self.every.is_zero() && self.rate.is_none() {
             return Err("--every must be more than 0".into());
+        }
+        if self.kill == KillMethod::Freeze && self.freeze_for < Duration::from_millis(100) {
+            return Err("--freeze-for must be at least 100ms".into());
         }
         if let Scenario::KillRandom { count, .. } = self.scenario {
             if count == 0 {

@@ -54,6 +54,26 @@ struct Ctx<'a> {
     url: reqwest::Url,
     reader: GroupReader,
     phases: Vec<Phase>,
+    /// SIGCONTs due for frozen victims.
+    thaws: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A process stopped with SIGSTOP; dropping it sends SIGCONT (also when the drill fails or the
+/// runtime shuts down, so a drill never leaves a router frozen).
+struct Frozen(nix::unistd::Pid);
+
+impl Frozen {
+    fn stop(pid: u32) -> nix::Result<Self> {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)?;
+        Ok(Self(pid))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
 }
 
 impl Ctx<'_> {
@@ -130,16 +150,28 @@ impl Ctx<'_> {
                 let at = Utc::now();
                 (at, self.stack.rt.act(victim, "kill").await?)
             }
-            KillMethod::Crash => {
-                let pid = self
+            KillMethod::Freeze => {
+                let pid = self.pid_of(victim).await?;
+                let at = Utc::now();
+                let frozen = Frozen::stop(pid).with_context(|| format!("SIGSTOP {victim} (pid {pid})"))?;
+                let _ = self
                     .stack
                     .rt
-                    .list()
-                    .await?
-                    .into_iter()
-                    .find(|i| i.name == victim && i.state.is_alive())
-                    .and_then(|i| i.pid)
-                    .ok_or_else(|| usage(format!("{victim} is not running")))?;
+                    .record_action(
+                        "freeze",
+                        victim,
+                        &format!("drill: SIGSTOP pid {pid} for {:?}", self.plan.freeze_for),
+                    )
+                    .await;
+                let thaw_after = self.plan.freeze_for;
+                self.thaws.push(tokio::spawn(async move {
+                    tokio::time::sleep(thaw_after).await;
+                    drop(frozen);
+                }));
+                (at, format!("SIGSTOP pid {pid} by the drill, SIGCONT after {:.1} s", thaw_after.as_secs_f64()))
+            }
+            KillMethod::Crash => {
+                let pid = self.pid_of(victim).await?;
                 let at = Utc::now();
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
                     .with_context(|| format!("SIGKILL {victim} (pid {pid})"))?;
@@ -156,6 +188,17 @@ impl Ctx<'_> {
             }
         };
         Ok(Kill { victim: victim.into(), method: self.plan.kill, at, member_id, partitions, detail })
+    }
+
+    async fn pid_of(&self, victim: &str) -> anyhow::Result<u32> {
+        self.stack
+            .rt
+            .list()
+            .await?
+            .into_iter()
+            .find(|i| i.name == victim && i.state.is_alive())
+            .and_then(|i| i.pid)
+            .ok_or_else(|| usage(format!("{victim} is not running")))
     }
 
     /// The member id of `instance`'s current report (for a standby, which owns nothing).
@@ -244,6 +287,7 @@ pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport>
         url,
         reader: new_reader()?,
         phases: Vec::new(),
+        thaws: Vec::new(),
     };
 
     let before = ctx.prepare().await?;
@@ -332,6 +376,9 @@ pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport>
         tally.merge(rec);
     }
 
+    for thaw in std::mem::take(&mut ctx.thaws) {
+        let _ = thaw.await;
+    }
     let ids: Vec<uuid::Uuid> = tally.accepted.iter().map(|a| a.id).collect();
     let start = Utc::now();
     let drained = count::wait_delivered(&pool, &ids, load::RECIPIENTS.len() as u64, plan.drain_timeout).await?;

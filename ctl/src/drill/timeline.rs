@@ -152,6 +152,7 @@ pub fn entries(kill: &Kill, f: &Failover, events: &[RebalanceEvent], until: Opti
     let what = match kill.method {
         KillMethod::Operator => "kill (operator)",
         KillMethod::Crash => "kill (crash)",
+        KillMethod::Freeze => "freeze (SIGSTOP)",
     };
     let parts = kill.partitions.iter().map(|(t, p)| format!("{t}-{p}")).collect::<Vec<_>>().join(",");
     push(kill.at, what, format!("{} owning [{}]: {}", kill.victim, parts, kill.detail));

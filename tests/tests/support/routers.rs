@@ -1,10 +1,5 @@
-//! Stopping and starting the router instances of the stack under test, one at a time.
-//!
-//! The local broker (nisshi) can wedge a consumer group when members leave while a rebalance is
-//! in progress: the group stays in state Unknown with stale members that never expire, and
-//! returning instances are never assigned (only a broker restart recovers). Real Kafka has no such
-//! gap, but the tests must not depend on it either way: each stop or start waits until the
-//! broker reports the group settled before the next one.
+//! Stopping and starting the router instances of the stack under test, all at once (as an
+//! operator would), then waiting until the broker reports the group settled.
 
 use std::time::{Duration, Instant};
 
@@ -52,7 +47,7 @@ pub async fn wait_group(stack: &Stack, members: usize) -> Result<()> {
         let group = v.as_array().and_then(|l| l.iter().find(|g| g["group"] == GROUP)).cloned().unwrap_or_default();
         let n = group["members"].as_array().map(Vec::len).unwrap_or(0);
         let state = group["state"].as_str().unwrap_or("absent");
-        let ok = if members == 0 { n == 0 && state != "Unknown" } else { n == members && state == "Stable" };
+        let ok = if members == 0 { n == 0 && state == "Empty" } else { n == members && state == "Stable" };
         settled = if ok { settled + 1 } else { 0 };
         if settled >= 2 {
             return Ok(());
@@ -64,15 +59,17 @@ pub async fn wait_group(stack: &Stack, members: usize) -> Result<()> {
     }
 }
 
-/// `stop`s or `start`s `names` one at a time, each after the group settled from the previous one.
+/// `stop`s or `start`s `names` together, then waits until the group has settled.
 pub async fn set_routers(stack: &Stack, action: &str, names: &[String]) -> Result<()> {
-    let mut members = running(stack).await?.len();
-    for name in names {
-        stack.ctl(&[action, name]).await?;
-        members = if action == "stop" { members.saturating_sub(1) } else { members + 1 };
-        wait_group(stack, members).await.with_context(|| format!("after `{action} {name}`"))?;
+    let before = running(stack).await?.len();
+    let acts = names
+        .iter()
+        .map(|name| async move { stack.ctl(&[action, name]).await.with_context(|| format!("`{action} {name}`")) });
+    for r in futures::future::join_all(acts).await {
+        r?;
     }
-    Ok(())
+    let members = if action == "stop" { before.saturating_sub(names.len()) } else { before + names.len() };
+    wait_group(stack, members).await.with_context(|| format!("after `{action}` of {names:?}"))
 }
 
 /// Starts those of `names` that are not running.
