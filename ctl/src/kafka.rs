@@ -6,7 +6,7 @@
 //! does not see; both at the group's coordinator.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -154,7 +154,9 @@ pub struct PartitionOffsets {
 pub struct Observer {
     bootstrap: String,
     timeout: Duration,
-    client: BaseConsumer,
+    /// librdkafka, for the fallbacks only (created on first use: its start and its metadata
+    /// round trips cost a describe more than all our requests together).
+    client: OnceLock<BaseConsumer>,
     /// One offset reader per group, kept so a refresh does not reconnect (fallback path).
     readers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     /// Group -> coordinator address, for OffsetFetch over the wire.
@@ -172,27 +174,60 @@ fn config(bootstrap: &str) -> ClientConfig {
 
 impl Observer {
     pub fn new(bootstrap: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client: BaseConsumer = config(bootstrap).create().context("creating Kafka client")?;
         Ok(Self {
             bootstrap: bootstrap.into(),
             timeout,
-            client,
+            client: OnceLock::new(),
             readers: Mutex::new(HashMap::new()),
             coordinators: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Topic -> partition count, internal topics left out.
-    pub fn topics(&self) -> anyhow::Result<Vec<(String, i32)>> {
+    /// The librdkafka client of the fallbacks.
+    fn client(&self) -> anyhow::Result<&BaseConsumer> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c: BaseConsumer = config(&self.bootstrap).create().context("creating Kafka client")?;
+        let _ = self.client.set(c);
+        self.client.get().context("Kafka client")
+    }
+
+    /// Brokers and topics: Metadata from the first bootstrap broker that answers, librdkafka's
+    /// metadata when none does over the wire (e.g. a cluster that needs TLS).
+    pub fn cluster(&self) -> anyhow::Result<wire::Cluster> {
+        for addr in self.bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match wire::cluster(addr, self.timeout) {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::debug!(error = %e, "Metadata over the wire failed"),
+            }
+        }
         let md = self
-            .client
+            .client()?
             .fetch_metadata(None, self.timeout)
             .with_context(|| format!("broker {} unreachable", self.bootstrap))?;
-        let mut v: Vec<(String, i32)> = md
-            .topics()
-            .iter()
-            .filter(|t| !t.name().starts_with("__"))
-            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        Ok(wire::Cluster {
+            brokers: md.brokers().iter().map(|b| (b.id(), format!("{}:{}", b.host(), b.port()))).collect(),
+            topics: md
+                .topics()
+                .iter()
+                .map(|t| wire::TopicMeta {
+                    name: t.name().to_string(),
+                    internal: t.name().starts_with("__"),
+                    partitions: t.partitions().iter().map(|p| (p.id(), p.leader())).collect(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Topic -> partition count, internal topics left out.
+    pub fn topics(&self) -> anyhow::Result<Vec<(String, i32)>> {
+        let mut v: Vec<(String, i32)> = self
+            .cluster()?
+            .topics
+            .into_iter()
+            .filter(|t| !t.internal && !t.name.starts_with("__"))
+            .map(|t| (t.name, t.partitions.len() as i32))
             .collect();
         v.sort();
         Ok(v)
@@ -200,10 +235,8 @@ impl Observer {
 
     /// Every broker of the cluster, `host:port` (the bootstrap's first when metadata fails).
     fn brokers(&self) -> Vec<String> {
-        match self.client.fetch_metadata(None, self.timeout) {
-            Ok(md) if !md.brokers().is_empty() => {
-                md.brokers().iter().map(|b| format!("{}:{}", b.host(), b.port())).collect()
-            }
+        match self.cluster() {
+            Ok(c) if !c.brokers.is_empty() => c.brokers.into_iter().map(|(_, a)| a).collect(),
             _ => vec![self.first_broker()],
         }
     }
@@ -393,20 +426,15 @@ impl Observer {
     /// Log-end offsets: one ListOffsets request per partition leader, as the broker's metadata
     /// names them; partitions it did not answer fall back to librdkafka's watermark query.
     pub fn log_ends(&self, partitions: &[(String, i32)]) -> anyhow::Result<HashMap<(String, i32), i64>> {
-        let md = self
-            .client
-            .fetch_metadata(None, self.timeout)
-            .with_context(|| format!("broker {} unreachable", self.bootstrap))?;
-        let brokers: HashMap<i32, String> =
-            md.brokers().iter().map(|b| (b.id(), format!("{}:{}", b.host(), b.port()))).collect();
+        let cluster = self.cluster()?;
         let wanted: BTreeSet<&(String, i32)> = partitions.iter().collect();
         let mut by_leader: HashMap<String, Vec<(String, i32)>> = HashMap::new();
-        for t in md.topics() {
-            for p in t.partitions() {
-                let key = (t.name().to_string(), p.id());
+        for t in &cluster.topics {
+            for (p, leader) in &t.partitions {
+                let key = (t.name.clone(), *p);
                 if wanted.contains(&key) {
-                    if let Some(addr) = brokers.get(&p.leader()) {
-                        by_leader.entry(addr.clone()).or_default().push(key);
+                    if let Some(addr) = cluster.broker(*leader) {
+                        by_leader.entry(addr.to_string()).or_default().push(key);
                     }
                 }
             }
@@ -421,7 +449,7 @@ impl Observer {
         for (t, p) in partitions {
             if let std::collections::hash_map::Entry::Vacant(slot) = ends.entry((t.clone(), *p)) {
                 let (_, high) = self
-                    .client
+                    .client()?
                     .fetch_watermarks(t, *p, self.timeout)
                     .with_context(|| format!("fetching the log-end offset of {t}-{p}"))?;
                 slot.insert(high);

@@ -6,7 +6,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
     DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, LeaveGroupRequest,
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse,
-    OffsetFetchRequest, OffsetFetchResponse,
+    MetadataRequest, MetadataResponse, OffsetFetchRequest, OffsetFetchResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message};
 
@@ -34,6 +34,7 @@ exchanges! {
     DescribeGroups: DescribeGroupsRequest => DescribeGroupsResponse,
     ConsumerGroupDescribe: ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse,
     LeaveGroup: LeaveGroupRequest => LeaveGroupResponse,
+    Metadata: MetadataRequest => MetadataResponse,
 }
 
 #[cfg(test)]

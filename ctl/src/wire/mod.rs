@@ -1,6 +1,6 @@
 //! The Kafka protocol for the requests the admin side of librdkafka does not expose (or exposes
 //! without the fields we need): ApiVersions, FindCoordinator, OffsetFetch, ListOffsets,
-//! ListGroups, DescribeGroups, ConsumerGroupDescribe, LeaveGroup. Messages are the
+//! ListGroups, DescribeGroups, ConsumerGroupDescribe, LeaveGroup, Metadata. Messages are the
 //! `kafka-protocol` crate's, generated from Kafka's own message specs; this module picks the
 //! version ([`versions`]), keeps connections ([`pool`]) and turns answers into our types.
 //!
@@ -11,6 +11,7 @@
 mod conn;
 mod exchange;
 pub mod groups;
+pub mod metadata;
 pub mod offsets;
 mod pool;
 pub mod versions;
@@ -25,12 +26,14 @@ pub use groups::{
     consumer_group_describe, decode_assignment, describe_groups, leave_group, list_groups, ClassicGroup, ClassicMember,
     ConsumerGroup, ConsumerMember, LeaveResult, ListedGroup,
 };
+pub use metadata::{cluster, Cluster, TopicMeta};
 pub use offsets::{committed_offsets, find_coordinator, find_coordinators, log_end_offsets, Committed};
 pub use versions::ApiRange;
 
 /// Kafka API keys used by callers that only ask whether the broker supports one.
 pub mod api {
     pub const LIST_OFFSETS: i16 = 2;
+    pub const METADATA: i16 = 3;
     pub const OFFSET_FETCH: i16 = 9;
     pub const FIND_COORDINATOR: i16 = 10;
     pub const LEAVE_GROUP: i16 = 13;
