@@ -14,22 +14,23 @@ use chat4all_server::config::topics;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::wire::{self, Decoder, Encoder, WireError};
+use crate::wire::{self, code, WireError};
 
-/// Kafka's LeaveGroup API key.
-pub const LEAVE_GROUP: i16 = 13;
 /// Kafka's UNKNOWN_MEMBER_ID: the coordinator had already dropped the member.
-pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const UNKNOWN_MEMBER_ID: i16 = code::UNKNOWN_MEMBER_ID;
 
 /// Consumer groups whose members the supervisor runs.
 pub const GROUPS: [&str; 2] = [topics::ROUTER_GROUP, topics::STATUS_GROUP];
+
+/// The reason the coordinator logs for a removal (LeaveGroup v5+).
+const REASON: &str = "chat4allctl: the member's process is gone";
 
 #[derive(Debug, Error)]
 pub enum FailoverError {
     #[error(transparent)]
     Wire(#[from] WireError),
-    #[error("malformed LeaveGroup response from {0}")]
-    Malformed(String),
+    #[error("LeaveGroup answer from {coordinator} names no result for member {member_id}")]
+    NoMemberResult { coordinator: String, member_id: String },
 }
 
 /// What one LeaveGroup on behalf of a dead member did.
@@ -39,8 +40,11 @@ pub struct LeaveOutcome {
     pub group: String,
     pub member_id: String,
     pub coordinator: String,
-    /// Kafka error code of the answer (0: the member was removed, 25: it was already gone).
+    /// Kafka error code for the member (0: removed, 25: it was already gone); the request's own
+    /// error code when the whole request was refused.
     pub error_code: i16,
+    /// The LeaveGroup version the coordinator took.
+    pub version: i16,
     pub took_ms: u64,
 }
 
@@ -50,7 +54,7 @@ impl LeaveOutcome {
         let what = match self.error_code {
             0 => "member removed".to_string(),
             UNKNOWN_MEMBER_ID => "member already gone".to_string(),
-            c => format!("refused with Kafka error {c}"),
+            c => format!("refused with Kafka error {c} ({})", wire::name_of(c)),
         };
         format!(
             "LeaveGroup {} member {} at coordinator {}: {what} ({} ms)",
@@ -59,35 +63,41 @@ impl LeaveOutcome {
     }
 }
 
-/// The LeaveGroup v1 request body: group id and member id.
-pub fn leave_group_body(group: &str, member_id: &str) -> Vec<u8> {
-    Encoder::default().str(group).str(member_id).bytes()
+/// The member's own result in a LeaveGroup answer: the request-level error when there is one,
+/// else the code the coordinator gave this member.
+fn member_code(result: &wire::LeaveResult, member_id: &str) -> Option<i16> {
+    if result.error_code != 0 {
+        return Some(result.error_code);
+    }
+    result.members.iter().find(|(id, _)| id == member_id).map(|(_, c)| *c)
 }
 
-/// The error code of a LeaveGroup v1 response (throttle time, error code).
-pub fn parse_leave_group(body: &[u8]) -> Option<i16> {
-    let mut d = Decoder::new(body);
-    let _throttle_ms = d.i32()?;
-    d.i16()
-}
-
-/// Sends LeaveGroup for `member_id` of `group` to the group's coordinator. Blocking.
+/// Removes member `member_id` (static members also by `group_instance_id`) of `group` on its
+/// behalf: LeaveGroup v3+ at the group's coordinator. For a classic group the coordinator
+/// removes the member and rebalances at once; for a KIP-848 group (Kafka 4.0+) the same request
+/// fences the member. Blocking.
 pub fn leave_group(
     bootstrap: &str,
     group: &str,
     member_id: &str,
+    group_instance_id: Option<&str>,
     timeout: Duration,
 ) -> Result<LeaveOutcome, FailoverError> {
     let started = Instant::now();
     let seed = bootstrap.split(',').next().unwrap_or(bootstrap).trim();
     let coordinator = wire::find_coordinator(seed, group, timeout)?;
-    let body = wire::request_blocking(&coordinator, LEAVE_GROUP, 1, &leave_group_body(group, member_id), timeout)?;
-    let error_code = parse_leave_group(&body).ok_or_else(|| FailoverError::Malformed(coordinator.clone()))?;
+    let members = [(member_id.to_string(), group_instance_id.map(str::to_string))];
+    let result = wire::leave_group(&coordinator, group, &members, REASON, timeout)?;
+    let error_code = member_code(&result, member_id).ok_or_else(|| FailoverError::NoMemberResult {
+        coordinator: coordinator.clone(),
+        member_id: member_id.into(),
+    })?;
     Ok(LeaveOutcome {
         group: group.into(),
         member_id: member_id.into(),
         coordinator,
         error_code,
+        version: result.version,
         took_ms: started.elapsed().as_millis() as u64,
     })
 }
@@ -119,7 +129,7 @@ pub async fn leave_for_dead(
     let mut out = Vec::new();
     for (group, member) in members {
         let bootstrap = bootstrap.to_string();
-        let r = tokio::task::spawn_blocking(move || leave_group(&bootstrap, &group, &member, timeout))
+        let r = tokio::task::spawn_blocking(move || leave_group(&bootstrap, &group, &member, None, timeout))
             .await
             .map_err(|e| anyhow::anyhow!("LeaveGroup task: {e}"))?;
         out.push(r.map_err(|e| e.to_string()));
@@ -131,17 +141,20 @@ pub async fn leave_for_dead(
 mod tests {
     use super::*;
 
-    #[test]
-    fn leave_group_body_is_two_strings() {
-        let b = leave_group_body("g", "m-1");
-        assert_eq!(b, vec![0, 1, b'g', 0, 3, b'm', b'-', b'1']);
+    fn result(error_code: i16, members: &[(&str, i16)]) -> wire::LeaveResult {
+        wire::LeaveResult {
+            error_code,
+            members: members.iter().map(|(m, c)| (m.to_string(), *c)).collect(),
+            version: 5,
+        }
     }
 
     #[test]
-    fn parses_leave_group_response() {
-        assert_eq!(parse_leave_group(&Encoder::default().i32(0).i16(0).bytes()), Some(0));
-        assert_eq!(parse_leave_group(&Encoder::default().i32(5).i16(25).bytes()), Some(25));
-        assert_eq!(parse_leave_group(&[0, 0, 0]), None);
+    fn the_members_own_code_is_the_outcome() {
+        assert_eq!(member_code(&result(0, &[("m-1", 0)]), "m-1"), Some(0));
+        assert_eq!(member_code(&result(0, &[("m-2", 0), ("m-1", 25)]), "m-1"), Some(25));
+        assert_eq!(member_code(&result(16, &[]), "m-1"), Some(16));
+        assert_eq!(member_code(&result(0, &[("m-2", 0)]), "m-1"), None);
     }
 
     #[test]
@@ -151,12 +164,13 @@ mod tests {
             member_id: "m".into(),
             coordinator: "127.0.0.1:9092".into(),
             error_code: 0,
+            version: 5,
             took_ms: 3,
         };
         assert!(o.describe().contains("member removed"));
         o.error_code = UNKNOWN_MEMBER_ID;
         assert!(o.describe().contains("already gone"));
         o.error_code = 16;
-        assert!(o.describe().contains("error 16"));
+        assert!(o.describe().contains("error 16 (NotCoordinator)"), "{}", o.describe());
     }
 }

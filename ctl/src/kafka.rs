@@ -1,8 +1,12 @@
 //! Reads of the broker through the Kafka protocol: groups, members, committed and log-end
 //! offsets, lag. Computed exactly as `kafka-consumer-groups --describe` does.
+//!
+//! Groups come from ListGroups, then DescribeGroups for classic groups and
+//! ConsumerGroupDescribe for KIP-848 (`group.protocol=consumer`) groups, which DescribeGroups
+//! does not see; both at the group's coordinator.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,25 +15,128 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use serde::Serialize;
 
-/// One member of a group as the broker reports it (client id and host may be empty: the local
-/// broker does not return them).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+use crate::wire::{self, WireError};
+
+/// Which group protocol a group speaks: the classic rebalance protocol, or KIP-848's
+/// broker-driven one (`group.protocol=consumer`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupType {
+    #[default]
+    Classic,
+    Consumer,
+}
+
+impl std::fmt::Display for GroupType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GroupType::Classic => "classic",
+            GroupType::Consumer => "consumer",
+        })
+    }
+}
+
+/// One member of a group as the broker reports it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Member {
     pub member_id: String,
+    /// Static membership (`group.instance.id`), when the member has one.
+    pub group_instance_id: Option<String>,
     pub client_id: String,
+    /// As the broker reports it, e.g. `/127.0.0.1`.
     pub host: String,
-    /// Partitions from the member's assignment bytes, when the broker returns them.
+    /// KIP-848 groups: the member's epoch.
+    pub member_epoch: Option<i32>,
+    /// Partitions the member owns now (classic groups: from its assignment bytes); None when the
+    /// broker does not say.
     pub assignment: Option<Vec<(String, i32)>>,
+    /// KIP-848 groups: what the coordinator wants the member to own.
+    pub target_assignment: Option<Vec<(String, i32)>>,
+    /// KIP-848 groups: the member is still moving from its assignment to its target.
+    pub reconciling: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GroupInfo {
     pub group: String,
+    pub group_type: GroupType,
     pub state: String,
+    /// The assignor: the classic group's agreed protocol (e.g. `cooperative-sticky`), or the
+    /// KIP-848 group's server-side assignor (e.g. `uniform`).
     pub protocol: String,
+    /// KIP-848 groups: the group epoch and the epoch of its target assignment.
+    pub group_epoch: Option<i32>,
+    pub assignment_epoch: Option<i32>,
+    /// The group coordinator, `host:port`.
+    pub coordinator: Option<String>,
     pub members: Vec<Member>,
+}
+
+impl GroupInfo {
+    /// Partition -> member id, from the broker's assignments.
+    pub fn assigned(&self) -> BTreeMap<(String, i32), &Member> {
+        let mut out = BTreeMap::new();
+        for m in &self.members {
+            for tp in m.assignment.iter().flatten() {
+                out.insert(tp.clone(), m);
+            }
+        }
+        out
+    }
+
+    fn from_classic(g: wire::ClassicGroup, coordinator: &str) -> Self {
+        GroupInfo {
+            group: g.group,
+            group_type: GroupType::Classic,
+            state: g.state,
+            protocol: g.protocol,
+            group_epoch: None,
+            assignment_epoch: None,
+            coordinator: Some(coordinator.to_string()),
+            members: g
+                .members
+                .into_iter()
+                .map(|m| Member {
+                    member_id: m.member_id,
+                    group_instance_id: m.group_instance_id,
+                    client_id: m.client_id,
+                    host: m.client_host,
+                    member_epoch: None,
+                    assignment: m.assignment,
+                    target_assignment: None,
+                    reconciling: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn from_consumer(g: wire::ConsumerGroup, coordinator: &str) -> Self {
+        GroupInfo {
+            group: g.group,
+            group_type: GroupType::Consumer,
+            state: g.state,
+            protocol: g.assignor,
+            group_epoch: Some(g.group_epoch),
+            assignment_epoch: Some(g.assignment_epoch),
+            coordinator: Some(coordinator.to_string()),
+            members: g
+                .members
+                .into_iter()
+                .map(|m| Member {
+                    reconciling: m.reconciling(),
+                    member_id: m.member_id,
+                    group_instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    host: m.client_host,
+                    member_epoch: Some(m.member_epoch),
+                    assignment: Some(m.assignment),
+                    target_assignment: Some(m.target_assignment),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -47,7 +154,9 @@ pub struct PartitionOffsets {
 pub struct Observer {
     bootstrap: String,
     timeout: Duration,
-    client: BaseConsumer,
+    /// librdkafka, for the fallbacks only (created on first use: its start and its metadata
+    /// round trips cost a describe more than all our requests together).
+    client: OnceLock<BaseConsumer>,
     /// One offset reader per group, kept so a refresh does not reconnect (fallback path).
     readers: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     /// Group -> coordinator address, for OffsetFetch over the wire.
@@ -65,67 +174,178 @@ fn config(bootstrap: &str) -> ClientConfig {
 
 impl Observer {
     pub fn new(bootstrap: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client: BaseConsumer = config(bootstrap).create().context("creating Kafka client")?;
         Ok(Self {
             bootstrap: bootstrap.into(),
             timeout,
-            client,
+            client: OnceLock::new(),
             readers: Mutex::new(HashMap::new()),
             coordinators: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Topic -> partition count, internal topics left out.
-    pub fn topics(&self) -> anyhow::Result<Vec<(String, i32)>> {
+    /// The librdkafka client of the fallbacks.
+    fn client(&self) -> anyhow::Result<&BaseConsumer> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c: BaseConsumer = config(&self.bootstrap).create().context("creating Kafka client")?;
+        let _ = self.client.set(c);
+        self.client.get().context("Kafka client")
+    }
+
+    /// Brokers and topics: Metadata from the first bootstrap broker that answers, librdkafka's
+    /// metadata when none does over the wire (e.g. a cluster that needs TLS).
+    pub fn cluster(&self) -> anyhow::Result<wire::Cluster> {
+        for addr in self.bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            match wire::cluster(addr, self.timeout) {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::debug!(error = %e, "Metadata over the wire failed"),
+            }
+        }
         let md = self
-            .client
+            .client()?
             .fetch_metadata(None, self.timeout)
             .with_context(|| format!("broker {} unreachable", self.bootstrap))?;
-        let mut v: Vec<(String, i32)> = md
-            .topics()
-            .iter()
-            .filter(|t| !t.name().starts_with("__"))
-            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        Ok(wire::Cluster {
+            brokers: md.brokers().iter().map(|b| (b.id(), format!("{}:{}", b.host(), b.port()))).collect(),
+            topics: md
+                .topics()
+                .iter()
+                .map(|t| wire::TopicMeta {
+                    name: t.name().to_string(),
+                    internal: t.name().starts_with("__"),
+                    partitions: t.partitions().iter().map(|p| (p.id(), p.leader())).collect(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Topic -> partition count, internal topics left out.
+    pub fn topics(&self) -> anyhow::Result<Vec<(String, i32)>> {
+        let mut v: Vec<(String, i32)> = self
+            .cluster()?
+            .topics
+            .into_iter()
+            .filter(|t| !t.internal && !t.name.starts_with("__"))
+            .map(|t| (t.name, t.partitions.len() as i32))
             .collect();
         v.sort();
         Ok(v)
     }
 
-    pub fn groups(&self) -> anyhow::Result<Vec<GroupInfo>> {
-        self.list_groups(None)
+    /// Every broker of the cluster, `host:port` (the bootstrap's first when metadata fails).
+    fn brokers(&self) -> Vec<String> {
+        match self.cluster() {
+            Ok(c) if !c.brokers.is_empty() => c.brokers.into_iter().map(|(_, a)| a).collect(),
+            _ => vec![self.first_broker()],
+        }
     }
 
-    /// Every group, or only `only` (one DescribeGroups instead of one per group).
-    fn list_groups(&self, only: Option<&str>) -> anyhow::Result<Vec<GroupInfo>> {
-        let list = self
-            .client
-            .fetch_group_list(only, self.timeout)
-            .with_context(|| format!("listing groups on {}", self.bootstrap))?;
-        let mut out: Vec<GroupInfo> = list
-            .groups()
-            .iter()
-            .map(|g| GroupInfo {
-                group: g.name().to_string(),
-                state: g.state().to_string(),
-                protocol: g.protocol().to_string(),
-                members: g
-                    .members()
-                    .iter()
-                    .map(|m| Member {
-                        member_id: m.id().to_string(),
-                        client_id: m.client_id().to_string(),
-                        host: m.client_host().to_string(),
-                        assignment: m.assignment().and_then(decode_assignment),
-                    })
-                    .collect(),
-            })
-            .collect();
-        out.sort_by(|a, b| a.group.cmp(&b.group));
+    /// Every consumer group (both protocols), described.
+    pub fn groups(&self) -> anyhow::Result<Vec<GroupInfo>> {
+        let mut listed: BTreeMap<String, wire::ListedGroup> = BTreeMap::new();
+        for broker in self.brokers() {
+            let groups =
+                wire::list_groups(&broker, self.timeout).with_context(|| format!("listing groups on {broker}"))?;
+            listed.extend(groups.into_iter().map(|g| (g.group.clone(), g)));
+        }
+        let names: Vec<String> = listed.keys().cloned().collect();
+        self.learn_coordinators(&names);
+        let mut out = Vec::new();
+        for g in listed.values() {
+            let kind = if g.group_type == "consumer" { GroupType::Consumer } else { GroupType::Classic };
+            if let Some(info) = self.describe_as(&g.group, kind)? {
+                out.push(info);
+            }
+        }
         Ok(out)
     }
 
+    /// One group, whichever protocol it speaks; None when the broker does not know it.
     pub fn group(&self, group: &str) -> anyhow::Result<Option<GroupInfo>> {
-        Ok(self.list_groups(Some(group))?.into_iter().find(|g| g.group == group))
+        if let Some(g) = self.describe_as(group, GroupType::Classic)? {
+            return Ok(Some(g));
+        }
+        self.describe_as(group, GroupType::Consumer)
+    }
+
+    /// DescribeGroups (classic) or ConsumerGroupDescribe (consumer) of `group`; None when the
+    /// coordinator does not know a group of that type by that name.
+    fn describe_as(&self, group: &str, kind: GroupType) -> anyhow::Result<Option<GroupInfo>> {
+        let names = [group.to_string()];
+        let found = self.at_coordinator(group, |coordinator| match kind {
+            GroupType::Classic => {
+                let Some(g) = wire::describe_groups(coordinator, &names, self.timeout)?.into_iter().next() else {
+                    return Ok(None);
+                };
+                match g.error_code {
+                    // A KIP-848 group, seen through the classic API.
+                    wire::code::GROUP_ID_NOT_FOUND => Ok(None),
+                    0 if g.state == "Dead" => Ok(None),
+                    0 => Ok(Some(GroupInfo::from_classic(g, coordinator))),
+                    code => Err(WireError::kafka(coordinator, code, Some(format!("group {group}")), None)),
+                }
+            }
+            GroupType::Consumer => {
+                let Some(g) = wire::consumer_group_describe(coordinator, &names, self.timeout)?.into_iter().next()
+                else {
+                    return Ok(None);
+                };
+                match g.error_code {
+                    wire::code::GROUP_ID_NOT_FOUND => Ok(None),
+                    0 => Ok(Some(GroupInfo::from_consumer(g, coordinator))),
+                    code => Err(WireError::kafka(coordinator, code, Some(format!("group {group}")), g.error_message)),
+                }
+            }
+        });
+        found.with_context(|| format!("describing {kind} group {group}"))
+    }
+
+    /// Runs `f` at the coordinator of `group`; finds the coordinator again and retries once when
+    /// it moved.
+    fn at_coordinator<T>(&self, group: &str, f: impl Fn(&str) -> Result<T, WireError>) -> Result<T, WireError> {
+        let mut last = None;
+        for _attempt in 0..2 {
+            let coordinator = self.coordinator(group)?;
+            match f(&coordinator) {
+                Ok(v) => return Ok(v),
+                Err(e) if wire::is_coordinator_moved(&e) => {
+                    tracing::debug!(error = %e, group, "coordinator moved; asking again");
+                    self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).remove(group);
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("two attempts failed"))
+    }
+
+    /// The coordinator of `group`, cached.
+    fn coordinator(&self, group: &str) -> Result<String, WireError> {
+        if let Some(c) = self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).get(group) {
+            return Ok(c.clone());
+        }
+        let c = wire::find_coordinator(&self.first_broker(), group, self.timeout)?;
+        self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).insert(group.into(), c.clone());
+        Ok(c)
+    }
+
+    /// Looks up the coordinators of many groups in one request (where the broker batches).
+    fn learn_coordinators(&self, groups: &[String]) {
+        let missing: Vec<String> = {
+            let known = self.coordinators.lock().unwrap_or_else(|e| e.into_inner());
+            groups.iter().filter(|g| !known.contains_key(*g)).cloned().collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        match wire::find_coordinators(&self.first_broker(), &missing, self.timeout) {
+            Ok(found) => {
+                let mut known = self.coordinators.lock().unwrap_or_else(|e| e.into_inner());
+                known.extend(found.into_iter().filter_map(|(g, c)| Some((g, c.ok()?))));
+            }
+            Err(e) => tracing::debug!(error = %e, "FindCoordinator (batch) failed; asking per group"),
+        }
     }
 
     fn reader(&self, group: &str) -> anyhow::Result<Arc<BaseConsumer>> {
@@ -172,31 +392,11 @@ impl Observer {
         group: &str,
         partitions: &[(String, i32)],
     ) -> anyhow::Result<HashMap<(String, i32), Option<i64>>> {
-        for _attempt in 0..2 {
-            let cached = self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).get(group).cloned();
-            let coordinator = match cached {
-                Some(c) => c,
-                None => match crate::wire::find_coordinator(&self.first_broker(), group, self.timeout) {
-                    Ok(c) => {
-                        self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).insert(group.into(), c.clone());
-                        c
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "FindCoordinator failed; using librdkafka");
-                        break;
-                    }
-                },
-            };
-            match crate::wire::committed_offsets(&coordinator, group, partitions, self.timeout) {
-                Ok(v) => return Ok(v.into_iter().map(|(t, p, o)| ((t, p), o)).collect()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "OffsetFetch failed");
-                    self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).remove(group);
-                    if !crate::wire::is_coordinator_moved(&e) {
-                        break;
-                    }
-                }
-            }
+        let over_wire =
+            self.at_coordinator(group, |c| wire::committed_offsets(c, group, Some(partitions), self.timeout));
+        match over_wire {
+            Ok(v) => return Ok(v.into_iter().map(|(t, p, o)| ((t, p), o)).collect()),
+            Err(e) => tracing::debug!(error = %e, "OffsetFetch failed; using librdkafka"),
         }
         let mut tpl = TopicPartitionList::new();
         for (t, p) in partitions {
@@ -226,26 +426,22 @@ impl Observer {
     /// Log-end offsets: one ListOffsets request per partition leader, as the broker's metadata
     /// names them; partitions it did not answer fall back to librdkafka's watermark query.
     pub fn log_ends(&self, partitions: &[(String, i32)]) -> anyhow::Result<HashMap<(String, i32), i64>> {
-        let md = self
-            .client
-            .fetch_metadata(None, self.timeout)
-            .with_context(|| format!("broker {} unreachable", self.bootstrap))?;
-        let brokers: HashMap<i32, String> =
-            md.brokers().iter().map(|b| (b.id(), format!("{}:{}", b.host(), b.port()))).collect();
+        let cluster = self.cluster()?;
+        let wanted: BTreeSet<&(String, i32)> = partitions.iter().collect();
         let mut by_leader: HashMap<String, Vec<(String, i32)>> = HashMap::new();
-        for t in md.topics() {
-            for p in t.partitions() {
-                let key = (t.name().to_string(), p.id());
-                if partitions.contains(&key) {
-                    if let Some(addr) = brokers.get(&p.leader()) {
-                        by_leader.entry(addr.clone()).or_default().push(key);
+        for t in &cluster.topics {
+            for (p, leader) in &t.partitions {
+                let key = (t.name.clone(), *p);
+                if wanted.contains(&key) {
+                    if let Some(addr) = cluster.broker(*leader) {
+                        by_leader.entry(addr.to_string()).or_default().push(key);
                     }
                 }
             }
         }
         let mut ends = HashMap::new();
         for (addr, parts) in by_leader {
-            match crate::wire::log_end_offsets(&addr, &parts, self.timeout) {
+            match wire::log_end_offsets(&addr, &parts, self.timeout) {
                 Ok(found) => ends.extend(found.into_iter().map(|(t, p, o)| ((t, p), o))),
                 Err(e) => tracing::debug!(error = %e, "ListOffsets failed; using per-partition watermarks"),
             }
@@ -253,7 +449,7 @@ impl Observer {
         for (t, p) in partitions {
             if let std::collections::hash_map::Entry::Vacant(slot) = ends.entry((t.clone(), *p)) {
                 let (_, high) = self
-                    .client
+                    .client()?
                     .fetch_watermarks(t, *p, self.timeout)
                     .with_context(|| format!("fetching the log-end offset of {t}-{p}"))?;
                 slot.insert(high);
@@ -263,12 +459,18 @@ impl Observer {
     }
 
     /// Committed and log-end offsets of `group` over the topics it consumes: those it has
-    /// committed on, plus the ones our own groups consume before their first commit.
-    pub fn offsets_of_group(&self, group: &str, topics: &[(String, i32)]) -> anyhow::Result<Vec<PartitionOffsets>> {
-        let all = self.offsets(group, topics)?;
+    /// committed on, those the broker assigns to its members, plus the ones our own groups
+    /// consume before their first commit.
+    pub fn offsets_of_group(
+        &self,
+        group: &GroupInfo,
+        topics: &[(String, i32)],
+    ) -> anyhow::Result<Vec<PartitionOffsets>> {
+        let all = self.offsets(&group.group, topics)?;
+        let assigned: BTreeSet<String> = group.assigned().into_keys().map(|(t, _)| t).collect();
         let used: BTreeSet<String> = all
             .iter()
-            .filter(|p| p.committed.is_some() || known_topic(group, &p.topic))
+            .filter(|p| p.committed.is_some() || assigned.contains(&p.topic) || known_topic(&group.group, &p.topic))
             .map(|p| p.topic.clone())
             .collect();
         Ok(all.into_iter().filter(|p| used.contains(&p.topic)).collect())
@@ -284,56 +486,59 @@ pub fn known_topic(group: &str, topic: &str) -> bool {
     }
 }
 
-/// Decodes a ConsumerProtocol assignment (version, [topic, [partition]], user data).
-pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, i32)>> {
-    let mut r = Reader { b: bytes, at: 0 };
-    let _version = r.i16()?;
-    let topics = r.i32()?;
-    let mut out = Vec::new();
-    for _ in 0..topics.max(0) {
-        let len = r.i16()?;
-        let topic = std::str::from_utf8(r.take(len.max(0) as usize)?).ok()?.to_string();
-        let n = r.i32()?;
-        for _ in 0..n.max(0) {
-            out.push((topic.clone(), r.i32()?));
-        }
-    }
-    Some(out)
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.b.get(self.at..self.at + n)?;
-        self.at += n;
-        Some(s)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn decodes_a_consumer_protocol_assignment() {
-        let mut b = vec![0, 1, 0, 0, 0, 1, 0, 11];
-        b.extend_from_slice(b"chat-events");
-        b.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(decode_assignment(&b), Some(vec![("chat-events".to_string(), 0), ("chat-events".to_string(), 3)]));
+    fn member(id: &str, parts: Option<&[i32]>) -> Member {
+        Member {
+            member_id: id.into(),
+            assignment: parts.map(|ps| ps.iter().map(|p| ("t".to_string(), *p)).collect()),
+            ..Default::default()
+        }
     }
 
     #[test]
-    fn truncated_assignment_is_none() {
-        assert_eq!(decode_assignment(&[0, 1, 0, 0, 0, 1, 0, 11, b'c']), None);
+    fn assigned_maps_partitions_to_members_and_skips_unknown_assignments() {
+        let g = GroupInfo {
+            group: "g".into(),
+            members: vec![member("m1", Some(&[0, 2])), member("m2", None), member("m3", Some(&[1]))],
+            ..Default::default()
+        };
+        let a = g.assigned();
+        let ids: Vec<(i32, &str)> = a.iter().map(|((_, p), m)| (*p, m.member_id.as_str())).collect();
+        assert_eq!(ids, vec![(0, "m1"), (1, "m3"), (2, "m1")]);
+    }
+
+    #[test]
+    fn a_kip848_group_keeps_epochs_and_reconciling_members() {
+        let g = wire::ConsumerGroup {
+            group: "g".into(),
+            error_code: 0,
+            error_message: None,
+            state: "Reconciling".into(),
+            group_epoch: 7,
+            assignment_epoch: 7,
+            assignor: "uniform".into(),
+            members: vec![wire::ConsumerMember {
+                member_id: "m".into(),
+                instance_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                member_epoch: 6,
+                assignment: vec![("t".into(), 0), ("t".into(), 1)],
+                target_assignment: vec![("t".into(), 0)],
+            }],
+        };
+        let info = GroupInfo::from_consumer(g, "b:9092");
+        assert_eq!(info.group_type, GroupType::Consumer);
+        assert_eq!((info.group_epoch, info.assignment_epoch), (Some(7), Some(7)));
+        let m = &info.members[0];
+        assert!(m.reconciling);
+        assert_eq!(m.member_epoch, Some(6));
+        assert_eq!(m.target_assignment.as_ref().map(Vec::len), Some(1));
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["groupType"], "consumer");
+        assert_eq!(json["members"][0]["targetAssignment"][0], serde_json::json!(["t", 0]));
     }
 }

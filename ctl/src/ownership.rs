@@ -1,8 +1,10 @@
-//! Who owns which partition, and the rebalance timeline. Ownership comes from the broker where
-//! it returns member assignments (Apache Kafka) and from the instances' own reports (the ops
-//! channel in Redis) where it does not; a report counts only while its member id is still a
-//! member of the group on the broker, so a killed instance stops owning as soon as the broker
-//! says so — reconciled, never guessed.
+//! Who owns which partition, and the rebalance timeline. Ownership comes from the broker
+//! (DescribeGroups member assignments for classic groups, ConsumerGroupDescribe for KIP-848
+//! groups) and from the instances' own reports (the ops channel in Redis) only where the broker
+//! does not say; a report counts only while its member id is still a member of the group on the
+//! broker, so a killed instance stops owning as soon as the broker says so. Where a live
+//! member's own report and the broker's assignment differ, the partition is listed as a
+//! disagreement (the broker still decides the owner) — reconciled, never hidden.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,7 +12,7 @@ use anyhow::Context;
 use chat4all_server::config::ops_keys;
 use chat4all_server::events::{AssignmentReport, RebalanceEvent};
 
-use crate::kafka::GroupInfo;
+use crate::kafka::{GroupInfo, Member};
 
 /// Where an owner was learned from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -18,6 +20,15 @@ use crate::kafka::GroupInfo;
 pub enum Source {
     Broker,
     Report,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Broker => "broker",
+            Source::Report => "report",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -38,6 +49,22 @@ pub struct Ownership {
     pub standby: Vec<String>,
     /// Reports whose member id the broker no longer lists (dead or left instances).
     pub stale: Vec<String>,
+    /// Partitions where a live member's own report and the broker's assignment differ.
+    pub disagreements: Vec<Disagreement>,
+}
+
+/// One partition on which the broker and the members' own reports disagree. Normal for a
+/// moment around a rebalance (a report follows the broker); lasting, it means a member works
+/// on partitions the broker gave someone else, or ignores one it was given.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disagreement {
+    pub topic: String,
+    pub partition: i32,
+    /// The instance the broker assigns it to (None: nobody, among members that reported).
+    pub broker: Option<String>,
+    /// The instances whose own last report claims it.
+    pub reported_by: Vec<String>,
 }
 
 pub async fn redis(url: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
@@ -83,26 +110,29 @@ pub async fn timeline(
     Ok(events)
 }
 
+/// The instance a broker member is: its client id (our consumers use their instance name),
+/// else the instance of its report, else the member id.
+fn instance_of(m: &Member, by_member: &BTreeMap<&str, &AssignmentReport>) -> String {
+    if !m.client_id.is_empty() {
+        return m.client_id.clone();
+    }
+    by_member.get(m.member_id.as_str()).map(|r| r.instance.clone()).unwrap_or_else(|| m.member_id.clone())
+}
+
 /// Reconciles the broker's view of `group` with the instances' reports.
 pub fn reconcile(group: &GroupInfo, reports: &[AssignmentReport]) -> Ownership {
     let members: BTreeSet<&str> = group.members.iter().map(|m| m.member_id.as_str()).collect();
     let mut own = Ownership::default();
     let by_member: BTreeMap<&str, &AssignmentReport> = reports.iter().map(|r| (r.member_id.as_str(), r)).collect();
-    let mut active: BTreeSet<String> = BTreeSet::new();
     for m in &group.members {
         let Some(assignment) = &m.assignment else { continue };
-        let instance = if m.client_id.is_empty() {
-            by_member.get(m.member_id.as_str()).map(|r| r.instance.clone()).unwrap_or_else(|| m.member_id.clone())
-        } else {
-            m.client_id.clone()
-        };
+        let instance = instance_of(m, &by_member);
         for (t, p) in assignment {
             own.owners.insert(
                 (t.clone(), *p),
                 Owner { instance: instance.clone(), member_id: m.member_id.clone(), source: Source::Broker },
             );
         }
-        active.insert(instance);
     }
     for r in reports {
         if !members.contains(r.member_id.as_str()) {
@@ -125,13 +155,51 @@ pub fn reconcile(group: &GroupInfo, reports: &[AssignmentReport]) -> Ownership {
     }
     own.standby.sort();
     own.stale.sort();
+    own.disagreements = disagreements(group, &by_member);
     own
+}
+
+/// Partitions on which the members that both reported and have a broker assignment disagree
+/// with the broker. A member without a report, or whose assignment the broker does not return,
+/// cannot disagree.
+fn disagreements(group: &GroupInfo, by_member: &BTreeMap<&str, &AssignmentReport>) -> Vec<Disagreement> {
+    let mut broker: BTreeMap<(String, i32), String> = BTreeMap::new();
+    let mut reported: BTreeMap<(String, i32), BTreeSet<String>> = BTreeMap::new();
+    for m in &group.members {
+        let (Some(assignment), Some(report)) = (&m.assignment, by_member.get(m.member_id.as_str())) else {
+            continue;
+        };
+        let instance = instance_of(m, by_member);
+        for tp in assignment {
+            broker.insert(tp.clone(), instance.clone());
+        }
+        for tp in &report.assignment {
+            reported.entry((tp.topic.clone(), tp.partition)).or_default().insert(instance.clone());
+        }
+    }
+    let partitions: BTreeSet<&(String, i32)> = broker.keys().chain(reported.keys()).collect();
+    partitions
+        .into_iter()
+        .filter_map(|tp| {
+            let owner = broker.get(tp);
+            let claims: Vec<String> = reported.get(tp).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+            let agree = match owner {
+                Some(o) => claims.len() == 1 && &claims[0] == o,
+                None => claims.is_empty(),
+            };
+            (!agree).then(|| Disagreement {
+                topic: tp.0.clone(),
+                partition: tp.1,
+                broker: owner.cloned(),
+                reported_by: claims,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::Member;
     use chat4all_server::events::TopicPartition;
 
     fn report(instance: &str, member: &str, parts: &[i32]) -> AssignmentReport {
@@ -149,15 +217,8 @@ mod tests {
             group: "router-service".into(),
             state: "Stable".into(),
             protocol: "cooperative-sticky".into(),
-            members: members
-                .iter()
-                .map(|m| Member {
-                    member_id: m.to_string(),
-                    client_id: String::new(),
-                    host: String::new(),
-                    assignment: None,
-                })
-                .collect(),
+            members: members.iter().map(|m| Member { member_id: m.to_string(), ..Default::default() }).collect(),
+            ..Default::default()
         }
     }
 
@@ -188,5 +249,41 @@ mod tests {
         let o = &own.owners[&("chat-events".to_string(), 0)];
         assert_eq!((o.instance.as_str(), o.source), ("r2", Source::Broker));
         assert_eq!(own.standby, vec!["r1"]);
+    }
+
+    #[test]
+    fn agreeing_reports_show_no_disagreement() {
+        let mut g = group(&["m1", "m2"]);
+        g.members[0].assignment = Some(vec![("chat-events".into(), 0)]);
+        g.members[1].assignment = Some(vec![]);
+        let own = reconcile(&g, &[report("r1", "m1", &[0]), report("r2", "m2", &[])]);
+        assert!(own.disagreements.is_empty(), "{:?}", own.disagreements);
+        assert_eq!(own.standby, vec!["r2"]);
+    }
+
+    #[test]
+    fn a_live_member_claiming_anothers_partition_is_a_disagreement() {
+        let mut g = group(&["m1", "m2"]);
+        g.members[0].assignment = Some(vec![("chat-events".into(), 0)]);
+        g.members[1].assignment = Some(vec![("chat-events".into(), 1)]);
+        // r2 still reports partition 0 (it lost it) and not 1 (not yet taken).
+        let own = reconcile(&g, &[report("r1", "m1", &[0]), report("r2", "m2", &[0])]);
+        let d: Vec<(i32, Option<&str>, Vec<&str>)> = own
+            .disagreements
+            .iter()
+            .map(|d| (d.partition, d.broker.as_deref(), d.reported_by.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(d, vec![(0, Some("r1"), vec!["r1", "r2"]), (1, Some("r2"), vec![])]);
+        // The broker still decides the owner.
+        assert_eq!(own.owners[&("chat-events".to_string(), 1)].instance, "r2");
+    }
+
+    #[test]
+    fn members_without_a_report_or_a_broker_assignment_cannot_disagree() {
+        let mut g = group(&["m1", "m2"]);
+        g.members[0].assignment = Some(vec![("chat-events".into(), 0)]);
+        // m1 has no report; m2's assignment is unknown to the broker view.
+        let own = reconcile(&g, &[report("r2", "m2", &[0])]);
+        assert!(own.disagreements.is_empty(), "{:?}", own.disagreements);
     }
 }

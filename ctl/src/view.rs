@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::usage;
-use crate::kafka::{GroupInfo, Observer, PartitionOffsets};
+use crate::kafka::{GroupInfo, GroupType, Member, Observer, PartitionOffsets};
 use crate::lag::{LagHistory, LagStatus};
-use crate::ownership::{self, Owner};
+use crate::ownership::{self, Disagreement, Owner, Ownership, Source};
 
 /// One partition of one group, as `kafka-consumer-groups --describe` prints it, plus the owner
 /// and the lag status.
@@ -20,15 +20,24 @@ pub struct PartitionView {
     pub group: String,
     #[serde(flatten)]
     pub offsets: PartitionOffsets,
+    /// CONSUMER-ID, HOST, CLIENT-ID of the member the broker assigns the partition to (None:
+    /// the broker assigns it to nobody), as `kafka-consumer-groups --describe` prints them.
     pub consumer_id: Option<String>,
     pub host: Option<String>,
     pub client_id: Option<String>,
+    /// The owning instance: the broker's assignee, else the live member whose report claims it.
     pub owner: Option<Owner>,
     pub status: LagStatus,
     pub lag_seconds: Option<f64>,
 }
 
 impl PartitionView {
+    /// Whether `kafka-consumer-groups --describe` lists this partition: it shows the partitions
+    /// the broker assigns to a member and those the group committed on, nothing else.
+    pub fn listed_by_kafka(&self) -> bool {
+        self.offsets.committed.is_some() || self.consumer_id.is_some()
+    }
+
     /// TOPIC, PARTITION, CURRENT-OFFSET, LOG-END-OFFSET, LAG as `kafka-consumer-groups` prints
     /// them (`-` where nothing is committed): the columns every partition table starts with.
     pub fn offset_cells(&self) -> [String; 5] {
@@ -61,6 +70,24 @@ pub struct GroupView {
     pub status: LagStatus,
     /// Largest lag in seconds of any partition.
     pub max_lag_seconds: Option<f64>,
+}
+
+/// `groups describe`: the shared view plus what only a one-group describe shows (the group's
+/// protocol and epochs, every member, and where the members' reports disagree with the broker).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupDescription {
+    #[serde(flatten)]
+    pub view: GroupView,
+    pub group_type: GroupType,
+    /// KIP-848 groups: group epoch and target assignment epoch.
+    pub group_epoch: Option<i32>,
+    pub assignment_epoch: Option<i32>,
+    pub coordinator: Option<String>,
+    /// The broker's members (`members` is their count).
+    pub member_details: Vec<Member>,
+    /// Partitions where a live member's own report differs from the broker's assignment.
+    pub disagreements: Vec<Disagreement>,
 }
 
 /// Reads groups from a broker and instance reports from Redis, keeping the offset history that
@@ -101,7 +128,7 @@ impl GroupReader {
             let topics = obs.topics()?;
             let mut out = Vec::new();
             for g in obs.groups()? {
-                let offsets = obs.offsets_of_group(&g.group, &topics)?;
+                let offsets = obs.offsets_of_group(&g, &topics)?;
                 out.push((g, offsets));
             }
             Ok((out, topics))
@@ -109,23 +136,37 @@ impl GroupReader {
         .await??;
         let mut views = Vec::new();
         for (info, offsets) in raw {
-            views.push(self.build(info, offsets).await);
+            views.push(self.build(&info, offsets).await.0);
         }
         Ok((views, topics))
     }
 
     /// One group; a usage error (exit 2) when the broker does not know it.
     pub async fn describe(&mut self, group: &str) -> anyhow::Result<GroupView> {
+        Ok(self.describe_full(group).await?.view)
+    }
+
+    /// One group with its members and the disagreements between reports and broker.
+    pub async fn describe_full(&mut self, group: &str) -> anyhow::Result<GroupDescription> {
         let obs = self.observer.clone();
         let name = group.to_string();
         let (info, offsets) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let info = obs.group(&name)?.ok_or_else(|| usage(format!("unknown consumer group {name:?}")))?;
             let topics = obs.topics()?;
-            let offsets = obs.offsets_of_group(&name, &topics)?;
+            let offsets = obs.offsets_of_group(&info, &topics)?;
             Ok((info, offsets))
         })
         .await??;
-        Ok(self.build(info, offsets).await)
+        let (view, own) = self.build(&info, offsets).await;
+        Ok(GroupDescription {
+            view,
+            group_type: info.group_type,
+            group_epoch: info.group_epoch,
+            assignment_epoch: info.assignment_epoch,
+            coordinator: info.coordinator,
+            member_details: info.members,
+            disagreements: own.disagreements,
+        })
     }
 
     async fn reports(&mut self, group: &str) -> Vec<chat4all_server::events::AssignmentReport> {
@@ -152,22 +193,25 @@ impl GroupReader {
         }
     }
 
-    async fn build(&mut self, info: GroupInfo, offsets: Vec<PartitionOffsets>) -> GroupView {
+    async fn build(&mut self, info: &GroupInfo, offsets: Vec<PartitionOffsets>) -> (GroupView, Ownership) {
         let reports = self.reports(&info.group).await;
-        let own = ownership::reconcile(&info, &reports);
+        let mut own = ownership::reconcile(info, &reports);
         let now = chrono::Utc::now().timestamp_millis();
         self.history.record(&info.group, &offsets, now);
         let partitions: Vec<PartitionView> = offsets
             .into_iter()
             .map(|o| {
                 let owner = own.owners.get(&(o.topic.clone(), o.partition)).cloned();
-                let member = owner.as_ref().and_then(|ow| info.members.iter().find(|m| m.member_id == ow.member_id));
+                let assignee = owner
+                    .as_ref()
+                    .filter(|ow| ow.source == Source::Broker)
+                    .and_then(|ow| info.members.iter().find(|m| m.member_id == ow.member_id));
                 let eval = self.history.evaluate(&info.group, &o.topic, o.partition, owner.is_some());
                 PartitionView {
                     group: info.group.clone(),
-                    consumer_id: owner.as_ref().map(|o| o.member_id.clone()),
-                    host: member.map(|m| m.host.clone()).filter(|h| !h.is_empty()),
-                    client_id: member.map(|m| m.client_id.clone()).filter(|c| !c.is_empty()),
+                    consumer_id: assignee.map(|m| m.member_id.clone()),
+                    host: assignee.map(|m| m.host.clone()),
+                    client_id: assignee.map(|m| m.client_id.clone()),
                     owner,
                     status: eval.status,
                     lag_seconds: eval.lag_seconds,
@@ -175,7 +219,7 @@ impl GroupReader {
                 }
             })
             .collect();
-        GroupView {
+        let view = GroupView {
             total_lag: partitions.iter().filter_map(|p| p.offsets.lag).sum(),
             status: worst(partitions.iter().map(|p| p.status)),
             max_lag_seconds: partitions.iter().filter_map(|p| p.lag_seconds).reduce(f64::max),
@@ -184,9 +228,10 @@ impl GroupReader {
             protocol: info.protocol.clone(),
             members: info.members.len(),
             partitions,
-            standby: own.standby,
-            stale_reports: own.stale,
-        }
+            standby: std::mem::take(&mut own.standby),
+            stale_reports: std::mem::take(&mut own.stale),
+        };
+        (view, own)
     }
 }
 

@@ -5,13 +5,15 @@ use clap::{Args, Subcommand};
 use super::watch::{self, Render};
 use super::Cli;
 use chat4all_ctl::control::SupervisorFile;
-use chat4all_ctl::kafka::Observer;
+use chat4all_ctl::error::usage;
+use chat4all_ctl::kafka::{GroupInfo, GroupType, Member, Observer};
 use chat4all_ctl::lag::{LagHistory, Rules};
 use chat4all_ctl::output::{self, or_dash, Format, Table};
 use chat4all_ctl::ownership;
+use chat4all_ctl::ownership::Disagreement;
 use chat4all_ctl::runtime::client::ProcessRuntime;
 use chat4all_ctl::timeline::attribute;
-use chat4all_ctl::view::{GroupReader, GroupView};
+use chat4all_ctl::view::{GroupDescription, GroupReader};
 use chat4all_server::events::TopicPartition;
 
 #[derive(Debug, Subcommand)]
@@ -25,6 +27,10 @@ pub enum GroupsCommand {
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
     pub group: String,
+    /// The group's members instead (kafka-consumer-groups --describe --members --verbose):
+    /// client, host, assignment, and for KIP-848 groups epochs and target assignment.
+    #[arg(long)]
+    pub members: bool,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +92,10 @@ pub async fn groups(cli: &Cli, cmd: &GroupsCommand) -> anyhow::Result<()> {
             let mut v = ListView { observer: reader(cli).await?.observer() };
             watch::show(cli, &mut v).await
         }
+        GroupsCommand::Describe(args) if args.members => {
+            let mut v = MembersView { observer: reader(cli).await?.observer(), group: args.group.clone() };
+            watch::show(cli, &mut v).await
+        }
         GroupsCommand::Describe(args) => {
             let mut v = DescribeView { reader: reader(cli).await?, group: args.group.clone() };
             watch::show(cli, &mut v).await
@@ -104,9 +114,9 @@ impl Render for ListView {
         Ok(match format {
             Format::Json => output::json(&groups),
             Format::Table => {
-                let mut t = Table::new(&["GROUP", "STATE", "PROTOCOL", "MEMBERS"]);
+                let mut t = Table::new(&["GROUP", "TYPE", "STATE", "PROTOCOL", "MEMBERS"]);
                 for g in groups {
-                    t.row(vec![g.group, g.state, g.protocol, g.members.len().to_string()]);
+                    t.row(vec![g.group, g.group_type.to_string(), g.state, g.protocol, g.members.len().to_string()]);
                 }
                 t.render()
             }
@@ -121,7 +131,7 @@ struct DescribeView {
 
 impl Render for DescribeView {
     async fn render(&mut self, format: Format) -> anyhow::Result<String> {
-        let desc = self.reader.describe(&self.group).await?;
+        let desc = self.reader.describe_full(&self.group).await?;
         Ok(match format {
             Format::Json => output::json(&desc),
             Format::Table => {
@@ -136,8 +146,21 @@ impl Render for DescribeView {
     }
 }
 
-/// `kafka-consumer-groups --describe` columns, then the owner and the lag status.
-pub(crate) fn describe_table(desc: &GroupView) -> String {
+/// The group line above both tables: type, state, epochs (KIP-848), members.
+fn summary(group: &str, kind: GroupType, state: &str, epochs: (Option<i32>, Option<i32>), members: usize) -> String {
+    let epochs = match epochs {
+        (Some(g), Some(a)) => format!(" epoch {g} assignment-epoch {a}"),
+        _ => String::new(),
+    };
+    format!("group {group} type {kind} state {state}{epochs} members {members}")
+}
+
+/// The columns of `kafka-consumer-groups --describe` with the values it prints (only the
+/// partitions it lists: assigned ones and committed ones), then ours: the owning instance, where
+/// that was learned, lag status and lag in seconds. Standby instances follow as rows of their
+/// own, and any disagreement between the members' reports and the broker below the table.
+pub(crate) fn describe_table(desc: &GroupDescription) -> String {
+    let v = &desc.view;
     let mut t = Table::new(&[
         "GROUP",
         "TOPIC",
@@ -149,9 +172,11 @@ pub(crate) fn describe_table(desc: &GroupView) -> String {
         "HOST",
         "CLIENT-ID",
         "OWNER",
+        "SOURCE",
         "STATUS",
+        "LAG-SECONDS",
     ]);
-    for p in &desc.partitions {
+    for p in v.partitions.iter().filter(|p| p.listed_by_kafka()) {
         let mut row = vec![p.group.clone()];
         row.extend(p.offset_cells());
         row.extend([
@@ -159,26 +184,134 @@ pub(crate) fn describe_table(desc: &GroupView) -> String {
             or_dash(p.host.as_ref()),
             or_dash(p.client_id.as_ref()),
             or_dash(p.owner.as_ref().map(|o| &o.instance)),
+            or_dash(p.owner.as_ref().map(|o| o.source)),
             p.status.to_string(),
+            or_dash(p.lag_seconds.map(|s| format!("{s:.1}"))),
         ]);
         t.row(row);
     }
-    for s in &desc.standby {
-        let mut row = vec![desc.group.clone()];
+    for s in &v.standby {
+        let mut row = vec![v.group.clone()];
         row.extend(std::iter::repeat_n("-".to_string(), 8));
         row.push(format!("{s} (standby)"));
-        row.push("-".into());
+        row.extend(std::iter::repeat_n("-".to_string(), 3));
         t.row(row);
     }
+    let mut out = format!(
+        "{} lag {} status {}\n{}",
+        summary(&v.group, desc.group_type, &v.state, (desc.group_epoch, desc.assignment_epoch), v.members),
+        v.total_lag,
+        v.status,
+        t.render()
+    );
+    for d in &desc.disagreements {
+        out.push_str(&disagreement_line(d));
+    }
+    if !v.stale_reports.is_empty() {
+        out.push_str(&format!("stale reports (no longer members): {}\n", v.stale_reports.join(", ")));
+    }
+    out
+}
+
+fn disagreement_line(d: &Disagreement) -> String {
+    let claims = if d.reported_by.is_empty() { "no member".to_string() } else { d.reported_by.join(", ") };
     format!(
-        "group {} state {} members {} lag {} status {}\n{}",
-        desc.group,
-        desc.state,
-        desc.members,
-        desc.total_lag,
-        desc.status,
+        "DISAGREEMENT {}-{}: broker assigns it to {}, reported by {claims}\n",
+        d.topic,
+        d.partition,
+        d.broker.as_deref().unwrap_or("nobody")
+    )
+}
+
+struct MembersView {
+    observer: std::sync::Arc<Observer>,
+    group: String,
+}
+
+impl Render for MembersView {
+    async fn render(&mut self, format: Format) -> anyhow::Result<String> {
+        let obs = self.observer.clone();
+        let name = self.group.clone();
+        let info = tokio::task::spawn_blocking(move || obs.group(&name))
+            .await??
+            .ok_or_else(|| usage(format!("unknown consumer group {:?}", self.group)))?;
+        Ok(match format {
+            Format::Json => output::json(&info),
+            Format::Table => members_table(&info),
+        })
+    }
+}
+
+/// An assignment as `kafka-consumer-groups --members --verbose` prints it: `topic:0,1;other:2`
+/// (topics sorted, partitions ascending), `-` when empty or unknown.
+pub(crate) fn assignment_cell(a: Option<&Vec<(String, i32)>>) -> String {
+    let Some(a) = a.filter(|a| !a.is_empty()) else { return "-".into() };
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for (t, p) in a {
+        by_topic.entry(t.as_str()).or_default().push(*p);
+    }
+    by_topic
+        .into_iter()
+        .map(|(t, mut ps)| {
+            ps.sort_unstable();
+            format!("{t}:{}", ps.iter().map(i32::to_string).collect::<Vec<_>>().join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// `kafka-consumer-groups --describe --members --verbose`: GROUP-INSTANCE-ID only when a member
+/// has one, as the tool does; then RECONCILING (KIP-848: current and target assignment differ).
+pub(crate) fn members_table(info: &GroupInfo) -> String {
+    let with_instance = info.members.iter().any(|m| m.group_instance_id.as_ref().is_some_and(|i| !i.is_empty()));
+    let mut header = vec!["GROUP", "CONSUMER-ID"];
+    if with_instance {
+        header.push("GROUP-INSTANCE-ID");
+    }
+    header.extend([
+        "HOST",
+        "CLIENT-ID",
+        "#PARTITIONS",
+        "CURRENT-EPOCH",
+        "CURRENT-ASSIGNMENT",
+        "TARGET-EPOCH",
+        "TARGET-ASSIGNMENT",
+        "RECONCILING",
+    ]);
+    let mut t = Table::new(&header);
+    for m in &info.members {
+        t.row(member_row(info, m, with_instance));
+    }
+    format!(
+        "{}\n{}",
+        summary(
+            &info.group,
+            info.group_type,
+            &info.state,
+            (info.group_epoch, info.assignment_epoch),
+            info.members.len()
+        ),
         t.render()
     )
+}
+
+fn member_row(info: &GroupInfo, m: &Member, with_instance: bool) -> Vec<String> {
+    let mut row = vec![info.group.clone(), m.member_id.clone()];
+    if with_instance {
+        row.push(m.group_instance_id.clone().unwrap_or_default());
+    }
+    let consumer = info.group_type == GroupType::Consumer;
+    row.extend([
+        m.host.clone(),
+        m.client_id.clone(),
+        m.assignment.as_ref().map_or(0, Vec::len).to_string(),
+        or_dash(m.member_epoch),
+        assignment_cell(m.assignment.as_ref()),
+        or_dash(info.assignment_epoch),
+        assignment_cell(m.target_assignment.as_ref()),
+        if consumer { if m.reconciling { "yes" } else { "no" }.to_string() } else { "-".to_string() },
+    ]);
+    row
 }
 
 pub async fn events(cli: &Cli, args: &EventsArgs) -> anyhow::Result<()> {
@@ -227,5 +360,71 @@ impl Render for EventsView {
                 t.render()
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tps(v: &[(&str, i32)]) -> Vec<(String, i32)> {
+        v.iter().map(|(t, p)| (t.to_string(), *p)).collect()
+    }
+
+    #[test]
+    fn assignments_print_as_the_kafka_tool_does() {
+        assert_eq!(assignment_cell(Some(&tps(&[("wt", 1), ("a", 3), ("wt", 0)]))), "a:3;wt:0,1");
+        assert_eq!(assignment_cell(Some(&vec![])), "-");
+        assert_eq!(assignment_cell(None), "-");
+    }
+
+    #[test]
+    fn members_of_a_kip848_group_show_epochs_target_and_reconciling() {
+        let info = GroupInfo {
+            group: "g".into(),
+            group_type: GroupType::Consumer,
+            state: "Reconciling".into(),
+            group_epoch: Some(4),
+            assignment_epoch: Some(4),
+            members: vec![Member {
+                member_id: "m1".into(),
+                client_id: "c1".into(),
+                host: "/127.0.0.1".into(),
+                member_epoch: Some(3),
+                assignment: Some(tps(&[("t", 0), ("t", 1)])),
+                target_assignment: Some(tps(&[("t", 0)])),
+                reconciling: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let out = members_table(&info);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "group g type consumer state Reconciling epoch 4 assignment-epoch 4 members 1");
+        assert!(!lines[1].contains("GROUP-INSTANCE-ID"));
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(cells, ["g", "m1", "/127.0.0.1", "c1", "2", "3", "t:0,1", "4", "t:0", "yes"]);
+    }
+
+    #[test]
+    fn a_classic_member_with_an_instance_id_gets_the_column_and_dashes_for_epochs() {
+        let info = GroupInfo {
+            group: "g".into(),
+            state: "Stable".into(),
+            members: vec![Member {
+                member_id: "m1".into(),
+                group_instance_id: Some("r1".into()),
+                client_id: "c1".into(),
+                host: "/10.0.0.1".into(),
+                assignment: Some(tps(&[("t", 2)])),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let out = members_table(&info);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].contains("GROUP-INSTANCE-ID"));
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(cells, ["g", "m1", "r1", "/10.0.0.1", "c1", "1", "-", "t:2", "-", "-", "-"]);
     }
 }
