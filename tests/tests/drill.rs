@@ -87,7 +87,7 @@ async fn default_kill_active_drill_loses_and_duplicates_nothing() -> Result<()> 
     let recovery = f["recoveryMs"].as_i64().context("no recovery time")?;
     ensure!((0..=60_000).contains(&recovery), "recovery {recovery} ms");
     // Operator kill: LeaveGroup on the dead member's behalf, so detection is immediate, far
-    // below the 6 s session timeout.
+    // below the 3 s session timeout.
     let detection = f["detectionMs"].as_i64().context("no broker-side detection")?;
     ensure!(detection < 3_000, "detection took {detection} ms: LeaveGroup did not remove the member");
     ensure!(
@@ -96,6 +96,55 @@ async fn default_kill_active_drill_loses_and_duplicates_nothing() -> Result<()> 
         k["kill"]["detail"]
     );
     ensure!(f["takenBy"].as_array().is_some_and(|t| !t.is_empty()), "no survivor took the partitions");
+    assert_exactly_once(&cfg, &report).await
+}
+
+/// The one kill of a kill-active report, with its failover figures.
+fn only_kill(report: &Value) -> Result<(&Value, i64, i64)> {
+    let kills = report["kills"].as_array().context("kills")?;
+    ensure!(kills.len() == 1, "one kill expected: {kills:?}");
+    let k = &kills[0];
+    let detection = k["failover"]["detectionMs"].as_i64().context("no broker-side detection")?;
+    let recovery = k["failover"]["recoveryMs"].as_i64().context("no recovery time")?;
+    Ok((k, detection, recovery))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_behind_the_control_planes_back_recovers_like_an_operator_kill() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let cfg = Config::from_env();
+    let (code, report) = drill(&cfg, &["kill-active", "--crash"]).await?;
+    ensure!(code == 0, "drill exited {code}: {}\ntraffic: {}", report["criteria"], report["traffic"]);
+    assert_clean(&report)?;
+    let (k, detection, recovery) = only_kill(&report)?;
+    ensure!(k["kill"]["detail"].as_str().is_some_and(|d| d.contains("not through the control plane")), "{k}");
+    // Nobody told the group; the supervisor saw its child die and removed the member. Without
+    // that the broker would notice only when the 3 s session timed out.
+    ensure!(detection < 2_500, "detection took {detection} ms: the dead member waited for its session timeout");
+    ensure!(recovery < 3_000, "recovery took {recovery} ms, as long as a session timeout");
+    assert_exactly_once(&cfg, &report).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_owner_is_replaced_after_its_session_timeout_and_rejoins_as_a_zombie() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let cfg = Config::from_env();
+    let (code, report) =
+        drill(&cfg, &["kill-active", "--freeze", "--freeze-for", "6s", "--max-recovery", "8s"]).await?;
+    ensure!(code == 0, "drill exited {code}: {}\ntraffic: {}", report["criteria"], report["traffic"]);
+    assert_clean(&report)?;
+    let (k, detection, recovery) = only_kill(&report)?;
+    ensure!(k["kill"]["detail"].as_str().is_some_and(|d| d.contains("SIGSTOP")), "{k}");
+    // A frozen process is alive: nothing removes it but the session timeout (3 s).
+    ensure!(detection >= 2_000, "a frozen member was gone after {detection} ms, before its session could expire");
+    ensure!(recovery < 8_000, "recovery took {recovery} ms");
+    // After SIGCONT the zombie finds itself fenced and rejoins: the next drill's preparation
+    // (three live members, every partition owned by one of them) proves it; here, it runs.
+    let victim = k["kill"]["victim"].as_str().context("victim")?;
+    let list = ctl_run(&cfg, &["instances", "-o", "json"], &[]).await?;
+    let list: Value = serde_json::from_str(&list.stdout)?;
+    let state = list.as_array().and_then(|l| l.iter().find(|i| i["name"] == victim)).map(|i| i["state"].clone());
+    ensure!(state == Some(Value::from("running")), "the thawed {victim} is {state:?}");
     assert_exactly_once(&cfg, &report).await
 }
 
@@ -158,6 +207,8 @@ async fn bad_input_exits_2_and_changes_nothing() -> Result<()> {
         vec!["drill", "kill-active", "--rate", "0"],
         vec!["drill", "kill-random", "--interval", "1s"],
         vec!["drill", "kill-random", "--count", "0"],
+        vec!["drill", "kill-active", "--crash", "--freeze"],
+        vec!["drill", "kill-active", "--freeze", "--freeze-for", "10ms"],
     ] {
         let run = ctl_run(&cfg, &args, &[]).await?;
         ensure!(run.code == 2, "{args:?} exited {} ({})", run.code, run.stderr);
