@@ -6,7 +6,8 @@
 //!
 //! The member id comes from the instance's last assignment report in Redis (the router writes it
 //! on every rebalance, with its pid, so a report of an earlier run of the same instance is never
-//! mistaken for the killed one).
+//! mistaken for the killed one), else from the broker: the member whose client id is the
+//! instance's name.
 
 use std::time::{Duration, Instant};
 
@@ -102,22 +103,109 @@ pub fn leave_group(
     })
 }
 
-/// The member ids `instance` (running as `pid`) last reported, per group.
-pub async fn members_of(redis_url: &str, instance: &str, pid: u32) -> anyhow::Result<Vec<(String, String)>> {
+/// One member to remove: its group, member id and static instance id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadMember {
+    pub group: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+/// What the instances' reports say about `instance`, per group: the member id of the run with
+/// `pid` (`Ok`), or of another run (`Err`: that id must not be removed).
+async fn reported(redis_url: &str, instance: &str, pid: u32) -> anyhow::Result<Vec<(String, Result<String, String>)>> {
     let mut conn = crate::ownership::redis(redis_url).await?;
     let mut out = Vec::new();
     for group in GROUPS {
         for r in crate::ownership::reports(&mut conn, group).await? {
-            if r.instance == instance && r.pid == pid && !r.member_id.is_empty() {
-                out.push((group.to_string(), r.member_id));
+            if r.instance == instance && !r.member_id.is_empty() {
+                let id = if r.pid == pid { Ok(r.member_id) } else { Err(r.member_id) };
+                out.push((group.to_string(), id));
             }
         }
     }
     Ok(out)
 }
 
-/// After the SIGKILL of `instance` (pid `pid`): LeaveGroup on its behalf in every group it was a
-/// member of. Returns one outcome (or error) per group; nothing when it reported no membership.
+/// The member ids `instance` (running as `pid`) last reported, per group.
+pub async fn members_of(redis_url: &str, instance: &str, pid: u32) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(reported(redis_url, instance, pid).await?.into_iter().filter_map(|(g, id)| Some((g, id.ok()?))).collect())
+}
+
+/// The members of `group` the broker lists with client id `instance` (our consumers use their
+/// instance name), leaving out `not` (a member id another run of the instance reported).
+/// Blocking.
+pub fn broker_members(
+    bootstrap: &str,
+    group: &str,
+    instance: &str,
+    not: &[String],
+    timeout: Duration,
+) -> anyhow::Result<Vec<DeadMember>> {
+    let obs = crate::kafka::Observer::new(bootstrap, timeout)?;
+    let Some(info) = obs.group(group)? else { return Ok(Vec::new()) };
+    Ok(pick_members(&info, instance, not))
+}
+
+fn pick_members(info: &crate::kafka::GroupInfo, instance: &str, not: &[String]) -> Vec<DeadMember> {
+    info.members
+        .iter()
+        .filter(|m| m.client_id == instance && !not.contains(&m.member_id))
+        .map(|m| DeadMember {
+            group: info.group.clone(),
+            member_id: m.member_id.clone(),
+            group_instance_id: m.group_instance_id.clone(),
+        })
+        .collect()
+}
+
+/// The members the dead `instance` (pid `pid`) held: the member ids its run reported, and in
+/// the groups where it reported none (a KIP-848 member that never had a partition never
+/// reports; nor does one killed before its first assignment) the broker's members with its
+/// client id. Redis being down leaves the broker's word.
+pub async fn dead_members(
+    bootstrap: &str,
+    redis_url: &str,
+    instance: &str,
+    pid: u32,
+    timeout: Duration,
+) -> anyhow::Result<Vec<DeadMember>> {
+    let reports = match reported(redis_url, instance, pid).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no instance reports; asking the broker who {instance} was");
+            Vec::new()
+        }
+    };
+    let mut out = Vec::new();
+    for group in GROUPS {
+        let mine: Vec<&String> =
+            reports.iter().filter(|(g, _)| g == group).filter_map(|(_, id)| id.as_ref().ok()).collect();
+        if !mine.is_empty() {
+            out.extend(mine.into_iter().map(|id| DeadMember {
+                group: group.to_string(),
+                member_id: id.clone(),
+                group_instance_id: None,
+            }));
+            continue;
+        }
+        let others: Vec<String> =
+            reports.iter().filter(|(g, _)| g == group).filter_map(|(_, id)| id.clone().err()).collect();
+        let (b, g, i) = (bootstrap.to_string(), group.to_string(), instance.to_string());
+        let found = tokio::task::spawn_blocking(move || broker_members(&b, &g, &i, &others, timeout))
+            .await
+            .map_err(|e| anyhow::anyhow!("describe task: {e}"))?;
+        match found {
+            Ok(m) => out.extend(m),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), group, "cannot ask the broker for {instance}'s member"),
+        }
+    }
+    Ok(out)
+}
+
+/// After the death of `instance` (pid `pid`): LeaveGroup on its behalf in every group it was a
+/// member of (see [`dead_members`]). Returns one outcome (or error) per member; nothing when
+/// neither its reports nor the broker know a membership.
 pub async fn leave_for_dead(
     bootstrap: &str,
     redis_url: &str,
@@ -125,13 +213,15 @@ pub async fn leave_for_dead(
     pid: u32,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Result<LeaveOutcome, String>>> {
-    let members = members_of(redis_url, instance, pid).await?;
+    let members = dead_members(bootstrap, redis_url, instance, pid, timeout).await?;
     let mut out = Vec::new();
-    for (group, member) in members {
+    for m in members {
         let bootstrap = bootstrap.to_string();
-        let r = tokio::task::spawn_blocking(move || leave_group(&bootstrap, &group, &member, None, timeout))
-            .await
-            .map_err(|e| anyhow::anyhow!("LeaveGroup task: {e}"))?;
+        let r = tokio::task::spawn_blocking(move || {
+            leave_group(&bootstrap, &m.group, &m.member_id, m.group_instance_id.as_deref(), timeout)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("LeaveGroup task: {e}"))?;
         out.push(r.map_err(|e| e.to_string()));
     }
     Ok(out)
@@ -155,6 +245,22 @@ mod tests {
         assert_eq!(member_code(&result(0, &[("m-2", 0), ("m-1", 25)]), "m-1"), Some(25));
         assert_eq!(member_code(&result(16, &[]), "m-1"), Some(16));
         assert_eq!(member_code(&result(0, &[("m-2", 0)]), "m-1"), None);
+    }
+
+    #[test]
+    fn the_broker_names_the_dead_instances_members_but_not_another_runs() {
+        use crate::kafka::{GroupInfo, Member};
+        let m =
+            |id: &str, client: &str| Member { member_id: id.into(), client_id: client.into(), ..Default::default() };
+        let info = GroupInfo {
+            group: "router-service".into(),
+            members: vec![m("a", "router-service-1"), m("b", "router-service-2"), m("c", "router-service-1")],
+            ..Default::default()
+        };
+        let picked: Vec<String> =
+            pick_members(&info, "router-service-1", &["c".to_string()]).into_iter().map(|d| d.member_id).collect();
+        assert_eq!(picked, vec!["a"]);
+        assert!(pick_members(&info, "router-service-9", &[]).is_empty());
     }
 
     #[test]

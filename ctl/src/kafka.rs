@@ -304,20 +304,15 @@ impl Observer {
     /// Runs `f` at the coordinator of `group`; finds the coordinator again and retries once when
     /// it moved.
     fn at_coordinator<T>(&self, group: &str, f: impl Fn(&str) -> Result<T, WireError>) -> Result<T, WireError> {
-        let mut last = None;
-        for _attempt in 0..2 {
-            let coordinator = self.coordinator(group)?;
-            match f(&coordinator) {
-                Ok(v) => return Ok(v),
-                Err(e) if wire::is_coordinator_moved(&e) => {
-                    tracing::debug!(error = %e, group, "coordinator moved; asking again");
-                    self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).remove(group);
-                    last = Some(e);
-                }
-                Err(e) => return Err(e),
+        let first = self.coordinator(group)?;
+        match f(&first) {
+            Err(e) if wire::is_coordinator_moved(&e) => {
+                tracing::debug!(error = %e, group, "coordinator moved; asking again");
+                self.coordinators.lock().unwrap_or_else(|e| e.into_inner()).remove(group);
+                f(&self.coordinator(group)?)
             }
+            done => done,
         }
-        Err(last.expect("two attempts failed"))
     }
 
     /// The coordinator of `group`, cached.

@@ -147,13 +147,19 @@ pub fn reconcile(group: &GroupInfo, reports: &[AssignmentReport]) -> Ownership {
             });
         }
     }
+    // Standing by: members the broker gives nothing (a KIP-848 member that never had a
+    // partition never reports), and live members whose report names nothing.
     let owning: BTreeSet<&str> = own.owners.values().map(|o| o.instance.as_str()).collect();
+    let mut standby: BTreeSet<String> = BTreeSet::new();
+    for m in group.members.iter().filter(|m| m.assignment.as_ref().is_some_and(Vec::is_empty)) {
+        standby.insert(instance_of(m, &by_member));
+    }
     for r in reports {
-        if members.contains(r.member_id.as_str()) && !owning.contains(r.instance.as_str()) {
-            own.standby.push(r.instance.clone());
+        if members.contains(r.member_id.as_str()) {
+            standby.insert(r.instance.clone());
         }
     }
-    own.standby.sort();
+    own.standby = standby.into_iter().filter(|i| !owning.contains(i.as_str())).collect();
     own.stale.sort();
     own.disagreements = disagreements(group, &by_member);
     own
@@ -249,6 +255,20 @@ mod tests {
         let o = &own.owners[&("chat-events".to_string(), 0)];
         assert_eq!((o.instance.as_str(), o.source), ("r2", Source::Broker));
         assert_eq!(own.standby, vec!["r1"]);
+    }
+
+    #[test]
+    fn members_the_broker_gives_nothing_stand_by_without_a_report() {
+        let mut g = group(&["m1", "m2", "m3"]);
+        for (m, client, parts) in
+            [(0, "r1", vec![("chat-events".to_string(), 0)]), (1, "r2", vec![]), (2, "r3", vec![])]
+        {
+            g.members[m].client_id = client.into();
+            g.members[m].assignment = Some(parts);
+        }
+        let own = reconcile(&g, &[report("r1", "m1", &[0])]);
+        assert_eq!(own.standby, vec!["r2", "r3"]);
+        assert!(own.disagreements.is_empty());
     }
 
     #[test]

@@ -63,7 +63,10 @@ impl Conn {
             version,
             reason: format!("{e:#}"),
         })?;
-        let body = self.round_trip(&frame, timeout)?;
+        let body = self.round_trip(&frame, timeout).map_err(|e| match e {
+            WireError::Malformed { addr, reason, .. } => WireError::Malformed { addr, api: R::KEY, version, reason },
+            e => e,
+        })?;
         decode_response::<R>(body, version, correlation).map_err(|reason| WireError::Malformed {
             addr: self.addr.clone(),
             api: R::KEY,

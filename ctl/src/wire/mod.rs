@@ -131,10 +131,10 @@ pub fn call<R: Exchange>(
 /// The broker's supported APIs, asked afresh (also a readiness probe: it answers only once the
 /// broker serves requests).
 pub async fn api_versions(addr: &str, timeout: Duration) -> Result<Vec<ApiRange>, WireError> {
-    let addr = addr.to_string();
-    tokio::task::spawn_blocking(move || versions::fetch(&addr, timeout))
+    let owned = addr.to_string();
+    tokio::task::spawn_blocking(move || versions::fetch(&owned, timeout))
         .await
-        .map_err(|e| WireError::Io { addr: String::new(), source: std::io::Error::other(e) })?
+        .map_err(|e| WireError::Io { addr: addr.to_string(), source: std::io::Error::other(e) })?
 }
 
 /// Whether the broker supports `api_key` at all.

@@ -100,7 +100,72 @@ fn to_ranges(resp: &ApiVersionsResponse) -> Vec<ApiRange> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::{LeaveGroupRequest, ListOffsetsRequest};
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::BytesMut;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::{LeaveGroupRequest, ListOffsetsRequest, ResponseHeader};
+    use kafka_protocol::protocol::{Encodable, HeaderVersion};
+
+    /// A broker that knows ApiVersions only at v0 (and ListOffsets 1..10): it answers a newer
+    /// ApiVersions with UNSUPPORTED_VERSION in the v0 layout, as KIP-511 says. Counts requests.
+    fn old_broker() -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let mut size = [0u8; 4];
+                while conn.read_exact(&mut size).is_ok() {
+                    let mut frame = vec![0; i32::from_be_bytes(size) as usize];
+                    conn.read_exact(&mut frame).unwrap();
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let version = i16::from_be_bytes([frame[2], frame[3]]);
+                    let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+                    let range = |k: i16, min: i16, max: i16| {
+                        ApiVersion::default().with_api_key(k).with_min_version(min).with_max_version(max)
+                    };
+                    let resp = ApiVersionsResponse::default()
+                        .with_error_code(if version > 0 { code::UNSUPPORTED_VERSION } else { 0 })
+                        .with_api_keys(vec![range(18, 0, 0), range(2, 1, 10)]);
+                    let mut out = BytesMut::new();
+                    ResponseHeader::default()
+                        .with_correlation_id(correlation)
+                        .encode(&mut out, ApiVersionsResponse::header_version(0))
+                        .unwrap();
+                    resp.encode(&mut out, 0).unwrap();
+                    conn.write_all(&(out.len() as i32).to_be_bytes()).unwrap();
+                    conn.write_all(&out).unwrap();
+                }
+            }
+        });
+        (addr, seen)
+    }
+
+    #[test]
+    fn an_old_broker_is_asked_again_at_v0_and_remembered() {
+        let (addr, seen) = old_broker();
+        let t = Duration::from_secs(2);
+        let ranges = fetch(&addr, t).unwrap();
+        assert!(ranges.contains(&ApiRange { key: 2, min: 1, max: 10 }), "{ranges:?}");
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "one refused newer ApiVersions, one at v0");
+        assert_eq!(negotiate::<ListOffsetsRequest>(&addr, 0, t).unwrap(), 10);
+        assert_eq!(seen.load(Ordering::SeqCst), 2, "the ranges came from the cache");
+        forget(&addr);
+        assert_eq!(negotiate::<ListOffsetsRequest>(&addr, 0, t).unwrap(), 10);
+        assert_eq!(seen.load(Ordering::SeqCst), 4, "forgotten, asked again");
+    }
+
+    #[test]
+    fn nobody_listening_is_a_connect_error() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        assert!(matches!(fetch(&addr, Duration::from_secs(1)), Err(WireError::Connect { .. })));
+    }
 
     const KAFKA_4: [ApiRange; 2] = [ApiRange { key: 2, min: 1, max: 10 }, ApiRange { key: 13, min: 0, max: 5 }];
 
