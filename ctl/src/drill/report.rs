@@ -20,6 +20,8 @@ pub struct Environment {
     pub routers: u32,
     /// chat-events topics and their partitions.
     pub topics: Vec<(String, i32)>,
+    /// `classic` or `consumer` (KIP-848: session and heartbeat are the broker's settings).
+    pub group_protocol: String,
     pub session_timeout_ms: u32,
     pub heartbeat_interval_ms: u32,
     pub assignment_strategy: String,
@@ -206,8 +208,8 @@ impl DrillReport {
         let _ = writeln!(s, "| routers | {} |", e.routers);
         let _ = writeln!(
             s,
-            "| consumer tuning | session.timeout.ms {}, heartbeat.interval.ms {}, {} |",
-            e.session_timeout_ms, e.heartbeat_interval_ms, e.assignment_strategy
+            "| consumer tuning | group protocol {}; classic settings: session.timeout.ms {}, heartbeat.interval.ms {}, {} |",
+            e.group_protocol, e.session_timeout_ms, e.heartbeat_interval_ms, e.assignment_strategy
         );
         let p = &self.plan;
         let load = match p.rate {

@@ -520,6 +520,7 @@ pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport>
             .into_iter()
             .filter(|(t, _)| t.starts_with(topics::CHAT_EVENTS) && t != topics::DEAD_LETTERS)
             .collect(),
+        group_protocol: stack.rt.info.group_protocol.clone().unwrap_or_else(|| "classic".into()),
         session_timeout_ms: tuning.session_timeout_ms,
         heartbeat_interval_ms: tuning.heartbeat_interval_ms,
         assignment_strategy: tuning.assignment_strategy,
