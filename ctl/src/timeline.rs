@@ -11,10 +11,10 @@ use crate::runtime::Action;
 /// sends for a killed member): never the cause shown, the operator's action is.
 pub const FOLLOW_UP_ACTIONS: [&str; 1] = ["leave-group"];
 
-/// How far back an operator action may be and still count as the cause of a rebalance: a crash
-/// is noticed after the session timeout (6 s) plus the coordinator's pause (about 3 s), a new
-/// topic generation after the metadata refresh (3 s) plus that pause; 20 s leaves room for a
-/// loaded machine without blaming a rebalance on an action from long before.
+/// How far back an operator action may be and still count as the cause of a rebalance: a frozen
+/// member is found after the session timeout (3 s), partitions added by a repartition after the
+/// consumers' metadata refresh (3 s); 20 s leaves room for a loaded machine without blaming a
+/// rebalance on an action from long before.
 pub const CAUSE_WINDOW_SECONDS: i64 = 20;
 
 /// One rebalance report and the operator action that caused it, where known.

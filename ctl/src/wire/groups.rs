@@ -284,15 +284,7 @@ mod tests {
     use kafka_protocol::messages::TopicName;
     use kafka_protocol::protocol::Encodable;
 
-    fn wire<M: Encodable + Decodable>(m: &M, v: i16) -> M {
-        let mut b = BytesMut::new();
-        m.encode(&mut b, v).unwrap();
-        M::decode(&mut b.freeze(), v).unwrap()
-    }
-
-    fn s(v: &str) -> StrBytes {
-        StrBytes::from_string(v.into())
-    }
+    use crate::wire::testing::{s, wire};
 
     fn assignment_bytes(version: i16, parts: &[(&str, &[i32])]) -> Bytes {
         let a = ConsumerProtocolAssignment::default().with_assigned_partitions(

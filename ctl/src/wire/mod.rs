@@ -14,6 +14,8 @@ pub mod groups;
 pub mod metadata;
 pub mod offsets;
 mod pool;
+#[cfg(test)]
+mod testing;
 pub mod versions;
 
 use std::time::Duration;

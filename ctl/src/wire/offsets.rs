@@ -208,25 +208,13 @@ pub(crate) fn parse_list_offsets(resp: &ListOffsetsResponse) -> Vec<(String, i32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
+    use crate::wire::testing::{s, wire};
     use kafka_protocol::messages::find_coordinator_response::Coordinator;
     use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
     use kafka_protocol::messages::offset_fetch_response::{
         OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
         OffsetFetchResponseTopic, OffsetFetchResponseTopics,
     };
-    use kafka_protocol::protocol::{Decodable, Encodable};
-
-    /// Encodes and decodes `m` as version `v`, as the broker and we would.
-    fn wire<M: Encodable + Decodable>(m: &M, v: i16) -> M {
-        let mut b = BytesMut::new();
-        m.encode(&mut b, v).unwrap();
-        M::decode(&mut b.freeze(), v).unwrap()
-    }
-
-    fn s(v: &str) -> StrBytes {
-        StrBytes::from_string(v.into())
-    }
 
     #[test]
     fn parses_list_offsets() {
