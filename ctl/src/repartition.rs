@@ -102,17 +102,29 @@ pub async fn plan(target: &Target, topic: &str, partitions: i32) -> anyhow::Resu
 
 /// Carries out `plan`; `progress` receives one line per step. On failure after the pause the
 /// relay is resumed and nothing else has changed.
+///
+/// `interrupt` resolving (the CLI passes SIGINT and SIGTERM) stops the drain where it is and
+/// resumes the relay like any other failure: an interrupted repartition never leaves the relay
+/// paused.
 pub async fn execute(
     target: &Target,
     plan: &Plan,
     drain_timeout: Duration,
     progress: &(dyn Fn(&str) + Send + Sync),
+    interrupt: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Outcome> {
     let pool = connect(&target.database_url).await?;
     let started = Instant::now();
     set_paused(&pool, true).await?;
     progress("outbox relay paused; the API keeps accepting");
-    let result = drain_and_change(target, plan, drain_timeout, progress).await;
+    let result = tokio::select! {
+        r = drain_and_change(target, plan, drain_timeout, progress) => r,
+        _ = interrupt => Err(ConditionNotMet(format!(
+            "interrupted after {} ms: the relay resumes; the partitions are as they were unless a line above says they were added",
+            started.elapsed().as_millis()
+        ))
+        .into()),
+    };
     let resumed = resume(&pool, &target.database_url).await;
     let paused_ms = started.elapsed().as_millis() as u64;
     resumed.context(

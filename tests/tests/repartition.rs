@@ -78,6 +78,60 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
     let now = unchanged["partitions"].as_array().map(|a| a.iter().filter(|p| p["topic"] == relay_topic).count());
     ensure!(now == Some(from as usize), "a failed drain changed the partitions: {unchanged}");
 
+    // Ctrl-C during the drain: the repartition stops, resumes the relay and changes nothing.
+    // With every router stopped and one event unconsumed, the drain cannot finish by itself.
+    stack.ctl(&["scale", "router=0"]).await?;
+    let stranded =
+        MessageBuilder::new(&unique("repart-sigint")).text("waits for a router").to(&unique("rcpt"), WHATSAPP);
+    let stranded_id = stack.api.post_message(&stranded.build()).await?.message_id()?;
+    wait_for("the stranded event in chat-events", Duration::from_secs(30), || async {
+        let d: Value =
+            serde_json::from_str(&stack.ctl(&["groups", "describe", "router-service", "-o", "json"]).await?)?;
+        let unconsumed: i64 = d["partitions"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p["topic"] == relay_topic)
+                    .map(|p| p["logEnd"].as_i64().unwrap_or(0) - p["committed"].as_i64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        Ok(((unconsumed > 0).then_some(()), d.to_string()))
+    })
+    .await?;
+    let mut child = tokio::process::Command::new(&stack.cfg.ctl)
+        .args(["repartition", "chat-events", "--partitions", &to.to_string(), "--drain-timeout", "60s"])
+        .env("CHAT4ALL_HOME", &stack.cfg.home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_for("the relay paused by the repartition", Duration::from_secs(30), || async {
+        let paused: bool =
+            sqlx::query_scalar("SELECT paused FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
+        Ok((paused.then_some(()), "not paused yet".to_string()))
+    })
+    .await?;
+    let pid = nix::unistd::Pid::from_raw(child.id().context("repartition pid")? as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+    let status = tokio::time::timeout(Duration::from_secs(70), child.wait()).await??;
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        e.read_to_string(&mut stderr).await?;
+    }
+    ensure!(status.code() == Some(1), "an interrupted repartition exited {status} ({stderr})");
+    ensure!(stderr.contains("interrupted"), "stderr: {stderr}");
+    let paused: bool = sqlx::query_scalar("SELECT paused FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
+    ensure!(!paused, "the relay stayed paused after SIGINT");
+    let after: Value =
+        serde_json::from_str(&stack.ctl(&["groups", "describe", "router-service", "-o", "json"]).await?)?;
+    let now = after["partitions"].as_array().map(|a| a.iter().filter(|p| p["topic"] == relay_topic).count());
+    ensure!(now == Some(from as usize), "an interrupted repartition changed the partitions: {after}");
+    stack.ctl(&["scale", "router=3"]).await?;
+    wait_group_stable(&stack, "router-service", 3, Duration::from_secs(60)).await?;
+    stack.api.wait_delivered(&[stranded_id], Instant::now() + Duration::from_secs(60)).await?;
+
     let run = unique("repart");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let poster = tokio::spawn(post_until(stack.api.clone(), run.clone(), stop_rx));

@@ -50,7 +50,9 @@ async fn execute(op: &Op, data: &DataDir, timeout: Duration, tx: &mpsc::Sender<A
             let progress = move |line: &str| {
                 let _ = progress_tx.try_send(Action::Progress(format!("repartition: {line}")));
             };
-            let outcome = repartition::execute(&target, &plan, DRAIN_TIMEOUT, &progress).await;
+            // Not interruptible from here yet: quitting the dashboard mid-drain is the delivery
+            // issue's (a relay pause that is a lease).
+            let outcome = repartition::execute(&target, &plan, DRAIN_TIMEOUT, &progress, std::future::pending()).await;
             let detail = repartition::action_detail(&plan, &outcome);
             // Recorded so the timeline and the charts show it; a failure to record is not the
             // operation's failure.

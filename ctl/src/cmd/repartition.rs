@@ -48,7 +48,7 @@ pub async fn repartition(cli: &Cli, args: &RepartitionArgs) -> anyhow::Result<()
         }
     };
     let runtime = ProcessRuntime::connect(&cli.data(), cli.timeout).ok();
-    let outcome = repartition::execute(&target, &plan, args.drain_timeout, &progress).await;
+    let outcome = repartition::execute(&target, &plan, args.drain_timeout, &progress, interrupted()).await;
     if let Some(rt) = &runtime {
         let detail = repartition::action_detail(&plan, &outcome);
         if let Err(e) = rt.record_action("repartition", &plan.topic, &detail).await {
@@ -77,4 +77,23 @@ fn describe(plan: &Plan) -> String {
         plan.key_moves.source,
         plan.key_moves.share * 100.0
     )
+}
+
+/// A future that resolves on SIGINT or SIGTERM (Ctrl-C, `kill`). The handlers are installed
+/// here, before the relay is paused, so no signal in between takes the default action.
+fn interrupted() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let handlers = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
+    async move {
+        match handlers {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            // No handler could be installed: the default ones stay, nothing to wait for.
+            _ => std::future::pending().await,
+        }
+    }
 }
