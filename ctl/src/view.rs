@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::error::usage;
 use crate::kafka::{GroupInfo, GroupType, Member, Observer, PartitionOffsets};
 use crate::lag::{LagHistory, LagStatus};
-use crate::ownership::{self, Disagreement, Owner, Ownership, Source};
+use crate::ownership::{self, Disagreement, Owner, Source};
 
 /// One partition of one group, as `kafka-consumer-groups --describe` prints it, plus the owner
 /// and the lag status.
@@ -56,9 +56,18 @@ impl PartitionView {
 #[serde(rename_all = "camelCase")]
 pub struct GroupView {
     pub group: String,
+    /// `classic` or `consumer` (KIP-848).
+    pub group_type: GroupType,
     pub state: String,
     pub protocol: String,
+    /// KIP-848 groups: the group epoch and the epoch of the target assignment.
+    pub group_epoch: Option<i32>,
+    pub assignment_epoch: Option<i32>,
     pub members: usize,
+    /// Members still moving to their target assignment (KIP-848; 0 for classic groups).
+    pub reconciling: usize,
+    /// Partitions where a live member's own report differs from the broker's assignment.
+    pub disagreements: Vec<Disagreement>,
     pub partitions: Vec<PartitionView>,
     /// Instances in the group that own nothing.
     pub standby: Vec<String>,
@@ -79,15 +88,9 @@ pub struct GroupView {
 pub struct GroupDescription {
     #[serde(flatten)]
     pub view: GroupView,
-    pub group_type: GroupType,
-    /// KIP-848 groups: group epoch and target assignment epoch.
-    pub group_epoch: Option<i32>,
-    pub assignment_epoch: Option<i32>,
     pub coordinator: Option<String>,
     /// The broker's members (`members` is their count).
     pub member_details: Vec<Member>,
-    /// Partitions where a live member's own report differs from the broker's assignment.
-    pub disagreements: Vec<Disagreement>,
 }
 
 /// Reads groups from a broker and instance reports from Redis, keeping the offset history that
@@ -136,7 +139,7 @@ impl GroupReader {
         .await??;
         let mut views = Vec::new();
         for (info, offsets) in raw {
-            views.push(self.build(&info, offsets).await.0);
+            views.push(self.build(&info, offsets).await);
         }
         Ok((views, topics))
     }
@@ -157,16 +160,8 @@ impl GroupReader {
             Ok((info, offsets))
         })
         .await??;
-        let (view, own) = self.build(&info, offsets).await;
-        Ok(GroupDescription {
-            view,
-            group_type: info.group_type,
-            group_epoch: info.group_epoch,
-            assignment_epoch: info.assignment_epoch,
-            coordinator: info.coordinator,
-            member_details: info.members,
-            disagreements: own.disagreements,
-        })
+        let view = self.build(&info, offsets).await;
+        Ok(GroupDescription { view, coordinator: info.coordinator, member_details: info.members })
     }
 
     async fn reports(&mut self, group: &str) -> Vec<chat4all_server::events::AssignmentReport> {
@@ -193,7 +188,7 @@ impl GroupReader {
         }
     }
 
-    async fn build(&mut self, info: &GroupInfo, offsets: Vec<PartitionOffsets>) -> (GroupView, Ownership) {
+    async fn build(&mut self, info: &GroupInfo, offsets: Vec<PartitionOffsets>) -> GroupView {
         let reports = self.reports(&info.group).await;
         let mut own = ownership::reconcile(info, &reports);
         let now = chrono::Utc::now().timestamp_millis();
@@ -224,14 +219,19 @@ impl GroupReader {
             status: worst(partitions.iter().map(|p| p.status)),
             max_lag_seconds: partitions.iter().filter_map(|p| p.lag_seconds).reduce(f64::max),
             group: info.group.clone(),
+            group_type: info.group_type,
             state: info.state.clone(),
             protocol: info.protocol.clone(),
+            group_epoch: info.group_epoch,
+            assignment_epoch: info.assignment_epoch,
             members: info.members.len(),
+            reconciling: info.members.iter().filter(|m| m.reconciling).count(),
+            disagreements: std::mem::take(&mut own.disagreements),
             partitions,
             standby: std::mem::take(&mut own.standby),
             stale_reports: std::mem::take(&mut own.stale),
         };
-        (view, own)
+        view
     }
 }
 

@@ -97,6 +97,17 @@ fn consumer_groups(p: &Params) -> Vec<Rule> {
             ),
         ),
         rule(
+            "Chat4allConsumerGroupReconciling",
+            format!("chat4all_consumergroup_reconciling_members{{{sel}}} > 0"),
+            Some("2m".into()),
+            "warning",
+            "KIP-848 group members stuck reconciling",
+            "{{ $value }} members of group {{ $labels.consumergroup }} have not reached their target \
+             assignment for 2m: the partitions they should take or give up wait (`chat4allctl groups describe \
+             {{ $labels.consumergroup }} --members` shows who)."
+                .into(),
+        ),
+        rule(
             "Chat4allStandbyInstancesIdle",
             format!("kafka_consumergroup_members{{{sel}}} > on (consumergroup) chat4all_consumergroup_partitions"),
             Some(prom_duration(p.standby_for)),

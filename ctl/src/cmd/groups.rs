@@ -199,12 +199,12 @@ pub(crate) fn describe_table(desc: &GroupDescription) -> String {
     }
     let mut out = format!(
         "{} lag {} status {}\n{}",
-        summary(&v.group, desc.group_type, &v.state, (desc.group_epoch, desc.assignment_epoch), v.members),
+        summary(&v.group, v.group_type, &v.state, (v.group_epoch, v.assignment_epoch), v.members),
         v.total_lag,
         v.status,
         t.render()
     );
-    for d in &desc.disagreements {
+    for d in &v.disagreements {
         out.push_str(&disagreement_line(d));
     }
     if !v.stale_reports.is_empty() {

@@ -25,7 +25,14 @@ struct InstanceRow {
 #[serde(rename_all = "camelCase")]
 struct GroupRow {
     group: String,
+    /// `classic` or `consumer` (KIP-848).
+    #[serde(rename = "type")]
+    group_type: chat4all_ctl::kafka::GroupType,
     state: String,
+    /// Members still moving to their target assignment (KIP-848).
+    reconciling: usize,
+    /// Partitions where a member's own report differs from the broker's assignment.
+    disagreements: usize,
     members: usize,
     partitions: usize,
     /// Sum of the lag of partitions with a committed offset.
@@ -70,7 +77,10 @@ async fn instance_rows(rt: &ProcessRuntime) -> anyhow::Result<Vec<InstanceRow>> 
 fn group_row(g: &GroupView) -> GroupRow {
     GroupRow {
         group: g.group.clone(),
+        group_type: g.group_type,
         state: g.state.clone(),
+        reconciling: g.reconciling,
+        disagreements: g.disagreements.len(),
         members: g.members,
         partitions: g.partitions.len(),
         total_lag: g.total_lag,
@@ -142,11 +152,29 @@ impl Render for StatusView {
         out.push('\n');
         out.push_str(&instance_table(&status.instances));
         out.push('\n');
-        let mut t =
-            Table::new(&["GROUP", "STATE", "MEMBERS", "PARTITIONS", "LAG", "LAG-SECONDS", "UNCOMMITTED", "STATUS"]);
+        let mut t = Table::new(&[
+            "GROUP",
+            "TYPE",
+            "STATE",
+            "MEMBERS",
+            "PARTITIONS",
+            "LAG",
+            "LAG-SECONDS",
+            "UNCOMMITTED",
+            "STATUS",
+            "NOTES",
+        ]);
         for g in &status.groups {
+            let mut notes = Vec::new();
+            if g.reconciling > 0 {
+                notes.push(format!("{} reconciling", g.reconciling));
+            }
+            if g.disagreements > 0 {
+                notes.push(format!("{} disputed by reports", g.disagreements));
+            }
             t.row(vec![
                 g.group.clone(),
+                g.group_type.to_string(),
                 g.state.clone(),
                 g.members.to_string(),
                 g.partitions.to_string(),
@@ -154,6 +182,7 @@ impl Render for StatusView {
                 g.max_lag_seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
                 g.uncommitted.to_string(),
                 g.status.to_string(),
+                if notes.is_empty() { "-".into() } else { notes.join(", ") },
             ]);
         }
         out.push_str(&t.render());

@@ -65,6 +65,26 @@ pub fn render(latest: &Latest, extras: &Extras, now: DateTime<Utc>) -> String {
     );
     let group_partitions =
         int_family(&mut reg, "chat4all_consumergroup_partitions", "Partitions of the topics a consumer group reads");
+    let group_info = int_family(
+        &mut reg,
+        "chat4all_consumergroup_info",
+        "1 per consumer group, with its protocol type (classic or consumer, KIP-848) and state",
+    );
+    let group_epoch = int_family(
+        &mut reg,
+        "chat4all_consumergroup_epoch",
+        "Group epoch of a KIP-848 consumer group (absent for classic)",
+    );
+    let reconciling = int_family(
+        &mut reg,
+        "chat4all_consumergroup_reconciling_members",
+        "Members whose current assignment is not yet their target assignment (KIP-848; 0 for classic groups)",
+    );
+    let disagreements = int_family(
+        &mut reg,
+        "chat4all_consumergroup_ownership_disagreements",
+        "Partitions where a live member's own report differs from the broker's assignment",
+    );
     let rebalances = Family::<Labels, Counter>::default();
     reg.register(
         "chat4all_consumergroup_rebalances",
@@ -86,6 +106,18 @@ pub fn render(latest: &Latest, extras: &Extras, now: DateTime<Utc>) -> String {
         let glabel = vec![("consumergroup", g.group.clone())];
         members.get_or_create(&glabel).set(g.members as i64);
         group_partitions.get_or_create(&glabel).set(g.partitions.len() as i64);
+        group_info
+            .get_or_create(&vec![
+                ("consumergroup", g.group.clone()),
+                ("type", g.group_type.to_string()),
+                ("state", g.state.clone()),
+            ])
+            .set(1);
+        if let Some(epoch) = g.group_epoch {
+            group_epoch.get_or_create(&glabel).set(epoch as i64);
+        }
+        reconciling.get_or_create(&glabel).set(g.reconciling as i64);
+        disagreements.get_or_create(&glabel).set(g.disagreements.len() as i64);
         let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
         for p in &g.partitions {
             let o = &p.offsets;
@@ -179,6 +211,9 @@ mod tests {
             r#"chat4all_consumergroup_rebalances_total{consumergroup="group-0"} 12"#,
             r#"chat4all_consumergroup_lag_seconds{consumergroup="group-0",topic="topic-0",partition="0"} 0.25"#,
             r#"chat4all_consumergroup_partitions{consumergroup="group-0"} 2"#,
+            r#"chat4all_consumergroup_info{consumergroup="group-0",type="classic",state="Stable"} 1"#,
+            r#"chat4all_consumergroup_reconciling_members{consumergroup="group-0"} 0"#,
+            r#"chat4all_consumergroup_ownership_disagreements{consumergroup="group-0"} 0"#,
             r#"chat4all_instance_up{service="router-service",instance="instance-2"} 1"#,
             r#"chat4all_instance_ready{service="router-service",instance="instance-2"} 1"#,
             r#"chat4all_exporter_sample_error 0"#,
@@ -187,6 +222,24 @@ mod tests {
             assert!(l.contains(&want), "missing {want} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_kip848_group_shows_its_type_epoch_and_reconciling_members() {
+        let (mut latest, extras) = synthetic(1, 2, 0);
+        let g = &mut latest.groups[0];
+        g.group_type = crate::kafka::GroupType::Consumer;
+        g.group_epoch = Some(7);
+        g.reconciling = 2;
+        let text = render(&latest, &extras, Utc::now());
+        let l = lines(&text);
+        for want in [
+            r#"chat4all_consumergroup_info{consumergroup="group-0",type="consumer",state="Stable"} 1"#,
+            r#"chat4all_consumergroup_epoch{consumergroup="group-0"} 7"#,
+            r#"chat4all_consumergroup_reconciling_members{consumergroup="group-0"} 2"#,
+        ] {
+            assert!(l.contains(&want), "missing {want} in\n{text}");
+        }
     }
 
     #[test]

@@ -95,13 +95,7 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
     let summary = state
         .data
         .as_ref()
-        .map(|d| {
-            d.groups
-                .iter()
-                .map(|g| format!("{} {} lag {} {}", g.group, g.state, g.total_lag, g.status))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        })
+        .map(|d| d.groups.iter().map(group_summary).collect::<Vec<_>>().join(" | "))
         .unwrap_or_default();
     let title = if summary.is_empty() { " Partitions ".to_string() } else { format!(" Partitions: {summary} ") };
     let table = Table::new(rows, widths)
@@ -129,5 +123,75 @@ mod tests {
         assert_eq!(sparkline(flat.iter(), 8), "▁▁▁▁");
         let long: Vec<i64> = (0..20).collect();
         assert_eq!(sparkline(long.iter(), 4).chars().count(), 4);
+    }
+}
+
+/// One group in the pane's title: name, state, lag and status; a KIP-848 group also names its
+/// protocol, epoch and members still reconciling, and any group the partitions the instances'
+/// reports dispute.
+fn group_summary(g: &chat4all_ctl::view::GroupView) -> String {
+    let mut s = g.group.clone();
+    if g.group_type == chat4all_ctl::kafka::GroupType::Consumer {
+        s.push_str(" [consumer");
+        if let Some(e) = g.group_epoch {
+            s.push_str(&format!(" epoch {e}"));
+        }
+        if g.reconciling > 0 {
+            s.push_str(&format!(", {} reconciling", g.reconciling));
+        }
+        s.push(']');
+    }
+    s.push_str(&format!(" {} lag {} {}", g.state, g.total_lag, g.status));
+    if !g.disagreements.is_empty() {
+        s.push_str(&format!(" ({} disputed by reports)", g.disagreements.len()));
+    }
+    s
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::group_summary;
+    use chat4all_ctl::kafka::GroupType;
+    use chat4all_ctl::lag::LagStatus;
+    use chat4all_ctl::ownership::Disagreement;
+    use chat4all_ctl::view::GroupView;
+
+    fn group() -> GroupView {
+        GroupView {
+            group: "router-service".into(),
+            group_type: GroupType::Classic,
+            state: "Stable".into(),
+            protocol: "cooperative-sticky".into(),
+            group_epoch: None,
+            assignment_epoch: None,
+            members: 3,
+            reconciling: 0,
+            disagreements: vec![],
+            partitions: vec![],
+            standby: vec![],
+            stale_reports: vec![],
+            total_lag: 5,
+            status: LagStatus::Ok,
+            max_lag_seconds: None,
+        }
+    }
+
+    #[test]
+    fn a_classic_group_is_name_state_lag_status() {
+        assert_eq!(group_summary(&group()), "router-service Stable lag 5 OK");
+    }
+
+    #[test]
+    fn a_kip848_group_names_its_epoch_and_reconciling_members_and_disputes_show() {
+        let mut g = group();
+        g.group_type = GroupType::Consumer;
+        g.group_epoch = Some(7);
+        g.reconciling = 1;
+        g.disagreements =
+            vec![Disagreement { topic: "chat-events".into(), partition: 0, broker: None, reported_by: vec![] }];
+        assert_eq!(
+            group_summary(&g),
+            "router-service [consumer epoch 7, 1 reconciling] Stable lag 5 OK (1 disputed by reports)"
+        );
     }
 }

@@ -80,6 +80,11 @@ pub fn snapshot(secs: i64, owner: &str, accepted: f64) -> Snapshot {
             group: "message-service-status".into(),
             state: "Stable".into(),
             protocol: "cooperative-sticky".into(),
+            group_type: chat4all_ctl::kafka::GroupType::Classic,
+            group_epoch: None,
+            assignment_epoch: None,
+            reconciling: 0,
+            disagreements: vec![],
             members: 1,
             partitions: (0..3)
                 .map(|p| {
@@ -96,6 +101,11 @@ pub fn snapshot(secs: i64, owner: &str, accepted: f64) -> Snapshot {
             group: "router-service".into(),
             state: "Stable".into(),
             protocol: "cooperative-sticky".into(),
+            group_type: chat4all_ctl::kafka::GroupType::Classic,
+            group_epoch: None,
+            assignment_epoch: None,
+            reconciling: 0,
+            disagreements: vec![],
             members: 3,
             partitions: vec![partition("router-service", "chat-events", 0, Some(owner), Some(1200), 1250)],
             standby: routers.iter().filter(|r| **r != owner).map(|r| r.to_string()).collect(),
