@@ -49,6 +49,17 @@ async fn post_until(
     (accepted, refused)
 }
 
+/// After a repartition that must change nothing: the relay runs and chat-events still has `from`
+/// partitions.
+async fn assert_untouched(stack: &Stack, from: i64, after: &str) -> Result<()> {
+    let paused: bool = sqlx::query_scalar("SELECT paused FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
+    ensure!(!paused, "the relay stayed paused after {after}");
+    let d: Value = serde_json::from_str(&stack.ctl(&["groups", "describe", "router-service", "-o", "json"]).await?)?;
+    let now = d["partitions"].as_array().map(|a| a.iter().filter(|p| p["topic"] == "chat-events").count());
+    ensure!(now == Some(from as usize), "{after} changed the partitions: {d}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
     let stack = Stack::connect().await?;
@@ -71,12 +82,7 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
     .await?;
     ensure!(run.code == 1, "an undrainable repartition exited {} ({})", run.code, run.stderr);
     ensure!(run.stderr.contains("did not drain"), "stderr: {}", run.stderr);
-    let paused: bool = sqlx::query_scalar("SELECT paused FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
-    ensure!(!paused, "the relay stayed paused after a failed drain");
-    let unchanged: Value =
-        serde_json::from_str(&stack.ctl(&["groups", "describe", "router-service", "-o", "json"]).await?)?;
-    let now = unchanged["partitions"].as_array().map(|a| a.iter().filter(|p| p["topic"] == relay_topic).count());
-    ensure!(now == Some(from as usize), "a failed drain changed the partitions: {unchanged}");
+    assert_untouched(&stack, from, "a failed drain").await?;
 
     // Ctrl-C during the drain: the repartition stops, resumes the relay and changes nothing.
     // With every router stopped and one event unconsumed, the drain cannot finish by itself.
@@ -122,12 +128,7 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
     }
     ensure!(status.code() == Some(1), "an interrupted repartition exited {status} ({stderr})");
     ensure!(stderr.contains("interrupted"), "stderr: {stderr}");
-    let paused: bool = sqlx::query_scalar("SELECT paused FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
-    ensure!(!paused, "the relay stayed paused after SIGINT");
-    let after: Value =
-        serde_json::from_str(&stack.ctl(&["groups", "describe", "router-service", "-o", "json"]).await?)?;
-    let now = after["partitions"].as_array().map(|a| a.iter().filter(|p| p["topic"] == relay_topic).count());
-    ensure!(now == Some(from as usize), "an interrupted repartition changed the partitions: {after}");
+    assert_untouched(&stack, from, "an interrupted repartition").await?;
     stack.ctl(&["scale", "router=3"]).await?;
     wait_group_stable(&stack, "router-service", 3, Duration::from_secs(60)).await?;
     stack.api.wait_delivered(&[stranded_id], Instant::now() + Duration::from_secs(60)).await?;
@@ -143,10 +144,7 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
     ensure!(dry["plan"]["from"] == from && dry["plan"]["to"] == to, "dry run plan: {dry}");
     let share = dry["plan"]["keyMoves"]["share"].as_f64().context("share")?;
     ensure!((0.0..=1.0).contains(&share) && share > 0.0, "key-move share {share}");
-    let after_dry: Value =
-        serde_json::from_str(&stack.ctl(&["groups", "describe", "router-service", "-o", "json"]).await?)?;
-    let now = after_dry["partitions"].as_array().map(|a| a.iter().filter(|p| p["topic"] == relay_topic).count());
-    ensure!(now == Some(from as usize), "--dry-run changed the partitions: {after_dry}");
+    assert_untouched(&stack, from, "--dry-run").await?;
 
     let out = stack.ctl(&["repartition", "chat-events", "--partitions", &to.to_string(), "-o", "json"]).await?;
     let outcome: Value = serde_json::from_str(&out)?;
