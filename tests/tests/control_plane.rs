@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use chat4all_tests::{ctl_run, wait_for, Config, Stack};
+use chat4all_tests::{ctl_run, wait_for, wait_group_stable, Config, Stack};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
@@ -57,14 +57,16 @@ fn chat_events(desc: &Value) -> Vec<(String, i64, Option<String>)> {
     owners(desc).into_iter().filter(|(t, _, _)| t == "chat-events").collect()
 }
 
-/// Waits until the group has exactly `routers` members, every partition of chat-events owned,
-/// and the rest of the routers standing by.
+/// Waits until the group is Stable with exactly `routers` members, every partition of chat-events
+/// owned, and the rest of the routers standing by (mid-rebalance, the broker's assignments are
+/// those of the generation being replaced).
 async fn settled(stack: &Stack, routers: usize) -> Result<Value> {
     wait_for(&format!("router-service settled with {routers} members"), Duration::from_secs(60), || async {
         let d = describe(stack).await?;
         let parts = chat_events(&d);
         let owning: std::collections::BTreeSet<String> = parts.iter().filter_map(|p| p.2.clone()).collect();
-        let ok = d["members"].as_u64() == Some(routers as u64)
+        let ok = d["state"] == "Stable"
+            && d["members"].as_u64() == Some(routers as u64)
             && !parts.is_empty()
             && parts.iter().all(|p| p.2.is_some())
             && owning.len() + standby(&d).len() == routers;
@@ -78,6 +80,7 @@ async fn ownership_kill_and_scale() -> Result<()> {
     let _turn = SERIAL.lock().await;
     let stack = Stack::connect().await?;
     stack.ctl(&["scale", "router=3"]).await?;
+    wait_group_stable(&stack, "router-service", 3, Duration::from_secs(60)).await?;
     let desc = settled(&stack, 3).await?;
     let parts = chat_events(&desc);
     if parts.len() == 1 {
@@ -106,7 +109,8 @@ async fn ownership_kill_and_scale() -> Result<()> {
     let new_owner = wait_for("a survivor owning the killed router's partition", FAILOVER_WITHIN, || async {
         let d = describe(&stack).await?;
         let now = owners(&d).into_iter().find(|p| p.0 == topic && p.1 == partition).and_then(|p| p.2);
-        Ok((now.clone().filter(|o| *o != owner), format!("{now:?}")))
+        let stable = d["state"] == "Stable";
+        Ok((now.clone().filter(|o| *o != owner && stable), format!("{now:?} (group {})", d["state"])))
     })
     .await?;
     ensure!(ROUTERS.contains(&new_owner.as_str()) && new_owner != owner);
