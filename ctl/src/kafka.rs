@@ -53,7 +53,8 @@ pub struct Member {
     pub assignment: Option<Vec<(String, i32)>>,
     /// KIP-848 groups: what the coordinator wants the member to own.
     pub target_assignment: Option<Vec<(String, i32)>>,
-    /// KIP-848 groups: the member is still moving from its assignment to its target.
+    /// KIP-848 groups: the member is still moving to its target (current and target assignment
+    /// differ, or its epoch is not the target assignment's).
     pub reconciling: bool,
 }
 
@@ -86,6 +87,11 @@ impl GroupInfo {
         out
     }
 
+    /// Members still reconciling (KIP-848 groups; a classic group has none).
+    pub fn reconciling(&self) -> usize {
+        self.members.iter().filter(|m| m.reconciling).count()
+    }
+
     fn from_classic(g: wire::ClassicGroup, coordinator: &str) -> Self {
         GroupInfo {
             group: g.group,
@@ -113,6 +119,7 @@ impl GroupInfo {
     }
 
     fn from_consumer(g: wire::ConsumerGroup, coordinator: &str) -> Self {
+        let assignment_epoch = g.assignment_epoch;
         GroupInfo {
             group: g.group,
             group_type: GroupType::Consumer,
@@ -125,7 +132,7 @@ impl GroupInfo {
                 .members
                 .into_iter()
                 .map(|m| Member {
-                    reconciling: m.reconciling(),
+                    reconciling: m.reconciling(assignment_epoch),
                     member_id: m.member_id,
                     group_instance_id: m.instance_id,
                     client_id: m.client_id,
@@ -535,5 +542,38 @@ mod tests {
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["groupType"], "consumer");
         assert_eq!(json["members"][0]["targetAssignment"][0], serde_json::json!(["t", 0]));
+    }
+
+    #[test]
+    fn reconciling_counts_members_off_target_or_behind_the_assignment_epoch() {
+        let consumer = |id: &str, epoch: i32, assignment: &[i32], target: &[i32]| wire::ConsumerMember {
+            member_id: id.into(),
+            instance_id: None,
+            client_id: id.into(),
+            client_host: "/127.0.0.1".into(),
+            member_epoch: epoch,
+            assignment: assignment.iter().map(|p| ("t".to_string(), *p)).collect(),
+            target_assignment: target.iter().map(|p| ("t".to_string(), *p)).collect(),
+        };
+        let g = wire::ConsumerGroup {
+            group: "g".into(),
+            error_code: 0,
+            error_message: None,
+            state: "Reconciling".into(),
+            group_epoch: 9,
+            assignment_epoch: 9,
+            assignor: "uniform".into(),
+            members: vec![
+                consumer("done", 9, &[0], &[0]),
+                consumer("behind", 8, &[1], &[1]),
+                consumer("moving", 9, &[1, 2], &[2]),
+            ],
+        };
+        let info = GroupInfo::from_consumer(g, "b:9092");
+        let flags: Vec<(&str, bool)> = info.members.iter().map(|m| (m.member_id.as_str(), m.reconciling)).collect();
+        assert_eq!(flags, [("done", false), ("behind", true), ("moving", true)]);
+        assert_eq!(info.reconciling(), 2);
+        let classic = GroupInfo { members: vec![member("m1", Some(&[0]))], ..Default::default() };
+        assert_eq!(classic.reconciling(), 0);
     }
 }

@@ -64,7 +64,8 @@ pub struct GroupView {
     pub group_epoch: Option<i32>,
     pub assignment_epoch: Option<i32>,
     pub members: usize,
-    /// Members still moving to their target assignment (KIP-848; 0 for classic groups).
+    /// Members still moving to their target assignment: off target, or behind the target
+    /// assignment's epoch (KIP-848; 0 for classic groups).
     pub reconciling: usize,
     /// Partitions where a live member's own report differs from the broker's assignment.
     pub disagreements: Vec<Disagreement>,
@@ -79,6 +80,45 @@ pub struct GroupView {
     pub status: LagStatus,
     /// Largest lag in seconds of any partition.
     pub max_lag_seconds: Option<f64>,
+}
+
+impl GroupView {
+    /// Whether the members' own reports dispute the broker's owner of `topic`-`partition`.
+    pub fn disputed(&self, topic: &str, partition: i32) -> bool {
+        self.disagreements.iter().any(|d| d.topic == topic && d.partition == partition)
+    }
+
+    /// The owner of `p` as the partition tables print it: the instance, followed by
+    /// [`DISPUTED`] when the members' reports dispute it; None when nobody owns it.
+    pub fn owner_cell(&self, p: &PartitionView) -> Option<String> {
+        let owner = &p.owner.as_ref()?.instance;
+        Some(if self.disputed(&p.offsets.topic, p.offsets.partition) {
+            format!("{owner}{DISPUTED}")
+        } else {
+            owner.clone()
+        })
+    }
+
+    /// `N reconciling, N disputed by reports` for one-line summaries; empty when neither.
+    pub fn notes(&self) -> String {
+        notes(self.reconciling, self.disagreements.len())
+    }
+}
+
+/// Follows an owner the members' own reports dispute (`lag`, the dashboard).
+pub const DISPUTED: char = '!';
+
+/// What a group summary adds beyond state and lag: members still reconciling and partitions
+/// whose owner the reports dispute; empty when neither.
+pub fn notes(reconciling: usize, disputed: usize) -> String {
+    let mut notes = Vec::new();
+    if reconciling > 0 {
+        notes.push(format!("{reconciling} reconciling"));
+    }
+    if disputed > 0 {
+        notes.push(format!("{disputed} disputed by reports"));
+    }
+    notes.join(", ")
 }
 
 /// `groups describe`: the shared view plus what only a one-group describe shows (the group's
@@ -190,7 +230,7 @@ impl GroupReader {
 
     async fn build(&mut self, info: &GroupInfo, offsets: Vec<PartitionOffsets>) -> GroupView {
         let reports = self.reports(&info.group).await;
-        let mut own = ownership::reconcile(info, &reports);
+        let own = ownership::reconcile(info, &reports);
         let now = chrono::Utc::now().timestamp_millis();
         self.history.record(&info.group, &offsets, now);
         let partitions: Vec<PartitionView> = offsets
@@ -214,7 +254,7 @@ impl GroupReader {
                 }
             })
             .collect();
-        let view = GroupView {
+        GroupView {
             total_lag: partitions.iter().filter_map(|p| p.offsets.lag).sum(),
             status: worst(partitions.iter().map(|p| p.status)),
             max_lag_seconds: partitions.iter().filter_map(|p| p.lag_seconds).reduce(f64::max),
@@ -225,13 +265,12 @@ impl GroupReader {
             group_epoch: info.group_epoch,
             assignment_epoch: info.assignment_epoch,
             members: info.members.len(),
-            reconciling: info.members.iter().filter(|m| m.reconciling).count(),
-            disagreements: std::mem::take(&mut own.disagreements),
+            reconciling: info.reconciling(),
+            disagreements: own.disagreements,
             partitions,
-            standby: std::mem::take(&mut own.standby),
-            stale_reports: std::mem::take(&mut own.stale),
-        };
-        view
+            standby: own.standby,
+            stale_reports: own.stale,
+        }
     }
 }
 
@@ -258,5 +297,27 @@ mod tests {
         assert_eq!(worst([Ok, Warn, Ok].into_iter()), Warn);
         assert_eq!(worst([Stall, Rewind, Stop].into_iter()), Rewind);
         assert_eq!(worst(std::iter::empty()), Ok);
+    }
+
+    #[test]
+    fn disputed_owners_are_marked_and_notes_count_them() {
+        let mut g = crate::exporter::bench::synthetic(1, 3, 0).0.groups.remove(0);
+        assert_eq!(g.notes(), "");
+        let cells = |g: &GroupView| g.partitions.iter().map(|p| g.owner_cell(p)).collect::<Vec<_>>();
+        assert_eq!(cells(&g), [Some("instance-0".into()), Some("instance-1".into()), Some("instance-2".into())]);
+        g.reconciling = 2;
+        assert_eq!(g.notes(), "2 reconciling");
+        g.disagreements = vec![Disagreement {
+            topic: "topic-0".into(),
+            partition: 2,
+            broker: Some("instance-2".into()),
+            reported_by: vec![],
+        }];
+        assert_eq!(g.notes(), "2 reconciling, 1 disputed by reports");
+        assert!(g.disputed("topic-0", 2) && !g.disputed("topic-0", 1) && !g.disputed("other", 2));
+        assert_eq!(cells(&g)[2].as_deref(), Some("instance-2!"));
+        g.partitions[2].owner = None;
+        assert_eq!(g.owner_cell(&g.partitions[2]), None);
+        assert_eq!(notes(0, 3), "3 disputed by reports");
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use chat4all_ctl::runtime::Action;
 use chat4all_ctl::timeline::EventRow;
-use chat4all_ctl::view::PartitionView;
+use chat4all_ctl::view::{GroupView, PartitionView};
 use chat4all_server::events::RebalanceKind;
 
 use crate::snapshot::InstanceRow;
@@ -65,12 +65,17 @@ pub fn instances(state: &State) -> Vec<&InstanceRow> {
         .collect()
 }
 
-/// Partitions of every group, the router group (the one that routes messages) first.
-pub fn partitions(state: &State) -> Vec<&PartitionView> {
+/// Every group, the router group (the one that routes messages) first.
+pub fn groups(state: &State) -> Vec<&GroupView> {
     let Some(d) = &state.data else { return Vec::new() };
     let mut groups: Vec<_> = d.groups.iter().collect();
     groups.sort_by_key(|g| g.group != chat4all_ctl::repartition::ROUTER_GROUP);
     groups
+}
+
+/// Partitions of every group, in the order of [`groups`].
+pub fn partitions(state: &State) -> Vec<&PartitionView> {
+    groups(state)
         .into_iter()
         .flat_map(|g| g.partitions.iter())
         .filter(|p| {
@@ -78,6 +83,23 @@ pub fn partitions(state: &State) -> Vec<&PartitionView> {
             matches(&state.filter, &format!("{} {}-{} {owner}", p.group, p.offsets.topic, p.offsets.partition))
         })
         .collect()
+}
+
+/// The group `p` is a partition of.
+fn group_of<'a>(state: &'a State, p: &PartitionView) -> Option<&'a GroupView> {
+    state.data.as_ref()?.groups.iter().find(|g| g.group == p.group)
+}
+
+/// The owner of `p` as the partitions pane shows it (`-` for none, marked when the members'
+/// reports dispute it), and whether they do.
+pub fn owner(state: &State, p: &PartitionView) -> (String, bool) {
+    let group = group_of(state, p);
+    let disputed = group.is_some_and(|g| g.disputed(&p.offsets.topic, p.offsets.partition));
+    let cell = match group {
+        Some(g) => g.owner_cell(p),
+        None => p.owner.as_ref().map(|o| o.instance.clone()),
+    };
+    (cell.unwrap_or_else(|| "-".into()), disputed)
 }
 
 /// Rebalances and operator actions, newest first.

@@ -42,6 +42,26 @@ fn partitions_focused_80x24() {
 }
 
 #[test]
+fn kip848_group_reconciling_with_a_disputed_owner_120x40() {
+    let mut st = state_with_data(false, 3);
+    update(&mut st, Action::Data(Box::new(kip848_snapshot(3))));
+    let screen = render(&st, 120, 40);
+    assert!(screen.contains("router-service [consumer epoch 7, 1 reconciling]"), "{screen}");
+    assert!(screen.contains("router-service-1!"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn kip848_partitions_focused_80x24() {
+    let mut st = state_with_data(false, 3);
+    update(&mut st, Action::Data(Box::new(kip848_snapshot(3))));
+    update(&mut st, code(KeyCode::Tab));
+    let screen = render(&st, 80, 24);
+    assert!(screen.contains("router-service-1!"), "{screen}");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
 fn help_overlay_80x24() {
     let mut st = state_with_data(false, 3);
     update(&mut st, key('?'));

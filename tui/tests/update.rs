@@ -232,6 +232,23 @@ fn ownership_follows_the_data() {
 }
 
 #[test]
+fn a_disputed_owner_is_marked_and_the_router_group_leads() {
+    let mut st = state_with_data(false, 1);
+    let names = |st: &State| rows::groups(st).iter().map(|g| g.group.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&st), ["router-service", "message-service-status"]);
+    let owners = |st: &State| rows::partitions(st).iter().map(|p| rows::owner(st, p)).collect::<Vec<_>>();
+    assert!(owners(&st).iter().all(|(_, disputed)| !disputed));
+    update(&mut st, Action::Data(Box::new(kip848_snapshot(2))));
+    let owners = owners(&st);
+    assert_eq!(owners[0], ("router-service-1!".to_string(), true));
+    assert_eq!(owners[1], ("message-service-1".to_string(), false));
+    // The marker is only drawn: x still kills the broker's owner.
+    update(&mut st, code(KeyCode::Tab));
+    update(&mut st, key('x'));
+    assert!(matches!(&st.mode, Mode::Confirm(Op::Act { instance, .. }) if instance == "router-service-1"));
+}
+
+#[test]
 fn remapped_keys_drive_update() {
     let keys = KeyMap::parse("kill = K\nquit = Q").unwrap();
     let mut st = State::new(keys, false);

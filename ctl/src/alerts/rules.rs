@@ -99,13 +99,15 @@ fn consumer_groups(p: &Params) -> Vec<Rule> {
         rule(
             "Chat4allConsumerGroupReconciling",
             format!("chat4all_consumergroup_reconciling_members{{{sel}}} > 0"),
-            Some("2m".into()),
+            Some(prom_duration(p.reconciling_for)),
             "warning",
             "KIP-848 group members stuck reconciling",
-            "{{ $value }} members of group {{ $labels.consumergroup }} have not reached their target \
-             assignment for 2m: the partitions they should take or give up wait (`chat4allctl groups describe \
-             {{ $labels.consumergroup }} --members` shows who)."
-                .into(),
+            format!(
+                "{{{{ $value }}}} members of group {{{{ $labels.consumergroup }}}} have not reached their target \
+                 assignment for {}: the partitions they should take or give up wait (`chat4allctl groups describe \
+                 {{{{ $labels.consumergroup }}}} --members` shows who).",
+                prom_duration(p.reconciling_for)
+            ),
         ),
         rule(
             "Chat4allStandbyInstancesIdle",

@@ -37,6 +37,9 @@ pub struct EmitArgs {
     /// More rebalance reports than this within the window: the group is rebalancing.
     #[arg(long, default_value_t = Params::default().rebalance_max)]
     pub rebalance_max: u32,
+    /// How long members of a KIP-848 group may keep reconciling before alerting.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub reconciling_for: Duration,
     /// How long an instance may be down or unhealthy before alerting.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub down_for: Duration,
@@ -64,6 +67,7 @@ impl EmitArgs {
             session_timeout: self.session_timeout,
             rebalance_window: self.rebalance_window,
             rebalance_max: self.rebalance_max,
+            reconciling_for: self.reconciling_for,
             down_for: self.down_for,
             standby_for: self.standby_for,
             dead_letter_window: self.dead_letter_window,
@@ -104,8 +108,20 @@ mod tests {
 
     #[test]
     fn flags_reach_the_parameters() {
-        let p =
-            emit_args(&["--lag-threshold", "5", "--lag-for", "10s", "--group", "g1", "--eval-interval", "2s"]).params();
+        let p = emit_args(&[
+            "--lag-threshold",
+            "5",
+            "--lag-for",
+            "10s",
+            "--group",
+            "g1",
+            "--eval-interval",
+            "2s",
+            "--reconciling-for",
+            "30s",
+        ])
+        .params();
+        assert_eq!(p.reconciling_for, Duration::from_secs(30));
         assert_eq!(p.lag_threshold, 5);
         assert_eq!(p.lag_for, Duration::from_secs(10));
         assert_eq!(p.groups, vec!["g1".to_string()]);

@@ -213,7 +213,7 @@ pub(crate) fn describe_table(desc: &GroupDescription) -> String {
     out
 }
 
-fn disagreement_line(d: &Disagreement) -> String {
+pub(crate) fn disagreement_line(d: &Disagreement) -> String {
     let claims = if d.reported_by.is_empty() { "no member".to_string() } else { d.reported_by.join(", ") };
     format!(
         "DISAGREEMENT {}-{}: broker assigns it to {}, reported by {claims}\n",

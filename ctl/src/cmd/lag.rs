@@ -91,21 +91,69 @@ fn table(groups: &[GroupView]) -> String {
             row.extend([
                 or_dash(p.lag_seconds.map(|s| format!("{s:.1}"))),
                 p.status.to_string(),
-                or_dash(p.owner.as_ref().map(|o| &o.instance)),
+                or_dash(g.owner_cell(p)),
             ]);
             t.row(row);
         }
     }
     let mut out = String::new();
     for g in groups {
+        let notes = g.notes();
         out.push_str(&format!(
-            "{}: lag {} ({}), status {}\n",
+            "{} ({}): lag {} ({}), status {}{}\n",
             g.group,
+            g.group_type,
             g.total_lag,
             g.max_lag_seconds.map(|s| format!("{s:.1}s behind")).unwrap_or_else(|| "-".into()),
-            g.status
+            g.status,
+            if notes.is_empty() { String::new() } else { format!(", {notes}") }
         ));
     }
     out.push_str(&t.render());
+    // Owners marked `!` are disputed: by whom, below the table (as `groups describe` says it).
+    for d in groups.iter().flat_map(|g| &g.disagreements) {
+        out.push_str(&super::groups::disagreement_line(d));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat4all_ctl::exporter::bench::synthetic;
+    use chat4all_ctl::kafka::GroupType;
+    use chat4all_ctl::ownership::Disagreement;
+
+    #[test]
+    fn a_disputed_owner_is_marked_and_explained() {
+        let mut g = synthetic(1, 2, 0).0.groups.remove(0);
+        g.group_type = GroupType::Consumer;
+        g.reconciling = 1;
+        g.disagreements = vec![Disagreement {
+            topic: "topic-0".into(),
+            partition: 1,
+            broker: Some("instance-1".into()),
+            reported_by: vec!["instance-1".into(), "instance-2".into()],
+        }];
+        let text = table(&[g]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "group-0 (consumer): lag 100 (0.2s behind), status OK, 1 reconciling, 1 disputed by reports"
+        );
+        let owner = |line: &str| line.split_whitespace().last().map(str::to_string);
+        assert_eq!(owner(lines[2]).as_deref(), Some("instance-0"));
+        assert_eq!(owner(lines[3]).as_deref(), Some("instance-1!"));
+        assert_eq!(
+            lines[4],
+            "DISAGREEMENT topic-0-1: broker assigns it to instance-1, reported by instance-1, instance-2"
+        );
+    }
+
+    #[test]
+    fn a_classic_group_without_notes_names_only_its_type() {
+        let text = table(&synthetic(1, 1, 0).0.groups);
+        assert_eq!(text.lines().next(), Some("group-0 (classic): lag 50 (0.2s behind), status OK"));
+        assert!(!text.contains('!') && !text.contains("DISAGREEMENT"), "{text}");
+    }
 }

@@ -10,7 +10,7 @@ use chat4all_ctl::lag::LagStatus;
 use chat4all_ctl::output::{self, human_duration, Format, Table};
 use chat4all_ctl::runtime::client::ProcessRuntime;
 use chat4all_ctl::runtime::InstanceInfo;
-use chat4all_ctl::view::{GroupReader, GroupView};
+use chat4all_ctl::view::{notes, GroupReader, GroupView};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -90,6 +90,39 @@ fn group_row(g: &GroupView) -> GroupRow {
     }
 }
 
+/// One row per group: its type, state, size and lag, then NOTES: members still reconciling and
+/// partitions whose owner the reports dispute (`-` when neither).
+fn group_table(groups: &[GroupRow]) -> String {
+    let mut t = Table::new(&[
+        "GROUP",
+        "TYPE",
+        "STATE",
+        "MEMBERS",
+        "PARTITIONS",
+        "LAG",
+        "LAG-SECONDS",
+        "UNCOMMITTED",
+        "STATUS",
+        "NOTES",
+    ]);
+    for g in groups {
+        let notes = notes(g.reconciling, g.disagreements);
+        t.row(vec![
+            g.group.clone(),
+            g.group_type.to_string(),
+            g.state.clone(),
+            g.members.to_string(),
+            g.partitions.to_string(),
+            g.total_lag.to_string(),
+            g.max_lag_seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
+            g.uncommitted.to_string(),
+            g.status.to_string(),
+            if notes.is_empty() { "-".into() } else { notes },
+        ]);
+    }
+    t.render()
+}
+
 fn instance_table(rows: &[InstanceRow]) -> String {
     let mut t = Table::new(&["INSTANCE", "SERVICE", "STATE", "PID", "PORT", "HEALTH", "UPTIME", "LAST EXIT"]);
     for r in rows {
@@ -152,40 +185,7 @@ impl Render for StatusView {
         out.push('\n');
         out.push_str(&instance_table(&status.instances));
         out.push('\n');
-        let mut t = Table::new(&[
-            "GROUP",
-            "TYPE",
-            "STATE",
-            "MEMBERS",
-            "PARTITIONS",
-            "LAG",
-            "LAG-SECONDS",
-            "UNCOMMITTED",
-            "STATUS",
-            "NOTES",
-        ]);
-        for g in &status.groups {
-            let mut notes = Vec::new();
-            if g.reconciling > 0 {
-                notes.push(format!("{} reconciling", g.reconciling));
-            }
-            if g.disagreements > 0 {
-                notes.push(format!("{} disputed by reports", g.disagreements));
-            }
-            t.row(vec![
-                g.group.clone(),
-                g.group_type.to_string(),
-                g.state.clone(),
-                g.members.to_string(),
-                g.partitions.to_string(),
-                g.total_lag.to_string(),
-                g.max_lag_seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
-                g.uncommitted.to_string(),
-                g.status.to_string(),
-                if notes.is_empty() { "-".into() } else { notes.join(", ") },
-            ]);
-        }
-        out.push_str(&t.render());
+        out.push_str(&group_table(&status.groups));
         Ok(out)
     }
 }
@@ -206,5 +206,52 @@ impl Render for InstancesView {
             Format::Json => output::json(&rows),
             Format::Table => instance_table(&rows),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat4all_ctl::exporter::bench::synthetic;
+    use chat4all_ctl::kafka::GroupType;
+    use chat4all_ctl::ownership::Disagreement;
+
+    /// A KIP-848 group with two members reconciling and one partition disputed.
+    fn kip848_group() -> GroupView {
+        let mut g = synthetic(1, 2, 0).0.groups.remove(0);
+        g.group_type = GroupType::Consumer;
+        g.state = "Reconciling".into();
+        (g.group_epoch, g.assignment_epoch, g.reconciling) = (Some(7), Some(7), 2);
+        g.disagreements = vec![Disagreement {
+            topic: "topic-0".into(),
+            partition: 1,
+            broker: Some("instance-1".into()),
+            reported_by: vec!["instance-2".into()],
+        }];
+        g
+    }
+
+    #[test]
+    fn the_group_table_shows_type_and_notes() {
+        let classic = synthetic(1, 2, 0).0.groups.remove(0);
+        let text = group_table(&[group_row(&classic), group_row(&kip848_group())]);
+        let lines: Vec<&str> = text.lines().collect();
+        let cells = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(cells(0)[..3], ["GROUP", "TYPE", "STATE"]);
+        assert_eq!(cells(0).last(), Some(&"NOTES"));
+        assert_eq!(cells(1)[1..3], ["classic", "Stable"]);
+        assert_eq!(cells(1).last(), Some(&"-"));
+        assert_eq!(cells(2)[1..3], ["consumer", "Reconciling"]);
+        assert!(lines[2].ends_with(" OK      2 reconciling, 1 disputed by reports"), "{text}");
+    }
+
+    #[test]
+    fn json_rows_carry_type_reconciling_and_disagreements() {
+        let v = serde_json::to_value(group_row(&kip848_group())).unwrap();
+        assert_eq!((v["type"].as_str(), v["reconciling"].as_u64()), (Some("consumer"), Some(2)));
+        assert_eq!(v["disagreements"], 1);
+        let classic = serde_json::to_value(group_row(&synthetic(1, 1, 0).0.groups[0])).unwrap();
+        assert_eq!(classic["type"], "classic");
+        assert_eq!((classic["reconciling"].as_u64(), classic["disagreements"].as_u64()), (Some(0), Some(0)));
     }
 }

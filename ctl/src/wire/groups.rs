@@ -182,8 +182,10 @@ pub struct ConsumerMember {
 }
 
 impl ConsumerMember {
-    pub fn reconciling(&self) -> bool {
-        self.assignment != self.target_assignment
+    /// Still moving to the group's target assignment (of epoch `assignment_epoch`): it owns
+    /// something else than its target, or it has not yet caught up with the target's epoch.
+    pub fn reconciling(&self, assignment_epoch: i32) -> bool {
+        self.assignment != self.target_assignment || self.member_epoch != assignment_epoch
     }
 }
 
@@ -382,8 +384,10 @@ mod tests {
         assert_eq!(m1.assignment, vec![("t".to_string(), 0), ("t".to_string(), 1)]);
         assert_eq!(m1.target_assignment, vec![("t".to_string(), 0)]);
         assert_eq!(m1.member_epoch, 4);
-        assert!(m1.reconciling());
-        assert!(!g.members[1].reconciling());
+        assert!(m1.reconciling(g.assignment_epoch));
+        assert!(!g.members[1].reconciling(g.assignment_epoch));
+        // Owning its target is not enough: a member behind the target's epoch still reconciles.
+        assert!(g.members[1].reconciling(g.assignment_epoch + 1));
     }
 
     #[test]

@@ -37,15 +37,17 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
     let list = rows::partitions(state);
     let focused = state.focus == Pane::Partitions;
     let dash = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    let owners: Vec<(String, bool)> = list.iter().map(|p| rows::owner(state, p)).collect();
     let rows: Vec<Vec<Cell>> = list
         .iter()
-        .map(|p| {
+        .zip(&owners)
+        .map(|(p, (owner, disputed))| {
             let key = (p.group.clone(), p.offsets.topic.clone(), p.offsets.partition);
             let trend = state.lag_trend.get(&key).map(|t| sparkline(t.iter(), 6)).unwrap_or_default();
-            let owner = p.owner.as_ref().map(|o| o.instance.clone()).unwrap_or_else(|| "-".into());
+            let owner_style = if *disputed { Style::default().fg(Color::Red) } else { Style::default() };
             vec![
                 Cell::from(format!("{}-{}", p.offsets.topic, p.offsets.partition)),
-                Cell::from(owner),
+                Cell::from(Span::styled(owner.clone(), owner_style)),
                 Cell::from(dash(p.offsets.committed)),
                 Cell::from(p.offsets.log_end.to_string()),
                 Cell::from(dash(p.offsets.lag)),
@@ -59,7 +61,7 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
         list.iter().map(f).max().unwrap_or(0).max(min) as u16
     };
     let part_w = longest(&|p| p.offsets.topic.len() + 1 + p.offsets.partition.to_string().len(), 9);
-    let owner_w = longest(&|p| p.owner.as_ref().map(|o| o.instance.len()).unwrap_or(1), 5);
+    let owner_w = owners.iter().map(|(o, _)| o.chars().count()).max().unwrap_or(0).max(5) as u16;
     // Numbers, status and trend are fixed and the owner is never cut; the group column only
     // shows on wide screens (the title names the groups) and is cut first.
     let fixed: u16 = 7 + 7 + 5 + 5 + 6 + 6 + 8;
@@ -92,11 +94,8 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
     } else {
         rows.into_iter().map(Row::new).collect()
     };
-    let summary = state
-        .data
-        .as_ref()
-        .map(|d| d.groups.iter().map(group_summary).collect::<Vec<_>>().join(" | "))
-        .unwrap_or_default();
+    // The groups in the order of their rows, so a narrow title still shows the router group.
+    let summary = rows::groups(state).into_iter().map(group_summary).collect::<Vec<_>>().join(" | ");
     let title = if summary.is_empty() { " Partitions ".to_string() } else { format!(" Partitions: {summary} ") };
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().fg(Color::Yellow)))
@@ -109,21 +108,6 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
         Some(state.selected(Pane::Partitions))
     });
     frame.render_stateful_widget(table, area, &mut ts);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sparkline_scales_to_its_maximum_and_keeps_the_newest() {
-        let v = [0i64, 5, 10];
-        assert_eq!(sparkline(v.iter(), 8), "▁▅█");
-        let flat = [0i64; 4];
-        assert_eq!(sparkline(flat.iter(), 8), "▁▁▁▁");
-        let long: Vec<i64> = (0..20).collect();
-        assert_eq!(sparkline(long.iter(), 4).chars().count(), 4);
-    }
 }
 
 /// One group in the pane's title: name, state, lag and status; a KIP-848 group also names its
@@ -146,6 +130,21 @@ fn group_summary(g: &chat4all_ctl::view::GroupView) -> String {
         s.push_str(&format!(" ({} disputed by reports)", g.disagreements.len()));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparkline_scales_to_its_maximum_and_keeps_the_newest() {
+        let v = [0i64, 5, 10];
+        assert_eq!(sparkline(v.iter(), 8), "▁▅█");
+        let flat = [0i64; 4];
+        assert_eq!(sparkline(flat.iter(), 8), "▁▁▁▁");
+        let long: Vec<i64> = (0..20).collect();
+        assert_eq!(sparkline(long.iter(), 4).chars().count(), 4);
+    }
 }
 
 #[cfg(test)]

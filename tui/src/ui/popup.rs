@@ -31,6 +31,13 @@ pub fn help(state: &State, frame: &mut Frame) {
         Span::styled(format!("{:>12}  ", "ctrl-c"), Style::default().fg(Color::Cyan)),
         Span::raw("quit from anywhere"),
     ]));
+    lines.push(Line::from(vec![
+        Span::styled(
+            format!("{:>12}  ", format!("owner{}", chat4all_ctl::view::DISPUTED)),
+            Style::default().fg(Color::Red),
+        ),
+        Span::raw("an owner the members' own reports dispute"),
+    ]));
     lines.push(Line::raw(""));
     if state.read_only {
         lines.push(Line::raw("read-only: kill, scale and repartition are disabled"));

@@ -172,3 +172,23 @@ pub fn type_text(st: &mut State, text: &str) {
         assert!(update(st, key(c)).is_none());
     }
 }
+
+/// The stack as a KIP-848 group sees it mid-move: router-service speaks the consumer protocol
+/// at epoch 7 with one member still reconciling, and router-service-2's report still claims
+/// chat-events-0, which the broker gives router-service-1.
+pub fn kip848_snapshot(secs: i64) -> Snapshot {
+    let mut s = snapshot(secs, "router-service-1", (secs * 100) as f64);
+    let g = s.groups.iter_mut().find(|g| g.group == "router-service").expect("router group");
+    g.group_type = chat4all_ctl::kafka::GroupType::Consumer;
+    g.protocol = "uniform".into();
+    g.group_epoch = Some(7);
+    g.assignment_epoch = Some(7);
+    g.reconciling = 1;
+    g.disagreements = vec![chat4all_ctl::ownership::Disagreement {
+        topic: "chat-events".into(),
+        partition: 0,
+        broker: Some("router-service-1".into()),
+        reported_by: vec!["router-service-1".into(), "router-service-2".into()],
+    }];
+    s
+}
