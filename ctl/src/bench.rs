@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use chat4all_server::channel::Channel;
+use chat4all_contract::channel::Channel;
 
 /// Conversations the messages are spread over, round-robin.
 pub const CONVERSATIONS: u64 = 1_000;
@@ -695,7 +695,7 @@ fn build_report(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chat4all_server::message::domain::NewMessage;
+    use chat4all_contract::message::NewMessage;
 
     #[test]
     fn default_options_match_the_documented_defaults() {

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use chat4all_server::config::topics;
+use chat4all_contract::topics;
 use serde::Serialize;
 use thiserror::Error;
 

@@ -1,6 +1,8 @@
 //! chat4all control plane: the local supervisor (`up`), the control API, and the observe/act
 //! operations shared by `chat4allctl` and the dashboard.
 
+pub use chat4all_contract as contract;
+
 pub mod alerts;
 pub mod bench;
 pub mod broker;

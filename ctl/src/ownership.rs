@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
-use chat4all_server::config::ops_keys;
-use chat4all_server::events::{AssignmentReport, RebalanceEvent};
+use chat4all_contract::events::{AssignmentReport, RebalanceEvent};
+use chat4all_contract::ops_keys;
 
 use crate::kafka::{GroupInfo, Member};
 
@@ -206,7 +206,7 @@ fn disagreements(group: &GroupInfo, by_member: &BTreeMap<&str, &AssignmentReport
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chat4all_server::events::TopicPartition;
+    use chat4all_contract::events::TopicPartition;
 
     fn report(instance: &str, member: &str, parts: &[i32]) -> AssignmentReport {
         AssignmentReport {

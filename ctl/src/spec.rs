@@ -161,7 +161,7 @@ pub struct StackSpec {
     /// False when KAFKA_BOOTSTRAP points at an external Kafka: no broker process.
     pub embedded_broker: bool,
     /// The consumer group protocol of every consumer of the stack.
-    pub group_protocol: chat4all_server::kafka::GroupProtocol,
+    pub group_protocol: chat4all_contract::group::GroupProtocol,
 }
 
 /// How to tell an instance is up.

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use chat4all_server::events::RebalanceEvent;
+use chat4all_contract::events::RebalanceEvent;
 
 use crate::runtime::Action;
 
@@ -60,7 +60,7 @@ pub fn attribute(events: Vec<RebalanceEvent>, actions: &[Action]) -> Vec<EventRo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chat4all_server::events::RebalanceKind;
+    use chat4all_contract::events::RebalanceKind;
     use chrono::{Duration, Utc};
 
     fn event(instance: &str, secs_after: i64, base: chrono::DateTime<Utc>) -> RebalanceEvent {

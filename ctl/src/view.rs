@@ -204,7 +204,7 @@ impl GroupReader {
         Ok(GroupDescription { view, coordinator: info.coordinator, member_details: info.members })
     }
 
-    async fn reports(&mut self, group: &str) -> Vec<chat4all_server::events::AssignmentReport> {
+    async fn reports(&mut self, group: &str) -> Vec<chat4all_contract::events::AssignmentReport> {
         if self.redis.is_none() {
             match ownership::redis(&self.redis_url).await {
                 Ok(c) => self.redis = Some(c),

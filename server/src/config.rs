@@ -8,26 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::channel::Channel;
 
 /// Topic names shared by every service and the control plane.
-pub mod topics {
-    /// Chat events, key = conversation id (a repartition adds partitions to it in place).
-    pub const CHAT_EVENTS: &str = "chat-events";
-    pub const STATUS_UPDATES: &str = "status-updates";
-    pub const DEAD_LETTERS: &str = "chat-events-dlq";
-    /// Consumer group of the router instances.
-    pub const ROUTER_GROUP: &str = "router-service";
-    /// Consumer group of the message-service status consumer.
-    pub const STATUS_GROUP: &str = "message-service-status";
-}
-
-/// Redis keys of the ops channel the control plane reads.
-pub mod ops_keys {
-    /// Stream of rebalance reports (assigned / revoked partitions per instance).
-    pub const REBALANCE_STREAM: &str = "chat4all:ops:rebalances";
-    /// Hash instance -> JSON of its current assignment, per consumer group.
-    pub fn assignment_hash(group: &str) -> String {
-        format!("chat4all:ops:assignment:{group}")
-    }
-}
+pub use chat4all_contract::{ops_keys, topics};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -151,35 +132,7 @@ impl RouterArgs {
     }
 }
 
-/// Consumer-group settings of the router (classic protocol; a KIP-848 member takes its session
-/// and heartbeat from the broker's `group.consumer.*` settings, see `ctl/src/broker.rs`). The
-/// defaults trade a few heartbeats for fast failover; docs/ARCHITECTURE.md and BENCHMARKS.md
-/// (failover) have the measurements behind them. Every one is overridable by flag or env var.
-#[derive(Debug, Clone, Args)]
-pub struct ConsumerTuning {
-    /// How long the coordinator waits for heartbeats before it declares a member dead. Kafka's
-    /// default (45 s) makes a frozen or partitioned router cost 45 s of stalled partitions; 3 s
-    /// finds one quickly while staying far above the pauses of a GC-free process (a 60 s run at
-    /// 2,000 msg/s saw no rebalance that nobody caused, BENCHMARKS.md). A crash or an operator
-    /// kill does not wait for it at all: the supervisor removes the dead member at once.
-    #[arg(long, env = "CHAT4ALL_SESSION_TIMEOUT_MS", default_value_t = 3000)]
-    pub session_timeout_ms: u32,
-    /// A survivor learns that the group is rebalancing only from its next heartbeat answer, so
-    /// this interval adds up to itself to every failover. 500 ms (a sixth of the session
-    /// timeout) leaves five heartbeats to lose before the session expires, for one tiny request
-    /// per member every half second.
-    #[arg(long, env = "CHAT4ALL_HEARTBEAT_MS", default_value_t = 500)]
-    pub heartbeat_interval_ms: u32,
-    /// `cooperative-sticky` moves only the partitions that must move: survivors keep consuming
-    /// through a rebalance instead of stopping the world (their own partitions are never revoked
-    /// when a member dies). A group has one strategy: Kafka refuses a member offering another.
-    #[arg(long, env = "CHAT4ALL_ASSIGNMENT_STRATEGY", default_value = "cooperative-sticky")]
-    pub assignment_strategy: String,
-    /// How often the consumer re-reads topic metadata: partitions added by a repartition are
-    /// assigned within about this long (librdkafka's default is 5 minutes).
-    #[arg(long, env = "CHAT4ALL_METADATA_REFRESH_MS", default_value_t = 3000)]
-    pub metadata_refresh_ms: u32,
-}
+pub use chat4all_contract::group::ConsumerTuning;
 
 #[derive(Debug, Clone, Args)]
 pub struct ConnectorArgs {

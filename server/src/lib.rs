@@ -2,11 +2,9 @@
 //! and the pieces they share: configuration, the database, Kafka clients, wire formats, HTTP
 //! plumbing, metrics and graceful shutdown.
 
-pub mod channel;
 pub mod config;
 pub mod connector;
 pub mod db;
-pub mod events;
 pub mod file;
 pub mod gateway;
 pub mod http;
@@ -18,3 +16,6 @@ pub mod router;
 pub mod shutdown;
 pub mod telemetry;
 pub mod user;
+
+// The contract with the console lives in its own crate; these paths stay for the services.
+pub use chat4all_contract::{channel, events};

@@ -3,10 +3,10 @@
 
 use chrono::{DateTime, Utc};
 
+use chat4all_ctl::contract::events::RebalanceKind;
 use chat4all_ctl::runtime::Action;
 use chat4all_ctl::timeline::EventRow;
 use chat4all_ctl::view::{GroupView, PartitionView};
-use chat4all_server::events::RebalanceKind;
 
 use crate::snapshot::InstanceRow;
 use crate::state::State;

@@ -157,7 +157,7 @@ async fn read_groups(
 async fn read_timeline(
     redis: &mut Option<(String, redis::aio::MultiplexedConnection)>,
     url: &str,
-) -> Result<Vec<chat4all_server::events::RebalanceEvent>, String> {
+) -> Result<Vec<chat4all_ctl::contract::events::RebalanceEvent>, String> {
     if redis.as_ref().is_none_or(|(u, _)| u != url) {
         let conn = ownership::redis(url).await.map_err(|e| format!("{e:#}"))?;
         *redis = Some((url.to_string(), conn));

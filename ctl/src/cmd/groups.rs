@@ -4,6 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::watch::{self, Render};
 use super::Cli;
+use chat4all_contract::events::TopicPartition;
 use chat4all_ctl::control::SupervisorFile;
 use chat4all_ctl::error::usage;
 use chat4all_ctl::kafka::{GroupInfo, GroupType, Member, Observer};
@@ -14,7 +15,6 @@ use chat4all_ctl::ownership::Disagreement;
 use chat4all_ctl::runtime::client::ProcessRuntime;
 use chat4all_ctl::timeline::attribute;
 use chat4all_ctl::view::{GroupDescription, GroupReader};
-use chat4all_server::events::TopicPartition;
 
 #[derive(Debug, Subcommand)]
 pub enum GroupsCommand {

@@ -9,6 +9,7 @@ use clap::Args;
 use tokio::sync::Notify;
 
 use super::Cli;
+use chat4all_contract::group::GroupProtocol;
 use chat4all_ctl::control::{self, SupervisorFile};
 use chat4all_ctl::error::usage;
 use chat4all_ctl::exporter::collect::InstanceSource;
@@ -19,7 +20,6 @@ use chat4all_ctl::runtime::supervisor::{tail_file, Supervisor};
 use chat4all_ctl::runtime::InstanceState;
 use chat4all_ctl::sampler::Observations;
 use chat4all_ctl::spec::{Ports, StackSpec};
-use chat4all_server::kafka::GroupProtocol;
 
 #[derive(Debug, Args)]
 pub struct UpArgs {

@@ -10,8 +10,9 @@ use clap::Parser;
 use sqlx::postgres::PgPoolOptions;
 use tokio::time::Instant;
 
-use chat4all_server::config::{topics, ConsumerTuning};
-use chat4all_server::events::RebalanceEvent;
+use chat4all_contract::events::RebalanceEvent;
+use chat4all_contract::group::ConsumerTuning;
+use chat4all_contract::topics;
 
 use super::count;
 use super::load::{self, Load, Tally};

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use chat4all_server::events::{RebalanceEvent, RebalanceKind};
+use chat4all_contract::events::{RebalanceEvent, RebalanceKind};
 
 use super::observe::Sample;
 use super::plan::KillMethod;
@@ -182,7 +182,7 @@ pub fn entries(kill: &Kill, f: &Failover, events: &[RebalanceEvent], until: Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chat4all_server::events::TopicPartition;
+    use chat4all_contract::events::TopicPartition;
 
     fn at(ms: i64) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(1_700_000_000_000 + ms).expect("valid time")

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chat4all_server::config::ops_keys;
-use chat4all_server::events::RebalanceEvent;
+use chat4all_contract::events::RebalanceEvent;
+use chat4all_contract::ops_keys;
 
 use crate::runtime::client::ProcessRuntime;
 use crate::runtime::supervisor::Supervisor;

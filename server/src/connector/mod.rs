@@ -2,7 +2,7 @@
 //! report receipts (SENT, DELIVERED) on `status-updates`.
 
 mod provider;
-pub mod wire;
+pub use chat4all_contract::connector as wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -78,25 +78,7 @@ impl ConsumerContext for ReportingContext {
     }
 }
 
-/// The consumer group protocol a member speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupProtocol {
-    /// The classic protocol: members join, the leader assigns, heartbeats carry the session.
-    #[default]
-    Classic,
-    /// KIP-848: the broker assigns and owns the session and heartbeat settings.
-    Consumer,
-}
-
-impl GroupProtocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GroupProtocol::Classic => "classic",
-            GroupProtocol::Consumer => "consumer",
-        }
-    }
-}
+pub use chat4all_contract::group::GroupProtocol;
 
 /// Settings of a batch consumer.
 pub struct ConsumerSpec<'a> {

@@ -1,7 +1,7 @@
 //! message-service: the API that accepts messages, the outbox relay, and the status consumer.
 
 pub mod api;
-pub mod domain;
+pub use chat4all_contract::message as domain;
 pub mod outbox;
 pub mod status;
 pub mod store;

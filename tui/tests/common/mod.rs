@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use chat4all_ctl::contract::events::{RebalanceEvent, RebalanceKind, TopicPartition};
 use chat4all_ctl::kafka::PartitionOffsets;
 use chat4all_ctl::lag::LagStatus;
 use chat4all_ctl::ownership::{Owner, Source};
 use chat4all_ctl::runtime::{Action as OpAction, InstanceInfo, InstanceState};
 use chat4all_ctl::timeline::EventRow;
 use chat4all_ctl::view::{GroupView, PartitionView};
-use chat4all_server::events::{RebalanceEvent, RebalanceKind, TopicPartition};
 use chat4all_tui::keys::KeyMap;
 use chat4all_tui::snapshot::{InstanceRow, Snapshot};
 use chat4all_tui::state::{update, Action, State};
