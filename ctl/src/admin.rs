@@ -77,6 +77,12 @@ impl Admin {
         self.call(&self.message, reqwest::Method::POST, RESUME_PATH, Some(&req)).await
     }
 
+    /// The outbox relay and, per channel, the oldest delivery not final yet.
+    pub async fn pipeline(&self) -> Result<chat4all_contract::admin::pipeline::Pipeline, AdminError> {
+        let path = chat4all_contract::admin::pipeline::PIPELINE_PATH;
+        self.call(&self.message, reqwest::Method::GET, path, None::<&()>).await
+    }
+
     pub async fn key_moves(&self, from: i32, to: i32) -> Result<KeyMoves, AdminError> {
         let path = format!("{KEY_MOVES_PATH}?from={from}&to={to}");
         self.call(&self.message, reqwest::Method::GET, &path, None::<&()>).await

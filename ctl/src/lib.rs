@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod sampler;
 pub mod spec;
 pub mod stack;
+pub mod stalls;
 pub mod timeline;
 pub mod view;
 pub mod wire;

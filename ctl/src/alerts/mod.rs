@@ -56,6 +56,8 @@ pub struct Params {
     pub relay_paused_for: Duration,
     /// Age of the oldest unpublished outbox row above which the outbox is not draining.
     pub outbox_max_age: Duration,
+    /// Age of a channel's oldest delivery not final yet above which the channel stalls.
+    pub max_pending_age: Duration,
     /// Evaluation interval of the rule groups; None leaves Prometheus' global one.
     pub interval: Option<Duration>,
 }
@@ -77,6 +79,7 @@ impl Default for Params {
             stale_after: Duration::from_secs(60),
             relay_paused_for: Duration::from_secs(300),
             outbox_max_age: Duration::from_secs(60),
+            max_pending_age: Duration::from_secs(30),
             interval: None,
         }
     }
@@ -101,6 +104,7 @@ impl Params {
             ("--dead-letter-window", self.dead_letter_window),
             ("--stale-after", self.stale_after),
             ("--outbox-max-age", self.outbox_max_age),
+            ("--max-pending-age", self.max_pending_age),
         ];
         for (flag, d) in windows {
             if d.as_millis() == 0 {
@@ -159,7 +163,7 @@ pub fn render(p: &Params) -> anyhow::Result<String> {
         format!(
             "groups {}; lag > {} for {}; growing over {}; session timeout {}; rebalances > {} in {}; \
              reconciling for {}; down for {}; standby for {}; dead letters in {}; stale after {}; relay paused for {}; \
-             outbox max age {}; interval {}",
+             outbox max age {}; max pending age {}; interval {}",
             p.groups.join(","),
             p.lag_threshold,
             prom_duration(p.lag_for),
@@ -174,6 +178,7 @@ pub fn render(p: &Params) -> anyhow::Result<String> {
             prom_duration(p.stale_after),
             prom_duration(p.relay_paused_for),
             prom_duration(p.outbox_max_age),
+            prom_duration(p.max_pending_age),
             p.interval.map(prom_duration).unwrap_or_else(|| "global".into()),
         ),
     ];

@@ -184,7 +184,23 @@ fn instances(p: &Params) -> Vec<Rule> {
 
 fn pipeline(p: &Params) -> Vec<Rule> {
     let window = prom_duration(p.dead_letter_window);
+    let max_pending = prom_duration(p.max_pending_age);
     vec![
+        rule(
+            "Chat4allDeliveryStalled",
+            format!(
+                "max by (channel) (chat4all_delivery_oldest_pending_seconds{{job=\"{MESSAGE_JOB}\"}}) > {}",
+                p.max_pending_age.as_secs_f64()
+            ),
+            None,
+            "critical",
+            "Deliveries of a channel stall",
+            format!(
+                "The oldest {{{{ $labels.channel }}}} delivery not final yet is {{{{ $value | humanizeDuration }}}} old \
+                 (more than {max_pending}): something between the outbox and the provider holds it. \
+                 `chat4allctl status` names the stage (stalls line)."
+            ),
+        ),
         rule(
             "Chat4allDeadLetters",
             format!("increase(chat4all_router_dead_lettered_total[{window}]) > 0"),

@@ -58,6 +58,10 @@ pub struct EmitArgs {
     /// Age of the oldest unpublished outbox row above which the outbox is not draining.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub outbox_max_age: Duration,
+    /// Age of a channel's oldest delivery not final yet (accepted, not delivered, failed or
+    /// dead-lettered) above which the freshness alert fires: a stall anywhere in the pipeline.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub max_pending_age: Duration,
     /// Evaluation interval of the rule groups (default: Prometheus' global interval).
     #[arg(long = "eval-interval", value_parser = parse_duration)]
     pub eval_interval: Option<Duration>,
@@ -80,6 +84,7 @@ impl EmitArgs {
             stale_after: self.stale_after,
             relay_paused_for: self.relay_paused_for,
             outbox_max_age: self.outbox_max_age,
+            max_pending_age: self.max_pending_age,
             interval: self.eval_interval,
         }
     }

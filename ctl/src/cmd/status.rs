@@ -57,6 +57,10 @@ struct Status {
     groups: Vec<GroupRow>,
     /// The outbox relay (what Kafka lag cannot see: messages not yet on the topic).
     relay: Option<chat4all_contract::admin::relay::RelayState>,
+    /// Per channel, the oldest delivery that is not final yet.
+    freshness: Vec<chat4all_contract::admin::pipeline::ChannelFreshness>,
+    /// The stage holding the oldest pending message, if anything stalls.
+    stalls: Vec<chat4all_ctl::stalls::Stall>,
     #[serde(skip_serializing_if = "Option::is_none")]
     relay_error: Option<String>,
 }
@@ -167,15 +171,24 @@ impl Render for StatusView {
             Ok(g) => (g.iter().map(group_row).collect(), None),
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
         };
-        let (relay, relay_error) = match &self.admin {
-            Ok(admin) => match admin.relay().await {
-                Ok(r) => (Some(r), None),
+        let (pipeline, relay_error) = match &self.admin {
+            Ok(admin) => match admin.pipeline().await {
+                Ok(p) => (Some(p), None),
                 Err(e) => (None, Some(e.to_string())),
             },
             Err(e) => (None, Some(format!("{e:#}"))),
         };
+        let router_lag = groups.iter().find(|g: &&GroupRow| g.group == "router-service").map(|g| g.total_lag);
+        let down = services_down(&instances);
+        let stalls = pipeline.as_ref().map(|p| chat4all_ctl::stalls::find(p, router_lag, &down)).unwrap_or_default();
+        let (relay, freshness) = match pipeline {
+            Some(p) => (Some(p.relay), p.channels),
+            None => (None, Vec::new()),
+        };
         let status = Status {
             relay,
+            freshness,
+            stalls,
             relay_error,
             data_dir: self.data_dir.clone(),
             supervisor_pid: self.rt.info.pid,
@@ -198,7 +211,17 @@ impl Render for StatusView {
             Some(e) => out.push_str(&format!("broker {}  UNREACHABLE: {e}\n", status.broker)),
         }
         match (&status.relay, &status.relay_error) {
-            (Some(r), _) => out.push_str(&super::relay::describe(r)),
+            (Some(r), _) => {
+                out.push_str(&super::relay::describe(r));
+                let ages: Vec<String> = status
+                    .freshness
+                    .iter()
+                    .map(|f| format!("{} {:.1}s", f.channel.label(), f.oldest_pending_seconds))
+                    .collect();
+                out.push_str(&format!("pending:  oldest per channel: {}\n", ages.join(", ")));
+                out.push_str(&chat4all_ctl::stalls::line(&status.stalls));
+                out.push('\n');
+            }
             (None, Some(e)) => out.push_str(&format!("relay:    UNKNOWN: {e}\n")),
             (None, None) => {}
         }
@@ -208,6 +231,16 @@ impl Render for StatusView {
         out.push_str(&group_table(&status.groups));
         Ok(out)
     }
+}
+
+/// Services none of whose instances is running and healthy.
+fn services_down(rows: &[InstanceRow]) -> Vec<String> {
+    let mut services: std::collections::BTreeMap<&str, bool> = std::collections::BTreeMap::new();
+    for r in rows {
+        let ok = r.info.state.as_str() == "running" && r.health == "up";
+        *services.entry(r.info.service.as_str()).or_default() |= ok;
+    }
+    services.into_iter().filter(|(_, ok)| !ok).map(|(s, _)| s.to_string()).collect()
 }
 
 pub async fn instances(cli: &Cli) -> anyhow::Result<()> {

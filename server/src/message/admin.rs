@@ -6,6 +6,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chat4all_contract::admin::pipeline::{Pipeline, PIPELINE_PATH};
 use chat4all_contract::admin::relay::{
     KeyMoves, Pause, PauseRequest, RelayState, ResumeRequest, KEY_MOVES_PATH, PAUSE_PATH, RELAY_PATH, RESUME_PATH,
 };
@@ -13,19 +14,28 @@ use chat4all_contract::partition::partition_for;
 use serde::Deserialize;
 use sqlx::{PgPool, Row};
 
+use super::freshness::Tracker;
 use crate::http::{AdminToken, AppError};
 
 /// Most stored conversation keys a key-moves answer looks at.
 const KEY_MOVES_SAMPLE: i64 = 100_000;
 
-pub fn routes(pool: PgPool, token: &AdminToken) -> Router {
+pub fn routes(pool: PgPool, freshness: Tracker, token: &AdminToken) -> Router {
+    let pipeline_route = Router::new().route(PIPELINE_PATH, get(pipeline)).with_state((pool.clone(), freshness));
     let router = Router::new()
         .route(RELAY_PATH, get(relay))
         .route(PAUSE_PATH, post(pause))
         .route(RESUME_PATH, post(resume))
         .route(KEY_MOVES_PATH, get(key_moves))
-        .with_state(pool);
+        .with_state(pool)
+        .merge(pipeline_route);
     crate::http::guard(router, token)
+}
+
+async fn pipeline(State((pool, freshness)): State<(PgPool, Tracker)>) -> Result<Json<Pipeline>, AppError> {
+    let relay = load_state(&pool).await?;
+    let (channels, measured_at) = freshness.snapshot();
+    Ok(Json(Pipeline { relay, channels, measured_at }))
 }
 
 async fn relay(State(pool): State<PgPool>) -> Result<Json<RelayState>, AppError> {

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod freshness;
 pub use chat4all_contract::message as domain;
 pub mod outbox;
 pub mod status;
@@ -48,6 +49,7 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     let relay_metrics = outbox::RelayMetrics::register(&mut registry);
     let status_metrics = status::StatusMetrics::register(&mut registry);
     let writer_metrics = writer::WriterMetrics::register(&mut registry);
+    let freshness_metrics = freshness::FreshnessMetrics::register(&mut registry);
     let kafka_metrics = KafkaMetrics::register(&mut registry);
 
     let wakeup = Arc::new(Notify::new());
@@ -82,16 +84,21 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     tokio::spawn(crate::ops::run_reporter(common.redis_url.clone(), rebalances, kafka_metrics));
     let status_task = tokio::spawn(status::run(consumer, pool.clone(), status_metrics, shutdown.clone()));
 
+    let tracker = freshness::Tracker::default();
+    let freshness_task =
+        tokio::spawn(freshness::run(pool.clone(), tracker.clone(), freshness_metrics, shutdown.clone()));
+
     let health = Health::default().postgres(pool.clone()).kafka(producer.clone());
     let ops = OpsState::new(&common, registry, health);
     let writer = writer::Writer::spawn(pool.clone(), 2, args.insert_batch, writer_metrics);
     let app = api::routes(api::ApiState { pool: pool.clone(), writer, relay_wakeup: wakeup })
-        .merge(admin::routes(pool, &common.admin_token))
+        .merge(admin::routes(pool, tracker, &common.admin_token))
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
     http::serve(common.listen, app, shutdown.clone()).await?;
     shutdown.trigger();
     let _ = relay_task.await;
     let _ = status_task.await;
+    let _ = freshness_task.await;
     Ok(())
 }

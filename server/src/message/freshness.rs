@@ -1,0 +1,231 @@
+//! End-to-end freshness: per channel, the age of the oldest delivery that is not final
+//! (PENDING or SENT; DELIVERED, READ and FAILED are final).
+//!
+//! `deliveries` has no index on its status on purpose (every status change would then be a
+//! non-HOT update; see migration 0004), so the oldest pending delivery is found by walking
+//! messages in `seq` order from a watermark per channel: everything below the watermark is
+//! final. Each look reads from the watermark up to the first pending delivery (one index range
+//! and primary-key lookups); when a whole window is final the watermark moves past it, so the
+//! cost follows the messages accepted since the last look, not the table. A fresh instance
+//! starts at the beginning and catches up window by window.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chat4all_contract::admin::pipeline::ChannelFreshness;
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::channel::Channel;
+use crate::shutdown::Shutdown;
+
+/// How often the figures are refreshed.
+const INTERVAL: Duration = Duration::from_secs(2);
+/// Messages read per channel per look.
+const WINDOW: i64 = 20_000;
+/// The watermark does not pass messages younger than this: a transaction that took its `seq`
+/// earlier may still commit behind them.
+const SETTLE: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: String,
+}
+
+/// The latest figures, shared with the admin endpoint.
+#[derive(Clone, Default)]
+pub struct Tracker {
+    inner: Arc<RwLock<(Vec<ChannelFreshness>, Option<DateTime<Utc>>)>>,
+}
+
+impl Tracker {
+    pub fn snapshot(&self) -> (Vec<ChannelFreshness>, Option<DateTime<Utc>>) {
+        self.inner.read().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Clone)]
+pub struct FreshnessMetrics {
+    oldest: Family<ChannelLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl FreshnessMetrics {
+    pub fn register(reg: &mut Registry) -> Self {
+        let m = Self { oldest: Family::default() };
+        reg.register(
+            "chat4all_delivery_oldest_pending_seconds",
+            "Age of the oldest delivery of the channel that is not final yet (accepted, not delivered, failed or dead-lettered)",
+            m.oldest.clone(),
+        );
+        m
+    }
+}
+
+/// One channel's oldest pending delivery at or above its watermark.
+#[derive(Debug, Clone, PartialEq)]
+struct Oldest {
+    seq: i64,
+    message: Uuid,
+    created_at: DateTime<Utc>,
+    status: String,
+}
+
+/// What one look found for a channel.
+#[derive(Debug, PartialEq)]
+enum Look {
+    /// The first pending delivery from the watermark on.
+    Pending(Oldest),
+    /// All final up to (excluding) this seq: the new watermark.
+    FinalUpTo(i64),
+}
+
+/// Reads one window from `low`: the first pending delivery, or how far everything is final
+/// (not past messages younger than [`SETTLE`]).
+async fn look(pool: &PgPool, channel: Channel, low: i64) -> Result<Look, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT m.seq, m.id, m.created_at, d.status, m.created_at > now() - make_interval(secs => $4) AS young
+           FROM messages m JOIN deliveries d ON d.message_id = m.id AND d.channel = $2
+          WHERE m.seq >= $1
+          ORDER BY m.seq
+          LIMIT $3",
+    )
+    .bind(low)
+    .bind(channel.as_str())
+    .bind(WINDOW)
+    .bind(SETTLE.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    let mut until = low;
+    for r in &rows {
+        let status: String = r.get("status");
+        if matches!(status.as_str(), "PENDING" | "SENT") {
+            return Ok(Look::Pending(Oldest {
+                seq: r.get("seq"),
+                message: r.get("id"),
+                created_at: r.get("created_at"),
+                status,
+            }));
+        }
+        if r.get::<bool, _>("young") {
+            break;
+        }
+        until = r.get::<i64, _>("seq") + 1;
+    }
+    Ok(Look::FinalUpTo(until))
+}
+
+/// Refreshes the figures every [`INTERVAL`] until shutdown.
+pub async fn run(pool: PgPool, tracker: Tracker, metrics: FreshnessMetrics, shutdown: Shutdown) {
+    let mut low: BTreeMap<Channel, i64> = Channel::ALL.iter().map(|c| (*c, 0)).collect();
+    while !shutdown.is_triggered() {
+        let mut figures = Vec::with_capacity(Channel::ALL.len());
+        let mut failed = false;
+        for channel in Channel::ALL {
+            let from = low[&channel];
+            match look(&pool, channel, from).await {
+                Ok(Look::Pending(o)) => {
+                    low.insert(channel, o.seq);
+                    let age = (Utc::now() - o.created_at).to_std().unwrap_or_default().as_secs_f64();
+                    figures.push(ChannelFreshness {
+                        channel,
+                        oldest_pending_seconds: age,
+                        oldest_pending_message: Some(o.message),
+                        oldest_pending_status: Some(o.status),
+                    });
+                }
+                Ok(Look::FinalUpTo(until)) => {
+                    low.insert(channel, until);
+                    figures.push(ChannelFreshness {
+                        channel,
+                        oldest_pending_seconds: 0.0,
+                        oldest_pending_message: None,
+                        oldest_pending_status: None,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %channel, "measuring delivery freshness failed");
+                    failed = true;
+                }
+            }
+        }
+        if !failed {
+            for f in &figures {
+                metrics
+                    .oldest
+                    .get_or_create(&ChannelLabel { channel: f.channel.label().into() })
+                    .set(f.oldest_pending_seconds);
+            }
+            if let Ok(mut g) = tracker.inner.write() {
+                *g = (figures, Some(Utc::now()));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = shutdown.wait() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn message(pool: &PgPool, conversation: &str, channel: &str, status: &str, age_s: f64) -> (i64, Uuid) {
+        let id = Uuid::new_v4();
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO messages (id, conversation_id, sender_id, channel, content, created_at)
+             VALUES ($1, $2, 's', $3, '{}'::jsonb, now() - make_interval(secs => $4)) RETURNING seq",
+        )
+        .bind(id)
+        .bind(conversation)
+        .bind(channel)
+        .bind(age_s)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO deliveries (message_id, recipient_id, channel, status) VALUES ($1, 'r', $2, $3)")
+            .bind(id)
+            .bind(channel)
+            .bind(status)
+            .execute(pool)
+            .await
+            .unwrap();
+        (seq, id)
+    }
+
+    #[tokio::test]
+    async fn the_oldest_pending_delivery_is_found_and_the_watermark_moves_over_final_ones() {
+        let pool = crate::db::test_pool("freshness").await;
+        sqlx::query("TRUNCATE messages CASCADE").execute(&pool).await.unwrap();
+        let (first, _) = message(&pool, "c", "TELEGRAM", "DELIVERED", 60.0).await;
+        message(&pool, "c", "TELEGRAM", "FAILED", 50.0).await;
+        let (pending_seq, pending) = message(&pool, "c", "TELEGRAM", "SENT", 40.0).await;
+        let (last, _) = message(&pool, "c", "TELEGRAM", "PENDING", 30.0).await;
+        // Another channel's pending delivery does not count for this one.
+        message(&pool, "c", "WHATSAPP", "PENDING", 100.0).await;
+
+        match look(&pool, Channel::Telegram, 0).await.unwrap() {
+            Look::Pending(o) => {
+                assert_eq!((o.seq, o.message, o.status.as_str()), (pending_seq, pending, "SENT"));
+                let age = (Utc::now() - o.created_at).num_seconds();
+                assert!((39..=42).contains(&age), "age {age}");
+            }
+            other => panic!("expected the SENT delivery, got {other:?}"),
+        }
+        // Everything final: the watermark passes the settled rows and stops before young ones.
+        sqlx::query("UPDATE deliveries SET status = 'DELIVERED' WHERE channel = 'TELEGRAM'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let (young, _) = message(&pool, "c", "TELEGRAM", "DELIVERED", 0.0).await;
+        assert_eq!(look(&pool, Channel::Telegram, first).await.unwrap(), Look::FinalUpTo(last + 1));
+        assert_eq!(look(&pool, Channel::Telegram, young).await.unwrap(), Look::FinalUpTo(young), "young: no move");
+        assert_eq!(look(&pool, Channel::Instagram, 0).await.unwrap(), Look::FinalUpTo(0), "no message at all");
+    }
+}
