@@ -38,14 +38,17 @@ struct ChannelLabel {
     channel: String,
 }
 
+/// The figures of one look, and when it was taken.
+pub type Figures = (Vec<ChannelFreshness>, Option<DateTime<Utc>>);
+
 /// The latest figures, shared with the admin endpoint.
 #[derive(Clone, Default)]
 pub struct Tracker {
-    inner: Arc<RwLock<(Vec<ChannelFreshness>, Option<DateTime<Utc>>)>>,
+    inner: Arc<RwLock<Figures>>,
 }
 
 impl Tracker {
-    pub fn snapshot(&self) -> (Vec<ChannelFreshness>, Option<DateTime<Utc>>) {
+    pub fn snapshot(&self) -> Figures {
         self.inner.read().map(|g| g.clone()).unwrap_or_default()
     }
 }
