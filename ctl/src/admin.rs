@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chat4all_contract::admin::api_keys::{CreateKey, CreatedKey, KeyList, KeySummary, API_KEYS_PATH};
 use chat4all_contract::admin::relay::{
     KeyMoves, PauseRequest, RelayState, ResumeRequest, KEY_MOVES_PATH, PAUSE_PATH, RELAY_PATH, RESUME_PATH,
 };
@@ -45,6 +46,7 @@ pub struct Admin {
     http: reqwest::Client,
     token: String,
     message: Endpoint,
+    gateway: Endpoint,
 }
 
 impl Admin {
@@ -59,6 +61,7 @@ impl Admin {
             http,
             token,
             message: Endpoint { service: "message-service", base: stack.api_url.trim_end_matches('/').to_string() },
+            gateway: Endpoint { service: "api-gateway", base: stack.gateway_url.trim_end_matches('/').to_string() },
         })
     }
 
@@ -86,6 +89,21 @@ impl Admin {
     pub async fn key_moves(&self, from: i32, to: i32) -> Result<KeyMoves, AdminError> {
         let path = format!("{KEY_MOVES_PATH}?from={from}&to={to}");
         self.call(&self.message, reqwest::Method::GET, &path, None::<&()>).await
+    }
+
+    /// A new API key of the api-gateway (the key is in this answer only).
+    pub async fn create_api_key(&self, req: &CreateKey) -> Result<CreatedKey, AdminError> {
+        self.call(&self.gateway, reqwest::Method::POST, API_KEYS_PATH, Some(req)).await
+    }
+
+    pub async fn api_keys(&self) -> Result<KeyList, AdminError> {
+        self.call(&self.gateway, reqwest::Method::GET, API_KEYS_PATH, None::<&()>).await
+    }
+
+    pub async fn revoke_api_key(&self, name: &str) -> Result<KeySummary, AdminError> {
+        // Names are letters, digits, '-', '_', '.': nothing to escape in a path segment.
+        let path = format!("{API_KEYS_PATH}/{name}");
+        self.call(&self.gateway, reqwest::Method::DELETE, &path, None::<&()>).await
     }
 
     async fn call<T: DeserializeOwned, B: Serialize>(

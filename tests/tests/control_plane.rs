@@ -316,3 +316,46 @@ async fn control_api_is_loopback_only_and_needs_the_token() -> Result<()> {
     ensure!(ok.status() == 200, "with the token: {}", ok.status());
     Ok(())
 }
+
+/// The services' admin endpoints answer only the stack's control token: 401 with a JSON error
+/// otherwise, and nothing changes.
+#[tokio::test]
+async fn admin_endpoints_need_the_control_token() -> Result<()> {
+    let stack = Stack::connect().await?;
+    let sup: Value = serde_json::from_str(&std::fs::read_to_string(stack.cfg.home.join("supervisor.json"))?)?;
+    let gateway = sup["gatewayUrl"].as_str().context("gatewayUrl")?;
+    let token = std::fs::read_to_string(stack.cfg.home.join("control.token"))?;
+    let http = reqwest::Client::new();
+    let pause = format!("{}/v1/admin/relay/pause", stack.cfg.api_url);
+    let keys = format!("{gateway}/v1/admin/api-keys");
+    for (method, url) in [("POST", &pause), ("GET", &keys), ("POST", &keys)] {
+        for auth in [None, Some("Bearer wrong-token")] {
+            let mut req = http
+                .request(method.parse()?, url.as_str())
+                .json(&serde_json::json!({"by": "intruder", "name": "intruder"}));
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let resp = req.send().await?;
+            ensure!(resp.status() == 401, "{method} {url} with {auth:?}: {}", resp.status());
+            let body: Value = resp.json().await?;
+            ensure!(body["error"].is_string(), "{method} {url}: no JSON error: {body}");
+        }
+    }
+    ensure!(!chat4all_tests::relay_paused(&stack).await?, "a refused pause paused the relay");
+    let listed: Value = http.get(&keys).bearer_auth(token.trim()).send().await?.json().await?;
+    ensure!(
+        !listed["keys"].as_array().context("keys")?.iter().any(|k| k["name"] == "intruder"),
+        "a refused create made a key: {listed}"
+    );
+    // Bad input with the right token: 400 and a JSON reason.
+    let resp = http
+        .post(&pause)
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({"by": "x", "ttlSeconds": 0}))
+        .send()
+        .await?;
+    ensure!(resp.status() == 400, "ttlSeconds 0: {}", resp.status());
+    ensure!(resp.json::<Value>().await?["error"].as_str().is_some_and(|e| e.contains("ttlSeconds")));
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! (`control.token` in the data directory; the supervisor hands it to every service as
 //! [`ADMIN_TOKEN_ENV`]). A service started without a token answers its admin endpoints `503`.
 
+pub mod api_keys;
 pub mod pipeline;
 pub mod relay;
 

@@ -11,10 +11,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use sqlx::postgres::PgPoolOptions;
 
+use chat4all_contract::admin::api_keys::CreateKey;
 use chat4all_ctl::output::{self, parse_duration, Format};
-use chat4all_server::gateway::keys::{display_prefix, generate_key, hash_key};
 
 use super::Cli;
 
@@ -176,19 +175,13 @@ pub async fn bench_gateway(cli: &Cli, args: &BenchGatewayArgs) -> anyhow::Result
     let user_direct = format!("http://127.0.0.1:{}", port + 3);
     let file_direct = format!("http://127.0.0.1:{}", port + 4);
 
-    let pool = PgPoolOptions::new().max_connections(1).connect(&super::groups::database_url(cli)).await?;
-    let key = generate_key();
+    // A key of its own, without a rate limit to speak of, revoked when the run ends.
+    let admin = cli.admin()?;
     let name = format!("bench-gateway-{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(
-        "INSERT INTO api_keys (name, key_hash, prefix, rate_per_second, burst) VALUES ($1, $2, $3, 1e9, 1000000000)",
-    )
-    .bind(&name)
-    .bind(hash_key(&key))
-    .bind(display_prefix(&key))
-    .execute(&pool)
-    .await?;
+    let req = CreateKey { name: name.clone(), rate_per_second: Some(1e9), burst: Some(1_000_000_000) };
+    let key = admin.create_api_key(&req).await.context("creating the benchmark's API key")?.key;
     let result = run(args, &gateway, &user_direct, &file_direct, &key).await;
-    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE name = $1").bind(&name).execute(&pool).await?;
+    admin.revoke_api_key(&name).await.context("revoking the benchmark's API key")?;
     let report = result?;
     match cli.output {
         Format::Json => println!("{}", output::json(&report)),

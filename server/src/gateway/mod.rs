@@ -1,6 +1,7 @@
 //! api-gateway: the one public entry. API keys, request ids, per-key rate limits, and a
 //! streaming reverse proxy to the message-, user- and file-service.
 
+pub mod admin;
 pub mod auth;
 pub mod keys;
 pub mod proxy;
@@ -60,8 +61,9 @@ pub async fn run(common: Common, args: GatewayArgs, shutdown: Shutdown) -> anyho
         limiter: Arc::new(rate_limit::RateLimiter::default()),
         default_limit: rate_limit::Limit { rate_per_second: args.rate_per_second, burst: args.burst },
     };
-    let ops = OpsState::new(&common, registry, Health::default().postgres(pool));
+    let ops = OpsState::new(&common, registry, Health::default().postgres(pool.clone()));
     let app = app(proxy, auth)
+        .merge(admin::routes(pool, &common.admin_token))
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics))
         .layer(axum::middleware::from_fn(request_id::assign));
