@@ -171,9 +171,14 @@ pub struct Observer {
 }
 
 fn config(bootstrap: &str) -> ClientConfig {
+    client_config(bootstrap, "chat4allctl")
+}
+
+/// The control plane's librdkafka settings: quiet, and quick to reconnect after a broker restart.
+pub fn client_config(bootstrap: &str, client_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
-        .set("client.id", "chat4allctl")
+        .set("client.id", client_id)
         .set("log_level", "3")
         .set("reconnect.backoff.max.ms", "1000");
     c

@@ -21,6 +21,7 @@ pub mod paths;
 pub mod repartition;
 pub mod runtime;
 pub mod sampler;
+pub mod signals;
 pub mod spec;
 pub mod stack;
 pub mod stalls;

@@ -359,3 +359,17 @@ async fn admin_endpoints_need_the_control_token() -> Result<()> {
     ensure!(resp.json::<Value>().await?["error"].as_str().is_some_and(|e| e.contains("ttlSeconds")));
     Ok(())
 }
+
+/// `logs` prints an instance's log as it is: the services write JSON lines, which must come out
+/// as text, not be mistaken for a JSON answer of the supervisor.
+#[tokio::test]
+async fn logs_print_the_services_json_lines() -> Result<()> {
+    let stack = Stack::connect().await?;
+    let out = stack.ctl(&["logs", "message-service-1", "--lines", "5"]).await?;
+    let lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    ensure!(!lines.is_empty() && lines.len() <= 5, "logs: {out}");
+    ensure!(lines.iter().all(|l| serde_json::from_str::<Value>(l).is_ok()), "not the JSON log lines: {out}");
+    let run = ctl_run(&stack.cfg, &["logs", "no-such-instance"], &[]).await?;
+    ensure!(run.code == 2, "an unknown instance exited {} ({})", run.code, run.stderr);
+    Ok(())
+}

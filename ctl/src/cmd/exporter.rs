@@ -76,7 +76,7 @@ pub async fn exporter(cli: &Cli, args: &ExporterArgs) -> anyhow::Result<()> {
     ));
     let collector = exporter.collect(source, redis_url, bootstrap.clone(), args.sample_interval);
     eprintln!("chat4allctl exporter: http://{addr}/metrics (broker {bootstrap})");
-    chat4all_server::shutdown::Shutdown::on_signals().wait().await;
+    chat4all_ctl::signals::Interrupt::install().wait().await;
     sampler.abort();
     collector.abort();
     server.abort();

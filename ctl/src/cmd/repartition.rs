@@ -62,7 +62,9 @@ pub async fn repartition(cli: &Cli, args: &RepartitionArgs) -> anyhow::Result<()
         }
     };
     let runtime = ProcessRuntime::connect(&cli.data(), cli.timeout).ok();
-    let outcome = repartition::execute(&target, &plan, args.drain_timeout, &progress, interrupted()).await;
+    // Installed before the relay is paused, so no signal in between takes the default action.
+    let interrupt = chat4all_ctl::signals::Interrupt::install();
+    let outcome = repartition::execute(&target, &plan, args.drain_timeout, &progress, interrupt.wait()).await;
     if let Some(rt) = &runtime {
         let detail = repartition::action_detail(&plan, &outcome);
         if let Err(e) = rt.record_action("repartition", &plan.topic, &detail).await {
@@ -91,23 +93,4 @@ fn describe(plan: &Plan) -> String {
         plan.key_moves.source,
         plan.key_moves.share * 100.0
     )
-}
-
-/// A future that resolves on SIGINT or SIGTERM (Ctrl-C, `kill`). The handlers are installed
-/// here, before the relay is paused, so no signal in between takes the default action.
-fn interrupted() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let handlers = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()));
-    async move {
-        match handlers {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            // No handler could be installed: the default ones stay, nothing to wait for.
-            _ => std::future::pending().await,
-        }
-    }
 }

@@ -223,7 +223,7 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
     let tmp = data.supervisor_file().with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
     std::fs::rename(&tmp, data.supervisor_file())?;
-    let signal = chat4all_server::shutdown::Shutdown::on_signals();
+    let signal = chat4all_ctl::signals::Interrupt::install();
 
     let started = tokio::select! {
         r = sup.start_stack(args.routers) => r,

@@ -107,10 +107,8 @@ pub struct LogEnds {
 impl LogEnds {
     pub fn new(bootstrap: &str, timeout: Duration) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let client = chat4all_server::kafka::base_config(bootstrap, "chat4allctl-exporter")
-            .set("log_level", "3")
-            .create()
-            .context("creating Kafka client")?;
+        let client =
+            crate::kafka::client_config(bootstrap, "chat4allctl-exporter").create().context("creating Kafka client")?;
         Ok(Self { client, timeout })
     }
 

@@ -40,6 +40,15 @@ impl ProcessRuntime {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<T> {
+        let text = self.send(method, path, body).await?;
+        if text.is_empty() || !text.trim_start().starts_with(['{', '[', '"']) {
+            return serde_json::from_value(Value::String(text)).context("decoding the supervisor's answer");
+        }
+        serde_json::from_str(&text).context("decoding the supervisor's answer")
+    }
+
+    /// The answer's body as text, or the supervisor's error.
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<String> {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -50,10 +59,7 @@ impl ProcessRuntime {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if status.is_success() {
-            if text.is_empty() || !text.trim_start().starts_with(['{', '[', '"']) {
-                return serde_json::from_value(Value::String(text)).context("decoding the supervisor's answer");
-            }
-            return serde_json::from_str(&text).context("decoding the supervisor's answer");
+            return Ok(text);
         }
         let msg = serde_json::from_str::<Value>(&text)
             .ok()
@@ -98,7 +104,8 @@ impl ProcessRuntime {
     }
 
     pub async fn logs(&self, name: &str, lines: usize) -> anyhow::Result<String> {
-        self.call(reqwest::Method::GET, &format!("/v1/instances/{name}/logs?lines={lines}"), None).await
+        // Plain text, never decoded: the services log JSON lines, which would look like a JSON answer.
+        self.send(reqwest::Method::GET, &format!("/v1/instances/{name}/logs?lines={lines}"), None).await
     }
 
     pub async fn shutdown(&self) -> anyhow::Result<()> {
