@@ -206,11 +206,20 @@ async fn answer(fault: RequestFault, hang: Duration, status: StatusCode, body: s
         RequestFault::Reset => {
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             let first = Bytes::copy_from_slice(&bytes[..bytes.len().div_ceil(2)]);
-            let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-                Ok(first),
-                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated connection reset")),
-            ];
-            let mut resp = Response::new(Body::from_stream(futures::stream::iter(chunks)));
+            // The status line, headers and first bytes go out; a moment later the stream fails
+            // and the server closes the connection.
+            let chunks = futures::stream::unfold(Some(first), |first| async move {
+                match first {
+                    Some(bytes) => Some((Ok(bytes), None)),
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let reset =
+                            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated connection reset");
+                        Some((Err::<Bytes, _>(reset), None))
+                    }
+                }
+            });
+            let mut resp = Response::new(Body::from_stream(chunks));
             resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
             resp
         }
