@@ -537,6 +537,118 @@ pub fn seed_messages(run: &str) -> Vec<MessageBuilder> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The simulated providers (the ground truth of what reached a device)
+// ---------------------------------------------------------------------------------------------
+
+pub use chat4all_contract::provider::{Faults, RecordEntry, RecordOutcome, RecordSummary};
+
+/// The channels' providers of the stack under test: `providerUrls` of `supervisor.json`, else
+/// `http://127.0.0.1:{8075|8076|8077 + CHAT4ALL_PORT_OFFSET}`.
+pub fn provider_url(cfg: &Config, channel: &str) -> String {
+    let label = channel.to_ascii_lowercase();
+    let sup: Value = std::fs::read_to_string(cfg.home.join("supervisor.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    if let Some(url) = sup["providerUrls"][label.as_str()].as_str() {
+        return url.trim_end_matches('/').to_string();
+    }
+    let offset: u16 = std::env::var("CHAT4ALL_PORT_OFFSET").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let port = match label.as_str() {
+        "telegram" => 8076,
+        "instagram" => 8077,
+        _ => 8075,
+    };
+    format!("http://127.0.0.1:{}", port + offset)
+}
+
+fn provider_http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default()
+}
+
+async fn provider_get<T: serde::de::DeserializeOwned>(cfg: &Config, channel: &str, path: &str) -> Result<T> {
+    let url = format!("{}{path}", provider_url(cfg, channel));
+    let resp = provider_http()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| not_running(&format!("the {channel} provider is unreachable at {url}"), e))?;
+    let status = resp.status();
+    let body = resp.text().await.context("reading a provider answer")?;
+    ensure_ok(status, &url, &body)?;
+    serde_json::from_str(&body).with_context(|| format!("decoding {url}: {body}"))
+}
+
+fn ensure_ok(status: reqwest::StatusCode, url: &str, body: &str) -> Result<()> {
+    if !status.is_success() {
+        bail!("{url} answered {status}: {body}");
+    }
+    Ok(())
+}
+
+fn prefix_query(path: &str, prefix: &str) -> String {
+    let enc: String = prefix
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("{path}?conversationPrefix={enc}")
+}
+
+/// One channel's provider summary for the conversations starting with `prefix`.
+pub async fn provider_summary_of(cfg: &Config, channel: &str, prefix: &str) -> Result<RecordSummary> {
+    provider_get(cfg, channel, &prefix_query(chat4all_contract::provider::SUMMARY_PATH, prefix)).await
+}
+
+/// The three providers' summaries for `prefix`, added up (the ground truth of a test's
+/// conversations: `delivered`, `duplicateRequests`, `duplicateDeliveries`).
+pub async fn provider_summary(cfg: &Config, prefix: &str) -> Result<RecordSummary> {
+    let mut t = RecordSummary::default();
+    for ch in [WHATSAPP, TELEGRAM, INSTAGRAM] {
+        let s = provider_summary_of(cfg, ch, prefix).await?;
+        t.requests += s.requests;
+        t.delivered += s.delivered;
+        t.duplicate_requests += s.duplicate_requests;
+        t.duplicate_deliveries += s.duplicate_deliveries;
+        t.accepted += s.accepted;
+        t.replayed += s.replayed;
+        t.rejected += s.rejected;
+        t.failed += s.failed;
+    }
+    Ok(t)
+}
+
+/// The three providers' record entries for `prefix` (each provider's in arrival order).
+pub async fn provider_record(cfg: &Config, prefix: &str) -> Result<Vec<RecordEntry>> {
+    let mut all = Vec::new();
+    for ch in [WHATSAPP, TELEGRAM, INSTAGRAM] {
+        let r: chat4all_contract::provider::RecordResponse =
+            provider_get(cfg, ch, &prefix_query(chat4all_contract::provider::RECORD_PATH, prefix)).await?;
+        all.extend(r.entries);
+    }
+    Ok(all)
+}
+
+/// A provider's faults now.
+pub async fn provider_faults(cfg: &Config, channel: &str) -> Result<Faults> {
+    provider_get(cfg, channel, chat4all_contract::provider::FAULTS_PATH).await
+}
+
+/// Replaces a provider's faults (tests that change them put the old ones back).
+pub async fn set_provider_faults(cfg: &Config, channel: &str, faults: &Faults) -> Result<()> {
+    let url = format!("{}{}", provider_url(cfg, channel), chat4all_contract::provider::FAULTS_PATH);
+    let resp = provider_http().put(&url).json(faults).send().await.with_context(|| format!("PUT {url}"))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    ensure_ok(status, &url, &body)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Database checks
 // ---------------------------------------------------------------------------------------------
 
