@@ -156,7 +156,9 @@ mod tests {
     fn answers_must_match_item_for_item() {
         let its = items(2);
         let pending: Vec<_> = its.iter().cloned().map(Pending::new).collect();
-        let id = |i: &It| (i.0, i.1);
+        fn id(i: &It) -> (Uuid, &str) {
+            (i.0, i.1)
+        }
         assert!(answers(&pending, &[ok(&its[0]), ok(&its[1])], id));
         assert!(!answers(&pending, &[ok(&its[1]), ok(&its[0])], id), "swapped");
         assert!(!answers(&pending, &[ok(&its[0])], id), "short");
