@@ -347,4 +347,214 @@ mod tests {
         assert!(!failed.ok && !failed.held_back);
         assert!(Outcome::AlreadySent.to_result(&i).duplicate);
     }
+
+    /// A scripted provider (a real HTTP peer): keys honoured, every request and effect recorded.
+    mod scripted {
+        use std::collections::{HashMap, HashSet};
+        use std::sync::{Arc, Mutex};
+
+        use axum::extract::{Path, State};
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        use axum::routing::{get, post};
+        use axum::{Json, Router};
+        use chat4all_contract::provider::{BatchRequest, BatchResponse, BATCH_PATH, LOOKUP_PATH};
+
+        use super::*;
+
+        #[derive(Default)]
+        pub struct Script {
+            /// Message ids rejected (retryable) the first time they are seen.
+            pub reject_once: HashSet<Uuid>,
+            /// Requests to do, then to hang past the caller's timeout (counted down).
+            pub hang_after_work: usize,
+            pub keys: HashMap<String, SendResult>,
+            /// Effects in arrival order.
+            pub effects: Vec<Uuid>,
+            pub requests: usize,
+        }
+
+        pub type Shared = Arc<Mutex<Script>>;
+
+        pub async fn serve(script: Shared) -> String {
+            let app = Router::new()
+                .route(BATCH_PATH, post(batch))
+                .route(&format!("{LOOKUP_PATH}/{{key}}"), get(lookup))
+                .with_state(script);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            format!("http://{addr}")
+        }
+
+        async fn batch(State(s): State<Shared>, Json(req): Json<BatchRequest>) -> axum::response::Response {
+            let (results, hang) = {
+                let mut s = s.lock().expect("lock");
+                let mut results = Vec::new();
+                for m in req.messages {
+                    s.requests += 1;
+                    if let Some(r) = m.idempotency_key.as_ref().and_then(|k| s.keys.get(k)) {
+                        results.push(SendResult { replayed: true, ..r.clone() });
+                        continue;
+                    }
+                    if s.reject_once.remove(&m.metadata.message_id) {
+                        results.push(SendResult {
+                            status: SendStatus::Rejected,
+                            id: None,
+                            error: Some("try later".into()),
+                            retryable: true,
+                            replayed: false,
+                        });
+                        continue;
+                    }
+                    s.effects.push(m.metadata.message_id);
+                    let r = SendResult {
+                        status: SendStatus::Accepted,
+                        id: Some(format!("p-{}", s.effects.len())),
+                        error: None,
+                        retryable: false,
+                        replayed: false,
+                    };
+                    if let Some(k) = m.idempotency_key {
+                        s.keys.insert(k, r.clone());
+                    }
+                    results.push(r);
+                }
+                let hang = s.hang_after_work > 0;
+                if hang {
+                    s.hang_after_work -= 1;
+                }
+                (results, hang)
+            };
+            if hang {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            Json(BatchResponse { results }).into_response()
+        }
+
+        async fn lookup(State(s): State<Shared>, Path(key): Path<String>) -> axum::response::Response {
+            match s.lock().expect("lock").keys.get(&key) {
+                Some(r) => Json(r.clone()).into_response(),
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    }
+
+    async fn deliverer(base: &str, instance: &str) -> Deliverer {
+        let url = std::env::var("CHAT4ALL_UNIT_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/chat4all_unit_ledger".into());
+        let pool = crate::db::connect_and_migrate(&url, 4).await.expect("the unit-test database");
+        Deliverer {
+            channel: Channel::Whatsapp,
+            client: ProviderClient::new(base, Duration::from_millis(400)).expect("client"),
+            ledger: Some(Ledger {
+                pool,
+                channel: Channel::Whatsapp,
+                instance: instance.into(),
+                stale_after: Duration::from_millis(600),
+            }),
+            send_keys: true,
+            retries: 2,
+            retry_backoff: Duration::from_millis(10),
+            unknown_resends: Counter::default(),
+        }
+    }
+
+    fn conv(tag: &str) -> String {
+        format!("{tag}-{}", Uuid::new_v4().simple())
+    }
+
+    #[tokio::test]
+    async fn a_rejection_holds_back_the_rest_of_its_conversation_only() {
+        let script = scripted::Shared::default();
+        let base = scripted::serve(script.clone()).await;
+        let d = deliverer(&base, "wa-test").await;
+        let (c1, c2) = (conv("c1"), conv("c2"));
+        let items = vec![item(&c1, "a"), item(&c1, "a"), item(&c2, "a"), item(&c1, "b")];
+        script.lock().expect("lock").reject_once.insert(items[0].message_id);
+        let out = d.deliver(&items, false).await.expect("deliver");
+        assert!(matches!(out[0], Outcome::Failed(_)), "{out:?}");
+        assert!(matches!(out[1], Outcome::Held(_)), "k+1 waits for k: {out:?}");
+        assert_eq!((&out[2], &out[3]), (&Outcome::Sent, &Outcome::Sent), "other pairs go on");
+        // The router asks again, in order: now both go, k first.
+        let again = d.deliver(&items[..2], false).await.expect("deliver");
+        assert_eq!(again, vec![Outcome::Sent, Outcome::Sent]);
+        let effects = script.lock().expect("lock").effects.clone();
+        let pos = |i: usize| effects.iter().position(|m| *m == items[i].message_id).expect("delivered");
+        assert!(pos(0) < pos(1), "order kept: {effects:?}");
+        assert_eq!(effects.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn unordered_sends_the_later_message_first() {
+        let script = scripted::Shared::default();
+        let base = scripted::serve(script.clone()).await;
+        let d = deliverer(&base, "wa-test").await;
+        let c = conv("c");
+        let items = vec![item(&c, "a"), item(&c, "a")];
+        script.lock().expect("lock").reject_once.insert(items[0].message_id);
+        let out = d.deliver(&items, true).await.expect("deliver");
+        assert_eq!(out[1], Outcome::Sent, "the breaker restores the reordering");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_after_the_work_is_resent_with_the_same_key_and_takes_effect_once() {
+        let script = scripted::Shared::default();
+        let base = scripted::serve(script.clone()).await;
+        let d = deliverer(&base, "wa-test").await;
+        let c = conv("t");
+        let items = vec![item(&c, "a"), item(&c, "b")];
+        script.lock().expect("lock").hang_after_work = 1;
+        let out = d.deliver(&items, false).await.expect("deliver");
+        assert_eq!(out, vec![Outcome::AlreadySent, Outcome::AlreadySent], "the resend was replayed");
+        assert_eq!(d.unknown_resends.get(), 2);
+        let s = script.lock().expect("lock");
+        assert_eq!((s.effects.len(), s.requests), (2, 4));
+    }
+
+    #[tokio::test]
+    async fn without_keys_the_same_timeout_delivers_twice() {
+        let script = scripted::Shared::default();
+        let base = scripted::serve(script.clone()).await;
+        let mut d = deliverer(&base, "wa-test").await;
+        d.send_keys = false;
+        let items = vec![item(&conv("n"), "a")];
+        script.lock().expect("lock").hang_after_work = 1;
+        d.deliver(&items, false).await.expect("deliver");
+        assert_eq!(script.lock().expect("lock").effects.len(), 2, "the duplicate the metric counts");
+        assert_eq!(d.unknown_resends.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_is_answered_from_the_ledger_without_a_call() {
+        let script = scripted::Shared::default();
+        let base = scripted::serve(script.clone()).await;
+        let d = deliverer(&base, "wa-test").await;
+        let items = vec![item(&conv("r"), "a")];
+        assert_eq!(d.deliver(&items, false).await.expect("deliver"), vec![Outcome::Sent]);
+        assert_eq!(d.deliver(&items, false).await.expect("deliver"), vec![Outcome::AlreadySent]);
+        assert_eq!(script.lock().expect("lock").requests, 1, "the provider was asked once");
+    }
+
+    #[tokio::test]
+    async fn a_dead_claimers_send_is_reconciled_by_key_not_repeated() {
+        let script = scripted::Shared::default();
+        let base = scripted::serve(script.clone()).await;
+        let dead = deliverer(&base, "wa-dead").await;
+        let d = deliverer(&base, "wa-next").await;
+        let items = vec![item(&conv("s"), "a"), item(&conv("s"), "b")];
+        let entries: Vec<Entry> =
+            items.iter().map(|i| Entry { message_id: i.message_id, recipient_id: i.recipient_id.clone() }).collect();
+        // The dead connector claimed both and sent the first, then died before recording.
+        let ledger = dead.ledger.as_ref().expect("ledger");
+        ledger.claim(&entries).await.expect("claim");
+        dead.client.send_batch(vec![dead.request(&items[0])]).await.expect("send");
+        assert!(matches!(d.deliver(&items, false).await.expect("deliver")[0], Outcome::Held(_)), "live claim");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let out = d.deliver(&items, false).await.expect("deliver");
+        assert_eq!(out, vec![Outcome::AlreadySent, Outcome::Sent]);
+        let s = script.lock().expect("lock");
+        assert_eq!(s.effects.len(), 2, "one effect each");
+        assert_eq!(s.requests, 2, "the reconciled one was not sent again");
+    }
 }
