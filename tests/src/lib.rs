@@ -655,21 +655,48 @@ pub async fn set_provider_faults(cfg: &Config, channel: &str, faults: &Faults) -
 /// One delivery: (message id, recipient id, channel).
 pub type DeliveryKey = (Uuid, String, String);
 
-/// `provider_sends` rows per (message, recipient, channel) among the messages `ids`.
-pub async fn provider_send_counts(db: &PgPool, ids: &[Uuid]) -> Result<HashMap<DeliveryKey, i64>> {
-    let rows: Vec<(Uuid, String, String, i64)> = sqlx::query_as(
-        "SELECT message_id, recipient_id, channel, count(*) FROM provider_sends
-         WHERE message_id = ANY($1) GROUP BY message_id, recipient_id, channel",
-    )
-    .bind(ids)
-    .fetch_all(db)
-    .await
-    .context("counting provider_sends")?;
-    Ok(rows.into_iter().map(|(m, r, c, n)| ((m, r, c), n)).collect())
+/// The providers' record entries of the messages `ids` (their conversations are read from
+/// `messages`, so only those conversations' records are fetched), in each provider's order.
+pub async fn provider_entries(db: &PgPool, ids: &[Uuid]) -> Result<Vec<RecordEntry>> {
+    let cfg = Config::from_env();
+    let conversations: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT conversation_id FROM messages WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(db)
+            .await
+            .context("reading the messages' conversations")?;
+    let wanted: HashSet<Uuid> = ids.iter().copied().collect();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for conv in conversations {
+        for e in provider_record(&cfg, &conv).await? {
+            // A prefix also matches longer ids: keep each entry once, and only these messages.
+            if e.metadata.conversation_id == conv
+                && wanted.contains(&e.metadata.message_id)
+                && seen.insert((e.channel, e.seq))
+            {
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
 }
 
-/// Checks `provider_sends` holds exactly one row for each of `expected` and nothing else for
-/// those messages. The error lists missing, duplicated and unexpected deliveries.
+/// Effects (accepted entries in the providers' records) per (message, recipient, channel) among
+/// the messages `ids`: what reached a device.
+pub async fn provider_send_counts(db: &PgPool, ids: &[Uuid]) -> Result<HashMap<DeliveryKey, i64>> {
+    let mut counts: HashMap<DeliveryKey, i64> = HashMap::new();
+    for e in provider_entries(db, ids).await? {
+        if e.outcome == RecordOutcome::Accepted {
+            let key = (e.metadata.message_id, e.metadata.recipient_id, e.channel.as_str().to_string());
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// Checks the providers' records hold exactly one effect for each of `expected` and nothing else
+/// for those messages. The error lists missing, duplicated and unexpected deliveries.
 pub async fn assert_delivered_exactly_once(db: &PgPool, expected: &[DeliveryKey]) -> Result<()> {
     let ids: Vec<Uuid> = expected.iter().map(|k| k.0).collect::<HashSet<_>>().into_iter().collect();
     let counts = provider_send_counts(db, &ids).await?;
@@ -681,8 +708,8 @@ pub async fn assert_delivered_exactly_once(db: &PgPool, expected: &[DeliveryKey]
     let total: i64 = counts.values().sum();
     if !missing.is_empty() || !duplicated.is_empty() || !unexpected.is_empty() || total != expected.len() as i64 {
         bail!(
-            "provider_sends is not exactly-once: expected {} rows, found {total}; {} missing (e.g. {:?}), \
-             {} duplicated (row counts: {:?}), {} unexpected (e.g. {:?})",
+            "the providers' records are not exactly-once: expected {} effects, found {total}; {} missing \
+             (e.g. {:?}), {} duplicated (effect counts: {:?}), {} unexpected (e.g. {:?})",
             expected.len(),
             missing.len(),
             missing.iter().take(5).collect::<Vec<_>>(),
