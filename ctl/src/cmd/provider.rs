@@ -27,8 +27,8 @@ pub struct FaultsArgs {
     pub reject: Option<f64>,
     /// Share of requests done, then answered only after --hang-ms (`--timeout` is the global
     /// request timeout of chat4allctl, hence the name).
-    #[arg(long = "timeout-rate", value_parser = super::up::parse_rate)]
-    pub timeout: Option<f64>,
+    #[arg(long, value_parser = super::up::parse_rate)]
+    pub timeout_rate: Option<f64>,
     #[arg(long)]
     pub hang_ms: Option<u64>,
     /// Share of requests answered 500, nothing done.
@@ -63,7 +63,7 @@ pub struct FaultsArgs {
 impl FaultsArgs {
     fn changes(&self) -> bool {
         self.reject.is_some()
-            || self.timeout.is_some()
+            || self.timeout_rate.is_some()
             || self.hang_ms.is_some()
             || self.error.is_some()
             || self.garbage.is_some()
@@ -81,7 +81,7 @@ impl FaultsArgs {
         if let Some(r) = self.reject {
             f.reject_rate = r;
         }
-        if let Some(r) = self.timeout {
+        if let Some(r) = self.timeout_rate {
             f.timeout_rate = r;
         }
         if let Some(ms) = self.hang_ms {
