@@ -738,7 +738,7 @@ pub async fn outbox_rows(db: &PgPool, conversations: &[String]) -> Result<i64> {
         .bind(conversations)
         .fetch_one(db)
         .await
-        .context("counting outbox rows")
+        .map_err(|e| anyhow!("counting outbox rows: {e:?}"))
 }
 
 /// Waits until the outbox holds nothing of `conversations`.
