@@ -1,4 +1,4 @@
-//! `chatallctl bench`: an open-loop load benchmark of the message pipeline.
+//! `chat4allctl bench`: an open-loop load benchmark of the message pipeline.
 //!
 //! The benchmark posts messages to `POST {api_url}/api/v1/messages` at a fixed rate: send `i` is
 //! scheduled at `start + i / rate` and goes out when its time comes, whether or not earlier

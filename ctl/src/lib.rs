@@ -3,6 +3,7 @@
 
 pub use chat4all_contract as contract;
 
+pub mod admin;
 pub mod alerts;
 pub mod bench;
 pub mod broker;
@@ -22,6 +23,7 @@ pub mod repartition;
 pub mod runtime;
 pub mod sampler;
 pub mod spec;
+pub mod stack;
 pub mod timeline;
 pub mod view;
 pub mod wire;

@@ -8,38 +8,40 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use serde::Serialize;
-use sqlx::PgPool;
+use tokio::sync::watch;
 
+use crate::admin::Admin;
 use crate::error::{usage, ConditionNotMet};
 use crate::kafka::Observer;
+
+pub use chat4all_contract::admin::relay::KeyMoves;
 
 /// The logical topic our relay publishes to, and the group that consumes it.
 pub const CHAT_EVENTS: &str = "chat-events";
 pub const ROUTER_GROUP: &str = "router-service";
 
 /// Where the stack is.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     pub bootstrap: String,
-    pub database_url: String,
+    /// The message-service's admin endpoints (relay pause lease, key moves).
+    pub admin: Admin,
     pub timeout: Duration,
+    /// The pause lease: renewed every third of it while the repartition runs, so that if this
+    /// process dies the relay resumes by itself within one lease.
+    pub lease: Duration,
 }
 
-/// How many conversation keys land on another partition after the change.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct KeyMoves {
-    /// `conversations` (the keys in PostgreSQL) or `synthetic` (none stored yet).
-    pub source: &'static str,
-    pub keys: usize,
-    pub moved: usize,
-    pub share: f64,
-}
+/// Shortest and longest pause lease `--pause-lease` accepts.
+pub const MIN_LEASE: Duration = Duration::from_secs(3);
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -82,7 +84,6 @@ pub async fn plan(target: &Target, topic: &str, partitions: i32) -> anyhow::Resu
              other topics are not drained by the platform"
         )));
     }
-    let pool = connect(&target.database_url).await?;
     let (bootstrap, timeout) = (target.bootstrap.clone(), target.timeout);
     let cur = topic.to_string();
     let from = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<i32>> {
@@ -96,7 +97,8 @@ pub async fn plan(target: &Target, topic: &str, partitions: i32) -> anyhow::Resu
             "{topic} has {from} partitions; repartition only increases (asked for {partitions})"
         )));
     }
-    let key_moves = key_moves(&pool, from, partitions).await?;
+    let key_moves =
+        target.admin.key_moves(from, partitions).await.context("asking the message-service for key moves")?;
     Ok(Plan { topic: topic.to_string(), from, to: partitions, key_moves })
 }
 
@@ -113,28 +115,75 @@ pub async fn execute(
     progress: &(dyn Fn(&str) + Send + Sync),
     interrupt: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Outcome> {
-    let pool = connect(&target.database_url).await?;
+    let holder = holder();
     let started = Instant::now();
-    set_paused(&pool, true).await?;
-    progress("outbox relay paused; the API keeps accepting");
+    target.admin.pause_relay(&holder, target.lease).await.context("pausing the outbox relay (nothing was changed)")?;
+    progress(&format!(
+        "outbox relay paused (lease {}s, renewed while this runs); the API keeps accepting",
+        target.lease.as_secs()
+    ));
+    let (lease_tx, lease) = watch::channel(Some(Instant::now() + target.lease));
+    let renewer = tokio::spawn(hold_lease(target.admin.clone(), holder.clone(), target.lease, lease_tx));
     let result = tokio::select! {
-        r = drain_and_change(target, plan, drain_timeout, progress) => r,
+        r = drain_and_change(target, plan, drain_timeout, progress, &lease) => r,
         _ = interrupt => Err(ConditionNotMet(format!(
             "interrupted after {} ms: the relay resumes; the partitions are as they were unless a line above says they were added",
             started.elapsed().as_millis()
         ))
         .into()),
     };
-    let resumed = resume(&pool, &target.database_url).await;
+    renewer.abort();
+    let resumed = resume(&target.admin, &holder).await;
     let paused_ms = started.elapsed().as_millis() as u64;
-    resumed.context(
-        "resuming the outbox relay failed for 60 s; resume it by hand: \
-         UPDATE relay_control SET paused = false",
-    )?;
+    let state = resumed.with_context(|| {
+        format!(
+            "resuming the outbox relay failed for 20 s; its lease ends by itself within {}s, or resume it now: chat4allctl relay resume --force",
+            target.lease.as_secs()
+        )
+    })?;
     progress(&format!("outbox relay resumed after {paused_ms} ms"));
     let drain_ms = result?;
-    let backlog_at_resume: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap_or(0);
-    Ok(Outcome { plan: plan.clone(), drain_ms, paused_ms, backlog_at_resume })
+    Ok(Outcome { plan: plan.clone(), drain_ms, paused_ms, backlog_at_resume: state.backlog })
+}
+
+/// Who holds the pause: this process, by host and pid, so `status` can name it.
+fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("repartition@{host}:{}", std::process::id())
+}
+
+/// Renews the lease every third of it. `valid_until` says until when the lease surely holds:
+/// `None` once a renewal was refused (someone else took it, or the operator resumed).
+async fn hold_lease(admin: Admin, holder: String, lease: Duration, valid_until: watch::Sender<Option<Instant>>) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let asked = Instant::now();
+        match admin.pause_relay(&holder, lease).await {
+            Ok(_) => {
+                let _ = valid_until.send(Some(asked + lease));
+            }
+            Err(e) if e.is_conflict() => {
+                tracing::warn!(error = %e, "the pause lease was taken over");
+                let _ = valid_until.send(None);
+            }
+            // Unreachable for a moment: the lease we had still runs until its end.
+            Err(e) => tracing::warn!(error = %e, "renewing the pause lease failed; retrying"),
+        }
+    }
+}
+
+/// Ends the pause, insisting for 20 s: a message-service restarting must not leave the relay
+/// paused until the lease runs out.
+async fn resume(admin: &Admin, holder: &str) -> anyhow::Result<chat4all_contract::admin::relay::RelayState> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match admin.resume_relay(holder, false).await {
+            Ok(state) => return Ok(state),
+            Err(e) if Instant::now() >= deadline || e.is_conflict() => return Err(e.into()),
+            Err(e) => tracing::warn!(error = %e, "resuming the relay failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn drain_and_change(
@@ -142,6 +191,7 @@ async fn drain_and_change(
     plan: &Plan,
     drain_timeout: Duration,
     progress: &(dyn Fn(&str) + Send + Sync),
+    lease: &watch::Receiver<Option<Instant>>,
 ) -> anyhow::Result<u64> {
     let started = Instant::now();
     // A publish round that read the outbox before the pause may still be in flight: the drain
@@ -149,6 +199,18 @@ async fn drain_and_change(
     wait_drained(target, &plan.topic, drain_timeout, progress).await?;
     let drain_ms = started.elapsed().as_millis() as u64;
     progress(&format!("{ROUTER_GROUP} drained {} to lag 0 in {drain_ms} ms", plan.topic));
+    // Adding partitions while the relay publishes would key new records by the new count before
+    // the group has routed the old ones: only with a lease that surely outlasts the change.
+    let margin = Duration::from_secs(1);
+    match *lease.borrow() {
+        Some(until) if until > Instant::now() + margin => {}
+        _ => {
+            return Err(ConditionNotMet(
+                "the relay's pause lease could not be renewed (or was taken over); nothing was changed".into(),
+            )
+            .into())
+        }
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &target.bootstrap)
         .set("client.id", "chat4allctl")
@@ -175,7 +237,7 @@ async fn wait_drained(
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let (bootstrap, t) = (target.bootstrap.clone(), target.timeout);
-    let obs = std::sync::Arc::new(tokio::task::spawn_blocking(move || Observer::new(&bootstrap, t)).await??);
+    let obs = Arc::new(tokio::task::spawn_blocking(move || Observer::new(&bootstrap, t)).await??);
     let mut last_end: Option<i64> = None;
     let mut stable_since = Instant::now();
     let mut last_report = Instant::now();
@@ -211,125 +273,4 @@ async fn wait_drained(
     }
 }
 
-async fn connect(url: &str) -> anyhow::Result<PgPool> {
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .map_err(|e| usage(format!("PostgreSQL unreachable at {url}: {e}")))
-}
-
-/// Un-pauses the relay, insisting: a PostgreSQL at its connection limit or restarting must not
-/// leave the platform's relay paused. Retries on the pool, then on fresh connections, for 60 s.
-async fn resume(pool: &PgPool, url: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = match set_paused(pool, false).await {
-        Ok(()) => return Ok(()),
-        Err(e) => e,
-    };
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let attempt = async {
-            let fresh = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect(url)
-                .await?;
-            set_paused(&fresh, false).await
-        };
-        match attempt.await {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-async fn set_paused(pool: &PgPool, paused: bool) -> anyhow::Result<()> {
-    sqlx::query("UPDATE relay_control SET paused = $1, updated_at = now() WHERE id = 1")
-        .bind(paused)
-        .execute(pool)
-        .await
-        .context("updating relay_control")?;
-    Ok(())
-}
-
-/// Share of conversation keys whose partition changes from `from` to `to` partitions, over the
-/// stored conversations (up to 100,000), or over synthetic keys when none is stored yet.
-async fn key_moves(pool: &PgPool, from: i32, to: i32) -> anyhow::Result<KeyMoves> {
-    let keys: Vec<String> =
-        sqlx::query_scalar("SELECT conversation_id FROM messages GROUP BY conversation_id LIMIT 100000")
-            .fetch_all(pool)
-            .await
-            .context("reading conversation ids")?;
-    let (source, keys) = if keys.is_empty() {
-        ("synthetic", (0..10_000).map(|i| format!("conversation-{i}")).collect())
-    } else {
-        ("conversations", keys)
-    };
-    let moved = keys.iter().filter(|k| partition_for(k.as_bytes(), from) != partition_for(k.as_bytes(), to)).count();
-    Ok(KeyMoves { source, keys: keys.len(), moved, share: moved as f64 / keys.len() as f64 })
-}
-
-/// The partition the Java client's default partitioner (and librdkafka's `murmur2_random`)
-/// picks for a non-empty key.
-pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
-    ((murmur2(key) & 0x7fff_ffff) as i64 % partitions.max(1) as i64) as i32
-}
-
-/// Kafka's murmur2 (seed 0x9747b28c), as its clients compute it.
-pub fn murmur2(data: &[u8]) -> i32 {
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let tail = chunks.remainder();
-    if !tail.is_empty() {
-        if tail.len() >= 3 {
-            h ^= (tail[2] as u32) << 16;
-        }
-        if tail.len() >= 2 {
-            h ^= (tail[1] as u32) << 8;
-        }
-        h ^= tail[0] as u32;
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn murmur2_matches_the_java_client() {
-        // Reference values from the Kafka client's own tests.
-        assert_eq!(murmur2(b"21"), -973932308);
-        assert_eq!(murmur2(b"foobar"), -790332482);
-        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58897971);
-        assert_eq!(murmur2(b"abc"), 479470107);
-    }
-
-    #[test]
-    fn partitions_are_in_range() {
-        for i in 0..1000 {
-            let p = partition_for(format!("k{i}").as_bytes(), 7);
-            assert!((0..7).contains(&p));
-        }
-        assert_eq!(partition_for(b"anything", 1), 0);
-    }
-}
+pub use chat4all_contract::partition::{murmur2, partition_for};

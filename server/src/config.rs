@@ -44,6 +44,10 @@ pub struct CommonArgs {
     /// measurements behind the default.
     #[arg(long, env = "CHAT4ALL_GROUP_PROTOCOL", value_enum, default_value_t = crate::kafka::GroupProtocol::default(), global = true)]
     pub group_protocol: crate::kafka::GroupProtocol,
+    /// The control token that admin endpoints (`/v1/admin/...`) require as a bearer token; the
+    /// supervisor passes the stack's `control.token`. Without one, admin endpoints answer 503.
+    #[arg(long, env = chat4all_contract::admin::ADMIN_TOKEN_ENV, hide_env_values = true, global = true)]
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,6 +261,7 @@ pub struct Common {
     pub redis_url: String,
     pub kafka_bootstrap: String,
     pub group_protocol: crate::kafka::GroupProtocol,
+    pub admin_token: crate::http::AdminToken,
 }
 
 impl Common {
@@ -270,6 +275,7 @@ impl Common {
             redis_url: args.redis_url,
             kafka_bootstrap: args.kafka_bootstrap,
             group_protocol: args.group_protocol,
+            admin_token: crate::http::AdminToken::new(args.admin_token),
         }
     }
 }

@@ -65,3 +65,13 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
             | sqlx::Error::Tls(_)
     ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
 }
+
+/// A migrated pool on a database of its own for one unit test module (`chat4all_unit_<name>`,
+/// created on first use), on the server in `CHAT4ALL_UNIT_DATABASE_URL` or the local default.
+#[cfg(test)]
+pub async fn test_pool(name: &str) -> PgPool {
+    let base =
+        std::env::var("CHAT4ALL_UNIT_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let url = format!("{}/chat4all_unit_{name}", base.trim_end_matches('/'));
+    connect_and_migrate(&url, 4).await.unwrap_or_else(|e| panic!("unit-test database {url}: {e:#}"))
+}

@@ -766,3 +766,27 @@ pub async fn route_counts(db: &PgPool, ids: &[Uuid]) -> Result<HashMap<DeliveryK
     .context("reading deliveries")?;
     Ok(rows.into_iter().map(|(m, r, c, n)| ((m, r, c), n)).collect())
 }
+
+// ---------------------------------------------------------------------------------------------
+// The outbox relay (through the message-service's admin endpoints, as an operator sees it)
+// ---------------------------------------------------------------------------------------------
+
+/// `chat4allctl relay -o json`: leader, pause lease, backlog, oldest row.
+pub async fn relay_state(stack: &Stack) -> Result<Value> {
+    Ok(serde_json::from_str(&stack.ctl(&["relay", "-o", "json"]).await?)?)
+}
+
+/// Whether a pause lease holds the relay now.
+pub async fn relay_paused(stack: &Stack) -> Result<bool> {
+    Ok(!relay_state(stack).await?["paused"].is_null())
+}
+
+/// Waits until the relay is paused (`want`) or running (`!want`).
+pub async fn wait_relay(stack: &Stack, want: bool, timeout: Duration) -> Result<Value> {
+    let what = if want { "the relay paused" } else { "the relay running" };
+    wait_for(what, timeout, || async {
+        let state = relay_state(stack).await?;
+        Ok(((state["paused"].is_null() != want).then(|| state.clone()), state.to_string()))
+    })
+    .await
+}

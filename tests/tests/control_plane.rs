@@ -289,8 +289,7 @@ async fn bad_input_exits_2_with_one_line_and_changes_nothing() -> Result<()> {
     refused(cfg, &["lag", "--timeout", "1s", "--sample-for", "0s"], &[("KAFKA_BOOTSTRAP", "127.0.0.1:1")]).await?;
     let after: Value = serde_json::from_str(&stack.ctl(&["instances", "-o", "json"]).await?)?;
     ensure!(running(&before) == running(&after), "instances changed: {before} -> {after}");
-    let relay: (bool,) = sqlx::query_as("SELECT paused FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
-    ensure!(!relay.0, "a refused repartition left the relay paused");
+    ensure!(!chat4all_tests::relay_paused(&stack).await?, "a refused repartition left the relay paused");
     Ok(())
 }
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use chat4all_tests::{
-    assert_delivered_exactly_once, ctl_run, unique, wait_for, wait_group_stable, Api, DeliveryKey, MessageBuilder,
-    Stack, WHATSAPP,
+    assert_delivered_exactly_once, ctl_run, relay_paused, unique, wait_for, wait_group_stable, wait_relay, Api,
+    DeliveryKey, MessageBuilder, Stack, WHATSAPP,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -52,8 +52,7 @@ async fn post_until(
 /// After a repartition that must change nothing: the relay runs and chat-events still has `from`
 /// partitions.
 async fn assert_untouched(stack: &Stack, from: i64, after: &str) -> Result<()> {
-    let paused: bool = sqlx::query_scalar("SELECT paused FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
-    ensure!(!paused, "the relay stayed paused after {after}");
+    ensure!(!relay_paused(stack).await?, "the relay stayed paused after {after}");
     let d: Value = serde_json::from_str(&stack.ctl(&["groups", "describe", "router-service", "-o", "json"]).await?)?;
     let now = d["partitions"].as_array().map(|a| a.iter().filter(|p| p["topic"] == "chat-events").count());
     ensure!(now == Some(from as usize), "{after} changed the partitions: {d}");
@@ -112,12 +111,7 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    wait_for("the relay paused by the repartition", Duration::from_secs(30), || async {
-        let paused: bool =
-            sqlx::query_scalar("SELECT paused FROM relay_control WHERE id = 1").fetch_one(&stack.db).await?;
-        Ok((paused.then_some(()), "not paused yet".to_string()))
-    })
-    .await?;
+    wait_relay(&stack, true, Duration::from_secs(30)).await?;
     let pid = nix::unistd::Pid::from_raw(child.id().context("repartition pid")? as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
     let status = tokio::time::timeout(Duration::from_secs(70), child.wait()).await??;
@@ -129,6 +123,28 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
     ensure!(status.code() == Some(1), "an interrupted repartition exited {status} ({stderr})");
     ensure!(stderr.contains("interrupted"), "stderr: {stderr}");
     assert_untouched(&stack, from, "an interrupted repartition").await?;
+
+    // SIGKILL during the drain: nobody resumes, so the pause must end by itself with its lease.
+    let mut child = tokio::process::Command::new(&stack.cfg.ctl)
+        .args(["repartition", "chat-events", "--partitions", &to.to_string(), "--drain-timeout", "60s"])
+        .args(["--pause-lease", "3s"])
+        .env("CHAT4ALL_HOME", &stack.cfg.home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let paused = wait_relay(&stack, true, Duration::from_secs(30)).await?;
+    ensure!(paused["paused"]["by"].as_str().is_some_and(|b| b.starts_with("repartition@")), "holder: {paused}");
+    child.start_kill()?;
+    child.wait().await?;
+    let killed = Instant::now();
+    wait_relay(&stack, false, Duration::from_secs(10)).await?;
+    ensure!(
+        killed.elapsed() <= Duration::from_secs(5),
+        "the relay resumed {:?} after its holder died (lease 3 s)",
+        killed.elapsed()
+    );
+    assert_untouched(&stack, from, "a killed repartition").await?;
     stack.ctl(&["scale", "router=3"]).await?;
     wait_group_stable(&stack, "router-service", 3, Duration::from_secs(60)).await?;
     stack.api.wait_delivered(&[stranded_id], Instant::now() + Duration::from_secs(60)).await?;

@@ -10,13 +10,15 @@ use chat4all_ctl::repartition::{self, Target};
 use chat4all_ctl::runtime::client::ProcessRuntime;
 
 use crate::command::Op;
-use crate::source::Endpoints;
 use crate::state::Action;
 
 /// How long an action on the runtime may take (a graceful stop waits for the group to leave).
 const ACT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a repartition waits for the router group to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The relay's pause lease of a repartition started here: quitting the dashboard mid-drain
+/// leaves the relay paused for at most this long.
+pub const LEASE: Duration = Duration::from_secs(10);
 
 pub async fn run(op: Op, data: DataDir, timeout: Duration, tx: mpsc::Sender<Action>) {
     let result =
@@ -43,15 +45,15 @@ async fn execute(op: &Op, data: &DataDir, timeout: Duration, tx: &mpsc::Sender<A
             Ok(s)
         }
         Op::Repartition { topic, partitions } => {
-            let ep = Endpoints::resolve(Some(&rt));
-            let target = Target { bootstrap: ep.bootstrap, database_url: ep.database_url, timeout };
+            let stack = chat4all_ctl::stack::Stack::find(data);
+            let admin = chat4all_ctl::admin::Admin::for_stack(&stack, timeout)?;
+            let target = Target { bootstrap: stack.bootstrap, admin, timeout, lease: LEASE };
             let plan = repartition::plan(&target, topic, *partitions).await?;
             let progress_tx = tx.clone();
             let progress = move |line: &str| {
                 let _ = progress_tx.try_send(Action::Progress(format!("repartition: {line}")));
             };
-            // Not interruptible from here yet: quitting the dashboard mid-drain is the delivery
-            // issue's (a relay pause that is a lease).
+            // Quitting the dashboard mid-drain drops this task: the lease then ends by itself.
             let outcome = repartition::execute(&target, &plan, DRAIN_TIMEOUT, &progress, std::future::pending()).await;
             let detail = repartition::action_detail(&plan, &outcome);
             // Recorded so the timeline and the charts show it; a failure to record is not the

@@ -33,19 +33,8 @@ pub struct Endpoints {
 
 impl Endpoints {
     pub fn resolve(rt: Option<&ProcessRuntime>) -> Self {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let info = rt.map(|r| &r.info);
-        Self {
-            bootstrap: env("KAFKA_BOOTSTRAP")
-                .or_else(|| info.map(|i| i.kafka_bootstrap.clone()))
-                .unwrap_or_else(|| "127.0.0.1:9092".into()),
-            redis_url: env("REDIS_URL")
-                .or_else(|| info.and_then(|i| i.redis_url.clone()))
-                .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-            database_url: env("DATABASE_URL")
-                .or_else(|| info.and_then(|i| i.database_url.clone()))
-                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/chat4all".into()),
-        }
+        let stack = chat4all_ctl::stack::Stack::with_supervisor(rt.map(|r| r.info.clone()), None);
+        Self { bootstrap: stack.bootstrap, redis_url: stack.redis_url, database_url: stack.database_url }
     }
 }
 

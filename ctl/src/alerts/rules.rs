@@ -2,7 +2,7 @@
 //! rules whose input series may vanish (exporter gone, group gone, no router scraped) have an
 //! `absent()` twin so that silence is itself an alert.
 
-use super::{prom_duration, Params, Rule, RuleGroup, EXPORTER_JOB, ROUTER_JOB};
+use super::{prom_duration, Params, Rule, RuleGroup, EXPORTER_JOB, MESSAGE_JOB, ROUTER_JOB};
 
 fn rule(alert: &str, expr: String, for_: Option<String>, severity: &str, summary: &str, description: String) -> Rule {
     Rule {
@@ -26,6 +26,7 @@ pub(super) fn all(p: &Params) -> Vec<RuleGroup> {
         RuleGroup { name: "chat4all-consumer-groups".into(), interval: interval.clone(), rules: consumer_groups(p) },
         RuleGroup { name: "chat4all-instances".into(), interval: interval.clone(), rules: instances(p) },
         RuleGroup { name: "chat4all-pipeline".into(), interval: interval.clone(), rules: pipeline(p) },
+        RuleGroup { name: "chat4all-outbox".into(), interval: interval.clone(), rules: outbox(p) },
         RuleGroup { name: "chat4all-exporter".into(), interval, rules: exporter(p) },
     ]
 }
@@ -205,6 +206,58 @@ fn pipeline(p: &Params) -> Vec<Rule> {
                 "No router-service instance is scraped (job {ROUTER_JOB}), so dead letters and routing failures \
                  cannot be seen."
             ),
+        ),
+    ]
+}
+
+/// The outbox relay: what consumer lag cannot see (messages accepted but not yet on the topic).
+/// Only the relay's leader reports the outbox series (followers report 0), hence `max`.
+fn outbox(p: &Params) -> Vec<Rule> {
+    let job = format!("job=\"{MESSAGE_JOB}\"");
+    let max_age = prom_duration(p.outbox_max_age);
+    let down = prom_duration(p.down_for);
+    vec![
+        rule(
+            "Chat4allOutboxRelayPaused",
+            format!("max(chat4all_outbox_paused{{{job}}}) > 0"),
+            Some(prom_duration(p.relay_paused_for)),
+            "warning",
+            "Outbox relay paused",
+            format!(
+                "A pause lease has held the outbox relay for {}: the API accepts messages but none reaches Kafka. \
+                 `chat4allctl relay` names the holder; `chat4allctl relay resume --force` ends it.",
+                prom_duration(p.relay_paused_for)
+            ),
+        ),
+        rule(
+            "Chat4allOutboxNotDraining",
+            format!("max(chat4all_outbox_oldest_seconds{{{job}}}) > {}", p.outbox_max_age.as_secs_f64()),
+            None,
+            "critical",
+            "Outbox not draining",
+            format!(
+                "The oldest unpublished outbox row is {{{{ $value | humanizeDuration }}}} old (more than {max_age}): \
+                 accepted messages are not reaching Kafka (relay paused, broker unreachable, or no leader)."
+            ),
+        ),
+        rule(
+            "Chat4allOutboxNoRelayLeader",
+            format!("max(chat4all_outbox_relay_leader{{{job}}}) == 0"),
+            Some(down.clone()),
+            "critical",
+            "No message-service leads the outbox relay",
+            format!(
+                "Message-service instances run but none has led the outbox relay for {down}: nothing is \
+                 published (PostgreSQL unreachable from them?)."
+            ),
+        ),
+        rule(
+            "Chat4allOutboxUnobserved",
+            format!("absent(chat4all_outbox_relay_leader{{{job}}})"),
+            Some(down),
+            "warning",
+            "No message-service metrics: the outbox is unwatched",
+            format!("No message-service instance is scraped (job {MESSAGE_JOB}): a stalled outbox would go unnoticed."),
         ),
     ]
 }

@@ -52,6 +52,12 @@ pub struct EmitArgs {
     /// Age of the exporter's last broker observation beyond which it is stale.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub stale_after: Duration,
+    /// How long the outbox relay may stay paused before alerting (a repartition takes seconds).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub relay_paused_for: Duration,
+    /// Age of the oldest unpublished outbox row above which the outbox is not draining.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub outbox_max_age: Duration,
     /// Evaluation interval of the rule groups (default: Prometheus' global interval).
     #[arg(long = "eval-interval", value_parser = parse_duration)]
     pub eval_interval: Option<Duration>,
@@ -72,6 +78,8 @@ impl EmitArgs {
             standby_for: self.standby_for,
             dead_letter_window: self.dead_letter_window,
             stale_after: self.stale_after,
+            relay_paused_for: self.relay_paused_for,
+            outbox_max_age: self.outbox_max_age,
             interval: self.eval_interval,
         }
     }

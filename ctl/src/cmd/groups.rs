@@ -5,7 +5,6 @@ use clap::{Args, Subcommand};
 use super::watch::{self, Render};
 use super::Cli;
 use chat4all_contract::events::TopicPartition;
-use chat4all_ctl::control::SupervisorFile;
 use chat4all_ctl::error::usage;
 use chat4all_ctl::kafka::{GroupInfo, GroupType, Member, Observer};
 use chat4all_ctl::lag::{LagHistory, Rules};
@@ -40,38 +39,19 @@ pub struct EventsArgs {
     pub limit: usize,
 }
 
-/// A setting of the stack: the environment variable `env` when set, else what the running
-/// supervisor's `supervisor.json` says, else the local-stack default.
-fn stack_setting(
-    cli: &Cli,
-    env: &str,
-    from_stack: impl FnOnce(SupervisorFile) -> Option<String>,
-    default: &str,
-) -> String {
-    if let Ok(v) = std::env::var(env) {
-        if !v.is_empty() {
-            return v;
-        }
-    }
-    ProcessRuntime::connect(&cli.data(), cli.timeout)
-        .ok()
-        .and_then(|rt| from_stack(rt.info))
-        .unwrap_or_else(|| default.to_string())
-}
-
 /// Kafka bootstrap of the stack (`KAFKA_BOOTSTRAP`, the supervisor's, 127.0.0.1:9092).
 pub(crate) fn bootstrap(cli: &Cli) -> String {
-    stack_setting(cli, "KAFKA_BOOTSTRAP", |i| Some(i.kafka_bootstrap), "127.0.0.1:9092")
+    cli.stack().bootstrap
 }
 
 /// Redis of the stack (`REDIS_URL`, the supervisor's, redis://127.0.0.1:6379).
 pub(crate) fn redis_url(cli: &Cli) -> String {
-    stack_setting(cli, "REDIS_URL", |i| i.redis_url, "redis://127.0.0.1:6379")
+    cli.stack().redis_url
 }
 
 /// PostgreSQL of the stack (`DATABASE_URL`, the supervisor's, the local default).
 pub(crate) fn database_url(cli: &Cli) -> String {
-    stack_setting(cli, "DATABASE_URL", |i| i.database_url, "postgres://postgres@127.0.0.1:5432/chat4all")
+    cli.stack().database_url
 }
 
 /// A group reader primed with the supervisor's offset history (when a supervisor runs), so that

@@ -11,6 +11,7 @@ mod exporter;
 mod groups;
 mod lag;
 mod provider;
+mod relay;
 mod repartition;
 mod status;
 mod up;
@@ -88,6 +89,16 @@ impl Cli {
     pub fn data(&self) -> DataDir {
         DataDir::new(&self.data_dir)
     }
+
+    /// Where the stack is (environment, then the running supervisor, then the defaults).
+    pub fn stack(&self) -> chat4all_ctl::stack::Stack {
+        chat4all_ctl::stack::Stack::find(&self.data())
+    }
+
+    /// The services' admin endpoints, with the stack's control token.
+    pub fn admin(&self) -> anyhow::Result<chat4all_ctl::admin::Admin> {
+        Ok(chat4all_ctl::admin::Admin::for_stack(&self.stack(), self.timeout)?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +133,11 @@ pub enum Command {
     Logs(act::LogsArgs),
     /// More partitions for chat-events, keeping per-conversation order (drain, change, resume).
     Repartition(repartition::RepartitionArgs),
+    /// The outbox relay: show (leader, pause lease, backlog, oldest row), pause --for, resume.
+    Relay {
+        #[command(subcommand)]
+        command: Option<relay::RelayCommand>,
+    },
     /// Measure the control plane's own cost: one `groups describe`, one `--watch` refresh.
     BenchObserve(bench_observe::BenchObserveArgs),
     /// Drive the API at a fixed rate and report throughput and latency.
@@ -184,6 +200,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale(a) => act::scale(&cli, a).await,
         Command::Logs(a) => act::logs(&cli, a).await,
         Command::Repartition(a) => repartition::repartition(&cli, a).await,
+        Command::Relay { command } => relay::relay(&cli, command.as_ref()).await,
         Command::BenchObserve(a) => bench_observe::bench_observe(&cli, a).await,
         Command::Bench(a) => bench::bench(&cli, a).await,
         Command::Alerts(c) => alerts::alerts(c),

@@ -22,13 +22,27 @@ pub struct RepartitionArgs {
     /// How long to wait for the router group to drain before giving up (nothing changed, exit 1).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// The relay's pause is a lease renewed while this command runs: if it dies (SIGKILL, a lost
+    /// terminal), the relay resumes by itself at most this long after (3s..1h).
+    #[arg(long, default_value = "30s", value_parser = parse_lease)]
+    pub pause_lease: Duration,
+}
+
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < repartition::MIN_LEASE || d > repartition::MAX_LEASE {
+        return Err(format!("the pause lease must be 3s..1h, got {s}"));
+    }
+    Ok(d)
 }
 
 pub async fn repartition(cli: &Cli, args: &RepartitionArgs) -> anyhow::Result<()> {
+    let stack = cli.stack();
     let target = Target {
-        bootstrap: super::groups::bootstrap(cli),
-        database_url: super::groups::database_url(cli),
+        bootstrap: stack.bootstrap.clone(),
+        admin: chat4all_ctl::admin::Admin::for_stack(&stack, cli.timeout)?,
         timeout: cli.timeout,
+        lease: args.pause_lease,
     };
     let plan = repartition::plan(&target, &args.topic, args.partitions).await?;
     if args.dry_run {

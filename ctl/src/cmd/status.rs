@@ -55,6 +55,10 @@ struct Status {
     broker_error: Option<String>,
     instances: Vec<InstanceRow>,
     groups: Vec<GroupRow>,
+    /// The outbox relay (what Kafka lag cannot see: messages not yet on the topic).
+    relay: Option<chat4all_contract::admin::relay::RelayState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay_error: Option<String>,
 }
 
 async fn instance_rows(rt: &ProcessRuntime) -> anyhow::Result<Vec<InstanceRow>> {
@@ -144,13 +148,15 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
     let data = cli.data();
     let rt = ProcessRuntime::connect(&data, cli.timeout)?;
     let reader = super::groups::reader(cli).await?;
-    let mut v = StatusView { rt, reader, data_dir: data.root().display().to_string() };
+    let admin = cli.admin();
+    let mut v = StatusView { rt, reader, admin, data_dir: data.root().display().to_string() };
     watch::show(cli, &mut v).await
 }
 
 struct StatusView {
     rt: ProcessRuntime,
     reader: GroupReader,
+    admin: anyhow::Result<chat4all_ctl::admin::Admin>,
     data_dir: String,
 }
 
@@ -161,7 +167,16 @@ impl Render for StatusView {
             Ok(g) => (g.iter().map(group_row).collect(), None),
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
         };
+        let (relay, relay_error) = match &self.admin {
+            Ok(admin) => match admin.relay().await {
+                Ok(r) => (Some(r), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
         let status = Status {
+            relay,
+            relay_error,
             data_dir: self.data_dir.clone(),
             supervisor_pid: self.rt.info.pid,
             control_url: self.rt.info.control_url.clone(),
@@ -181,6 +196,11 @@ impl Render for StatusView {
         match &status.broker_error {
             None => out.push_str(&format!("broker {}  reachable\n", status.broker)),
             Some(e) => out.push_str(&format!("broker {}  UNREACHABLE: {e}\n", status.broker)),
+        }
+        match (&status.relay, &status.relay_error) {
+            (Some(r), _) => out.push_str(&super::relay::describe(r)),
+            (None, Some(e)) => out.push_str(&format!("relay:    UNKNOWN: {e}\n")),
+            (None, None) => {}
         }
         out.push('\n');
         out.push_str(&instance_table(&status.instances));

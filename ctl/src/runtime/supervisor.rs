@@ -256,6 +256,10 @@ impl Supervisor {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             cmd.current_dir(dir);
         }
+        // The stack's control token opens the services' admin endpoints to the control plane.
+        if let Ok(token) = std::fs::read_to_string(self.data.token_file()) {
+            cmd.env(chat4all_contract::admin::ADMIN_TOKEN_ENV, token.trim());
+        }
         // SAFETY: prctl is async-signal-safe; the child only asks to get SIGTERM when we die, so
         // a crashed supervisor never leaves orphans holding the ports.
         unsafe {

@@ -1,5 +1,6 @@
 //! message-service: the API that accepts messages, the outbox relay, and the status consumer.
 
+pub mod admin;
 pub mod api;
 pub use chat4all_contract::message as domain;
 pub mod outbox;
@@ -56,6 +57,7 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
         batch: args.relay_batch,
         wakeup: wakeup.clone(),
         metrics: relay_metrics,
+        instance: common.instance.clone(),
         // Re-read the partitions before the first publish too (they may have changed while
         // this instance was down).
         was_paused: true,
@@ -83,7 +85,8 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     let health = Health::default().postgres(pool.clone()).kafka(producer.clone());
     let ops = OpsState::new(&common, registry, health);
     let writer = writer::Writer::spawn(pool.clone(), 2, args.insert_batch, writer_metrics);
-    let app = api::routes(api::ApiState { pool, writer, relay_wakeup: wakeup })
+    let app = api::routes(api::ApiState { pool: pool.clone(), writer, relay_wakeup: wakeup })
+        .merge(admin::routes(pool, &common.admin_token))
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
     http::serve(common.listen, app, shutdown.clone()).await?;

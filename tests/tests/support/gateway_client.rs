@@ -17,7 +17,7 @@ pub fn gateway_url(cfg: &Config) -> Result<String> {
     }
     let path = cfg.home.join("supervisor.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
-        format!("the chat4all stack is not running: no {} (start it with `chatallctl up --detach`)", path.display())
+        format!("the chat4all stack is not running: no {} (start it with `chat4allctl up --detach`)", path.display())
     })?;
     let v: Value = serde_json::from_str(&text)?;
     v.get("gatewayUrl")
