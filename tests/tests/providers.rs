@@ -208,3 +208,24 @@ async fn the_provider_command_refuses_bad_input_with_exit_2() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_active_drill_with_providers_rejecting_ten_percent_loses_nothing() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let cfg = Config::from_env();
+    let _healthy = HealthyOnDrop(cfg.clone());
+    let run = ctl_run(&cfg, &["drill", "kill-active", "--provider-failure-rate", "0.1", "-o", "json"], &[]).await?;
+    let r: Value = serde_json::from_str(&run.stdout)
+        .with_context(|| format!("the drill printed no JSON (exit {}): {}", run.code, run.stderr))?;
+    let c = &r["counts"];
+    println!("drill counts: {c}");
+    ensure!(u(&c["lost"]) == 0 && u(&c["duplicateDeliveries"]) == 0, "counts: {c}");
+    ensure!(u(&c["orderViolations"]) == 0, "counts: {c}");
+    ensure!(u(&c["duplicateRequests"]) > 0, "nothing was retried: the failure rate did nothing ({c})");
+    ensure!(run.code == 0 && r["passed"] == true, "verdict: {}", r["criteria"]);
+    ensure!(r["plan"]["providerFailureRate"] == 0.1, "the plan names the failure rate: {}", r["plan"]);
+    for ch in ["WHATSAPP", "TELEGRAM", INSTAGRAM] {
+        ensure!(provider_faults(&cfg, ch).await? == Faults::default(), "{ch}'s faults were not restored");
+    }
+    Ok(())
+}
