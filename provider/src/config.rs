@@ -50,10 +50,10 @@ pub struct FaultArgs {
     #[arg(long, env = "CHAT4ALL_PROVIDER_RESET_RATE", default_value_t = 0.0)]
     pub reset_rate: f64,
     /// Start in an outage (every request 503).
-    #[arg(long, env = "CHAT4ALL_PROVIDER_DOWN")]
+    #[arg(long, env = "CHAT4ALL_PROVIDER_DOWN", value_parser = clap::builder::BoolishValueParser::new())]
     pub down: bool,
     /// Ignore idempotency keys (a provider that sends again what it is asked again).
-    #[arg(long, env = "CHAT4ALL_PROVIDER_NO_IDEMPOTENCY")]
+    #[arg(long, env = "CHAT4ALL_PROVIDER_NO_IDEMPOTENCY", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_idempotency: bool,
 }
 
@@ -83,5 +83,25 @@ pub fn default_port(channel: Channel) -> u16 {
         Channel::Whatsapp => 8075,
         Channel::Telegram => 8076,
         Channel::Instagram => 8077,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_make_faults() {
+        let cli = Cli::try_parse_from(["chat4all-provider", "--channel", "telegram", "--reject-rate", "0.1", "--down"])
+            .expect("parses");
+        assert_eq!(cli.channel, Channel::Telegram);
+        let f = cli.faults.to_faults();
+        assert_eq!((f.reject_rate, f.down, f.idempotency), (0.1, true, true));
+        let cli =
+            Cli::try_parse_from(["chat4all-provider", "--channel", "WHATSAPP", "--no-idempotency"]).expect("parses");
+        assert!(!cli.faults.to_faults().idempotency);
+        assert!(Cli::try_parse_from(["chat4all-provider", "--channel", "sms"]).is_err());
     }
 }
