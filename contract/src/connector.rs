@@ -24,6 +24,10 @@ pub struct DeliveryItem {
 pub struct DeliveryRequest {
     /// Delivered in this order (it is the partition's order).
     pub items: Vec<DeliveryItem>,
+    /// Test-only (the router's `CHAT4ALL_UNSAFE_NO_HOLDBACK`): send every item at once, with no
+    /// hold-back behind a rejected earlier message of the same conversation and recipient.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unordered: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +41,11 @@ pub struct DeliveryResult {
     pub duplicate: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Not attempted (`ok` is false): an earlier item of the same conversation and recipient
+    /// failed in this request, the item is in flight elsewhere, or the provider is down. Ask
+    /// again, in order; it costs no attempt.
+    #[serde(default)]
+    pub held_back: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -18,6 +18,9 @@ use uuid::Uuid;
 use crate::channel::Channel;
 
 /// `POST`: send one message ([`SendRequest`] -> [`SendResult`]); the key in the header.
+///
+/// A [`SendResult`] (accepted or rejected) comes with 200; a key reused for another message is
+/// 422, bad input 400, a failed request 500 or 503 (outage), each with `{"error": ".."}`.
 pub const SEND_PATH: &str = "/v1/messages";
 /// `POST`: send several, in order ([`BatchRequest`] -> [`BatchResponse`]); keys per item.
 pub const BATCH_PATH: &str = "/v1/messages/batch";
@@ -178,4 +181,13 @@ pub struct RecordSummary {
     pub duplicate_requests: u64,
     /// Effects beyond the first per (message, recipient): a device got it twice.
     pub duplicate_deliveries: u64,
+    /// Items by outcome (they add up to `requests`).
+    #[serde(default)]
+    pub accepted: u64,
+    #[serde(default)]
+    pub replayed: u64,
+    #[serde(default)]
+    pub rejected: u64,
+    #[serde(default)]
+    pub failed: u64,
 }

@@ -16,9 +16,14 @@
 //! * accept latency: client time of each POST until its 202 response;
 //! * end-to-end latency per delivery: `deliveries.delivered_at - messages.created_at` (server
 //!   clocks on one machine);
-//! * lost: accepted × recipients − deliveries that are DELIVERED *and* reached a device (a row in
-//!   `provider_sends`, the providers' ground truth);
-//! * duplicated: `provider_sends` rows beyond one per (message, recipient, channel).
+//! * lost: accepted × recipients − deliveries that are DELIVERED *and* reached a device (an
+//!   effect in a simulated provider's record, the ground truth, read over the providers' HTTP API
+//!   for the run's conversation prefix);
+//! * `duplicateRequests` / `duplicateDeliveries`: provider requests / effects beyond one per
+//!   (message, recipient, channel);
+//! * `orderViolations`: per (conversation, recipient), first effects of consecutive messages the
+//!   other way round from `messages.seq`, the order the platform accepted them in
+//!   ([`crate::providers::order_violations`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,6 +41,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use chat4all_contract::channel::Channel;
+use chat4all_contract::provider::RecordEntry;
+
+use crate::providers::{self, Providers};
 
 /// Conversations the messages are spread over, round-robin.
 pub const CONVERSATIONS: u64 = 1_000;
@@ -67,6 +75,10 @@ pub struct BenchOptions {
     pub drain_timeout: Duration,
     /// Maximum in-flight HTTP requests.
     pub concurrency: usize,
+    /// The simulated providers (whose records are the ground truth), by channel.
+    pub provider_urls: Vec<(Channel, String)>,
+    /// The providers' reject rate for the run (restored after); None leaves them as they are.
+    pub provider_failure_rate: Option<f64>,
 }
 
 impl Default for BenchOptions {
@@ -79,6 +91,11 @@ impl Default for BenchOptions {
             recipients: 2,
             drain_timeout: Duration::from_secs(30),
             concurrency: 256,
+            provider_urls: Channel::ALL
+                .into_iter()
+                .map(|ch| (ch, format!("http://127.0.0.1:{}", crate::providers::default_port(ch))))
+                .collect(),
+            provider_failure_rate: None,
         }
     }
 }
@@ -96,6 +113,11 @@ impl BenchOptions {
         }
         if self.concurrency == 0 {
             bail!("concurrency must be at least 1");
+        }
+        if let Some(r) = self.provider_failure_rate {
+            if !(0.0..1.0).contains(&r) {
+                bail!("provider failure rate must be from 0 to below 1, got {r}");
+            }
         }
         Ok(())
     }
@@ -160,17 +182,24 @@ pub struct BenchReport {
     pub expected_deliveries: u64,
     /// Deliveries of accepted messages with status DELIVERED (or READ).
     pub delivered: u64,
-    /// Distinct (message, recipient, channel) keys in `provider_sends`.
+    /// Distinct (message, recipient, channel) with an effect in a provider's record.
     pub device_delivered: u64,
     /// Deliveries with status FAILED.
     pub failed: u64,
     /// From the first accepted message's `created_at` to the last `delivered_at`.
     pub delivery_window_secs: f64,
     pub delivered_per_sec: f64,
-    /// expected − deliveries that are DELIVERED and present in `provider_sends`.
+    /// expected − deliveries that are DELIVERED and have an effect in a provider's record.
     pub lost: u64,
-    /// `provider_sends` rows beyond one per (message, recipient, channel).
-    pub duplicated: u64,
+    /// Provider requests beyond one per (message, recipient, channel): retries, replays.
+    pub duplicate_requests: u64,
+    /// Provider effects beyond one per (message, recipient, channel): delivered twice.
+    pub duplicate_deliveries: u64,
+    /// Per (conversation, recipient): consecutive messages whose first effects came reversed.
+    pub order_violations: u64,
+    /// The providers' reject rate during the run, when the benchmark set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_failure_rate: Option<f64>,
     /// Whether every accepted message reached a final state before `drain_timeout`.
     pub drain_complete: bool,
     /// Time spent waiting for deliveries after the send phase.
@@ -214,8 +243,11 @@ impl BenchReport {
         if self.lost > 0 {
             failed.push(format!("{} of {} deliveries lost", self.lost, self.expected_deliveries));
         }
-        if self.duplicated > 0 {
-            failed.push(format!("{} duplicate device deliveries", self.duplicated));
+        if self.duplicate_deliveries > 0 {
+            failed.push(format!("{} duplicate device deliveries", self.duplicate_deliveries));
+        }
+        if self.order_violations > 0 {
+            failed.push(format!("{} order violations", self.order_violations));
         }
         failed
     }
@@ -249,7 +281,9 @@ impl BenchReport {
             ("delivered/s", format!("{:.1} (over {:.2} s)", self.delivered_per_sec, self.delivery_window_secs)),
             ("end-to-end latency", latency_text(&self.end_to_end_latency_ms)),
             ("lost", self.lost.to_string()),
-            ("duplicated", self.duplicated.to_string()),
+            ("duplicate requests", self.duplicate_requests.to_string()),
+            ("duplicate deliveries", self.duplicate_deliveries.to_string()),
+            ("order violations", self.order_violations.to_string()),
             (
                 "drain",
                 format!(
@@ -527,36 +561,39 @@ async fn drain(pool: &PgPool, ids: &[Uuid], timeout: Duration) -> anyhow::Result
     }
 }
 
-/// What PostgreSQL says about the run's deliveries.
+/// What PostgreSQL and the providers' records say about the run's deliveries.
 struct DeliveryStats {
     delivered: u64,
     confirmed: u64,
     device_delivered: u64,
     failed: u64,
-    duplicated: u64,
+    duplicate_requests: u64,
+    duplicate_deliveries: u64,
+    order_violations: u64,
     end_to_end: Histogram<u64>,
     first_created: Option<DateTime<Utc>>,
     last_delivered: Option<DateTime<Utc>>,
 }
 
-async fn delivery_stats(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<DeliveryStats> {
+async fn delivery_stats(pool: &PgPool, ids: &[Uuid], record: &[RecordEntry]) -> anyhow::Result<DeliveryStats> {
+    let truth = providers::tally(record);
     let mut s = DeliveryStats {
         delivered: 0,
         confirmed: 0,
         device_delivered: 0,
         failed: 0,
-        duplicated: 0,
+        duplicate_requests: 0,
+        duplicate_deliveries: 0,
+        order_violations: 0,
         end_to_end: new_histogram(),
         first_created: None,
         last_delivered: None,
     };
+    let mut order = std::collections::HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(ID_CHUNK) {
-        let rows: Vec<(i64, DateTime<Utc>, bool)> = sqlx::query_as(
+        let rows: Vec<(i64, DateTime<Utc>, Uuid, String, String)> = sqlx::query_as(
             "SELECT GREATEST(0, EXTRACT(EPOCH FROM (d.delivered_at - m.created_at)) * 1000000)::int8,
-                    d.delivered_at,
-                    EXISTS (SELECT 1 FROM provider_sends p
-                            WHERE p.message_id = d.message_id AND p.recipient_id = d.recipient_id
-                              AND p.channel = d.channel)
+                    d.delivered_at, d.message_id, d.recipient_id, d.channel
              FROM deliveries d JOIN messages m ON m.id = d.message_id
              WHERE d.message_id = ANY($1) AND d.delivered_at IS NOT NULL",
         )
@@ -564,7 +601,9 @@ async fn delivery_stats(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<DeliveryS
         .fetch_all(pool)
         .await
         .context("reading delivered deliveries")?;
-        for (us, delivered_at, on_device) in rows {
+        for (us, delivered_at, m, r, ch) in rows {
+            let on_device =
+                ch.parse::<Channel>().ok().and_then(|c| truth.get(&(c, m, r))).is_some_and(|t| t.effects > 0);
             s.delivered += 1;
             s.confirmed += u64::from(on_device);
             s.end_to_end.saturating_record((us as u64).max(1));
@@ -589,19 +628,24 @@ async fn delivery_stats(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<DeliveryS
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-
-        let (keys, dups): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), COALESCE(sum(n - 1), 0)::int8 FROM (
-                 SELECT count(*) AS n FROM provider_sends WHERE message_id = ANY($1)
-                 GROUP BY message_id, recipient_id, channel) k",
-        )
-        .bind(chunk)
-        .fetch_one(pool)
-        .await
-        .context("reading provider_sends")?;
-        s.device_delivered += keys as u64;
-        s.duplicated += dups as u64;
+        let seqs: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, seq FROM messages WHERE id = ANY($1)")
+            .bind(chunk)
+            .fetch_all(pool)
+            .await
+            .context("reading the messages' order")?;
+        order.extend(seqs);
     }
+    for ((_, m, _), t) in &truth {
+        if !order.contains_key(m) {
+            continue;
+        }
+        s.duplicate_requests += t.requests.saturating_sub(1);
+        if t.effects > 0 {
+            s.device_delivered += 1;
+            s.duplicate_deliveries += t.effects - 1;
+        }
+    }
+    s.order_violations = providers::order_violations(record, &order);
     Ok(s)
 }
 
@@ -631,16 +675,40 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         .build()
         .context("building the HTTP client")?;
 
+    let providers = Providers::new(opts.provider_urls.clone(), Duration::from_secs(30));
+    let restore = match opts.provider_failure_rate {
+        Some(r) => Some(providers.with_reject_rate(r).await.context("setting the providers' reject rate")?),
+        None => None,
+    };
+    let result = measure(opts, &pool, &client, url, &providers).await;
+    pool.close().await;
+    if let Some(restore) = restore {
+        restore.restore().await.context("restoring the providers' faults")?;
+    }
+    result
+}
+
+/// The send phase, the drain, the counts.
+async fn measure(
+    opts: &BenchOptions,
+    pool: &PgPool,
+    client: &reqwest::Client,
+    url: reqwest::Url,
+    providers: &Providers,
+) -> anyhow::Result<BenchReport> {
     let run_id = new_run_id();
     let planned = planned_messages(opts.rate, opts.duration);
     let template = BodyTemplate::new(&run_id, opts.recipients);
-    let tally = send_phase(&client, url, template, opts.rate, planned, opts.concurrency).await;
+    let tally = send_phase(client, url, template, opts.rate, planned, opts.concurrency).await;
 
     let drain_start = Instant::now();
-    let drain_complete = drain(&pool, &tally.accepted, opts.drain_timeout).await?;
+    let drain_complete = drain(pool, &tally.accepted, opts.drain_timeout).await?;
     let drain_secs = drain_start.elapsed().as_secs_f64();
-    let stats = delivery_stats(&pool, &tally.accepted).await?;
-    pool.close().await;
+    let record = providers
+        .records(Some(&format!("{run_id}-c")))
+        .await
+        .context("reading the providers' records (the ground truth)")?;
+    let stats = delivery_stats(pool, &tally.accepted, &record).await?;
 
     Ok(build_report(opts, run_id, planned, &tally, &stats, drain_complete, drain_secs))
 }
@@ -684,7 +752,10 @@ fn build_report(
         delivery_window_secs,
         delivered_per_sec: per_sec(stats.delivered, delivery_window_secs),
         lost: expected.saturating_sub(stats.confirmed),
-        duplicated: stats.duplicated,
+        duplicate_requests: stats.duplicate_requests,
+        duplicate_deliveries: stats.duplicate_deliveries,
+        order_violations: stats.order_violations,
+        provider_failure_rate: opts.provider_failure_rate,
         drain_complete,
         drain_secs,
         accept_latency_ms: LatencySummary::from_micros(&tally.accept_latency),
@@ -811,7 +882,10 @@ mod tests {
             delivery_window_secs: 60.3,
             delivered_per_sec: 3980.1,
             lost: 0,
-            duplicated: 0,
+            duplicate_requests: 0,
+            duplicate_deliveries: 0,
+            order_violations: 0,
+            provider_failure_rate: None,
             drain_complete: true,
             drain_secs: 0.4,
             accept_latency_ms: lat(3.0, 10.0, 40.0, 90.0),
@@ -847,7 +921,9 @@ mod tests {
                 "end-to-end latency p95",
             ),
             (BenchReport { lost: 1, ..base.clone() }, "lost"),
-            (BenchReport { duplicated: 2, ..base.clone() }, "duplicate"),
+            (BenchReport { duplicate_deliveries: 2, ..base.clone() }, "duplicate"),
+            (BenchReport { order_violations: 1, ..base.clone() }, "order"),
+            (BenchReport { duplicate_requests: 9, lost: 1, ..base.clone() }, "lost"),
             (BenchReport { end_to_end_latency_ms: LatencySummary::default(), ..base.clone() }, "nothing delivered"),
             (BenchReport { accept_latency_ms: LatencySummary::default(), ..base.clone() }, "nothing accepted"),
         ];
@@ -859,12 +935,13 @@ mod tests {
         let all_bad = BenchReport {
             accepted_per_sec: 10.0,
             lost: 5,
-            duplicated: 1,
+            duplicate_deliveries: 1,
+            order_violations: 1,
             accept_latency_ms: LatencySummary { p99: 500.0, ..base.accept_latency_ms },
             end_to_end_latency_ms: LatencySummary { p95: 5000.0, ..base.end_to_end_latency_ms },
             ..base
         };
-        assert_eq!(all_bad.meets_targets().len(), 5);
+        assert_eq!(all_bad.meets_targets().len(), 6);
     }
 
     #[test]
@@ -889,7 +966,9 @@ mod tests {
             confirmed: 377,
             device_delivered: 377,
             failed: 2,
-            duplicated: 4,
+            duplicate_requests: 7,
+            duplicate_deliveries: 4,
+            order_violations: 0,
             end_to_end: new_histogram(),
             first_created: Some(t0),
             last_delivered: Some(t0 + chrono::Duration::milliseconds(2100)),
@@ -900,7 +979,7 @@ mod tests {
         assert_eq!(r.expected_deliveries, 380);
         // 380 expected, 377 delivered and on a device.
         assert_eq!(r.lost, 3);
-        assert_eq!(r.duplicated, 4);
+        assert_eq!((r.duplicate_requests, r.duplicate_deliveries), (7, 4));
         assert!((r.accepted_per_sec - 100.0).abs() < 1e-9);
         assert!((r.delivery_window_secs - 2.1).abs() < 1e-9);
         assert!((r.delivered_per_sec - 180.0).abs() < 1e-9);

@@ -45,6 +45,9 @@ pub struct SupervisorFile {
     /// The group protocol the stack's consumers speak (`classic` or `consumer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_protocol: Option<String>,
+    /// The simulated providers by channel label (`whatsapp` -> `http://127.0.0.1:8075`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub provider_urls: std::collections::BTreeMap<String, String>,
 }
 
 /// A fresh random token, written with mode 0600.

@@ -18,6 +18,7 @@ pub mod lag;
 pub mod output;
 pub mod ownership;
 pub mod paths;
+pub mod providers;
 pub mod repartition;
 pub mod runtime;
 pub mod sampler;

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use chat4all_contract::channel::Channel;
 use serde::{Deserialize, Serialize};
 
 /// Services the supervisor knows, in start order.
@@ -9,6 +10,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum ServiceKind {
     Broker,
+    /// The simulated providers (`chat4all-provider`), one per channel: the connectors call them.
+    WhatsappProvider,
+    TelegramProvider,
+    InstagramProvider,
     MessageService,
     WhatsappConnector,
     TelegramConnector,
@@ -20,8 +25,11 @@ pub enum ServiceKind {
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 9] = [
+    pub const ALL: [ServiceKind; 12] = [
         ServiceKind::Broker,
+        ServiceKind::WhatsappProvider,
+        ServiceKind::TelegramProvider,
+        ServiceKind::InstagramProvider,
         ServiceKind::MessageService,
         ServiceKind::WhatsappConnector,
         ServiceKind::TelegramConnector,
@@ -35,6 +43,9 @@ impl ServiceKind {
     pub fn name(self) -> &'static str {
         match self {
             ServiceKind::Broker => "broker",
+            ServiceKind::WhatsappProvider => "whatsapp-provider",
+            ServiceKind::TelegramProvider => "telegram-provider",
+            ServiceKind::InstagramProvider => "instagram-provider",
             ServiceKind::MessageService => "message-service",
             ServiceKind::WhatsappConnector => "whatsapp-connector",
             ServiceKind::TelegramConnector => "telegram-connector",
@@ -46,13 +57,49 @@ impl ServiceKind {
         }
     }
 
-    /// Accepts the service name and its short forms (`router`, `message`, `whatsapp`).
+    /// Accepts the service name and its short forms (`router`, `message`, `whatsapp`; a channel's
+    /// name alone is its connector, a provider is named in full: `whatsapp-provider`).
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim().to_ascii_lowercase();
-        ServiceKind::ALL.into_iter().find(|k| {
-            let n = k.name();
-            n == s || n.split('-').next() == Some(s.as_str()) || (s == "kafka" && *k == ServiceKind::Broker)
+        ServiceKind::ALL.into_iter().find(|k| k.name() == s).or_else(|| {
+            ServiceKind::ALL.into_iter().find(|k| {
+                !k.is_provider()
+                    && (k.name().split('-').next() == Some(s.as_str()) || (s == "kafka" && *k == ServiceKind::Broker))
+            })
         })
+    }
+
+    /// The simulated provider of `channel`.
+    pub fn provider(channel: Channel) -> Self {
+        match channel {
+            Channel::Whatsapp => ServiceKind::WhatsappProvider,
+            Channel::Telegram => ServiceKind::TelegramProvider,
+            Channel::Instagram => ServiceKind::InstagramProvider,
+        }
+    }
+
+    pub fn is_provider(self) -> bool {
+        self.provider_channel().is_some()
+    }
+
+    /// The channel a provider simulates.
+    pub fn provider_channel(self) -> Option<Channel> {
+        match self {
+            ServiceKind::WhatsappProvider => Some(Channel::Whatsapp),
+            ServiceKind::TelegramProvider => Some(Channel::Telegram),
+            ServiceKind::InstagramProvider => Some(Channel::Instagram),
+            _ => None,
+        }
+    }
+
+    /// The channel a connector delivers to.
+    pub fn connector_channel(self) -> Option<Channel> {
+        match self {
+            ServiceKind::WhatsappConnector => Some(Channel::Whatsapp),
+            ServiceKind::TelegramConnector => Some(Channel::Telegram),
+            ServiceKind::InstagramConnector => Some(Channel::Instagram),
+            _ => None,
+        }
     }
 
     /// Whether its instances are members of a consumer group (the supervisor removes a dead
@@ -94,6 +141,13 @@ pub struct Ports {
     pub user_service: u16,
     #[serde(default = "default_file_port")]
     pub file_service: u16,
+    /// The simulated providers (8075 / 8076 / 8077).
+    #[serde(default = "default_whatsapp_provider_port")]
+    pub whatsapp_provider: u16,
+    #[serde(default = "default_telegram_provider_port")]
+    pub telegram_provider: u16,
+    #[serde(default = "default_instagram_provider_port")]
+    pub instagram_provider: u16,
 }
 
 fn default_controller_port() -> u16 {
@@ -107,6 +161,15 @@ fn default_user_port() -> u16 {
 }
 fn default_file_port() -> u16 {
     8084
+}
+fn default_whatsapp_provider_port() -> u16 {
+    8075
+}
+fn default_telegram_provider_port() -> u16 {
+    8076
+}
+fn default_instagram_provider_port() -> u16 {
+    8077
 }
 
 impl Default for Ports {
@@ -122,6 +185,9 @@ impl Default for Ports {
             api_gateway: default_gateway_port(),
             user_service: default_user_port(),
             file_service: default_file_port(),
+            whatsapp_provider: default_whatsapp_provider_port(),
+            telegram_provider: default_telegram_provider_port(),
+            instagram_provider: default_instagram_provider_port(),
         }
     }
 }
@@ -142,6 +208,18 @@ impl Ports {
             api_gateway: d.api_gateway + offset,
             user_service: d.user_service + offset,
             file_service: d.file_service + offset,
+            whatsapp_provider: d.whatsapp_provider + offset,
+            telegram_provider: d.telegram_provider + offset,
+            instagram_provider: d.instagram_provider + offset,
+        }
+    }
+
+    /// The port of `channel`'s simulated provider.
+    pub fn provider(&self, channel: Channel) -> u16 {
+        match channel {
+            Channel::Whatsapp => self.whatsapp_provider,
+            Channel::Telegram => self.telegram_provider,
+            Channel::Instagram => self.instagram_provider,
         }
     }
 }
@@ -150,6 +228,10 @@ impl Ports {
 #[derive(Debug, Clone)]
 pub struct StackSpec {
     pub server_bin: PathBuf,
+    /// The simulated providers' binary (`chat4all-provider`).
+    pub provider_bin: PathBuf,
+    /// The providers' initial share of rejected items (`up --provider-failure-rate`).
+    pub provider_reject_rate: f64,
     /// Kafka's jars (`broker::locate_libs`); None when not installed.
     pub kafka_libs: Option<PathBuf>,
     /// The broker node's directory (config, log4j2 config, data).
@@ -189,6 +271,9 @@ impl StackSpec {
     pub fn port_of(&self, kind: ServiceKind, n: u32) -> u16 {
         match kind {
             ServiceKind::Broker => self.ports.kafka,
+            ServiceKind::WhatsappProvider => self.ports.whatsapp_provider,
+            ServiceKind::TelegramProvider => self.ports.telegram_provider,
+            ServiceKind::InstagramProvider => self.ports.instagram_provider,
             ServiceKind::MessageService => self.ports.message_service,
             ServiceKind::WhatsappConnector => self.ports.whatsapp,
             ServiceKind::TelegramConnector => self.ports.telegram,
@@ -229,6 +314,26 @@ impl StackSpec {
             });
         }
         let instance = kind.instance_name(n);
+        if let Some(channel) = kind.provider_channel() {
+            let args = vec![
+                "--instance".to_string(),
+                instance,
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--channel".into(),
+                channel.as_str().into(),
+                "--reject-rate".into(),
+                self.provider_reject_rate.to_string(),
+            ];
+            return Ok(Launch {
+                program: self.provider_bin.clone(),
+                args,
+                env: vec![],
+                port,
+                cwd: None,
+                probe: Probe::Http("/health"),
+            });
+        }
         let mut args = vec!["--instance".to_string(), instance, "--listen".into(), format!("127.0.0.1:{port}")];
         match kind {
             ServiceKind::MessageService => args.push("message-service".into()),
@@ -241,31 +346,31 @@ impl StackSpec {
             ServiceKind::ApiGateway => args.push("api-gateway".into()),
             ServiceKind::UserService => args.push("user-service".into()),
             ServiceKind::FileService => args.push("file-service".into()),
-            ServiceKind::Broker => unreachable!("handled above"),
+            ServiceKind::Broker
+            | ServiceKind::WhatsappProvider
+            | ServiceKind::TelegramProvider
+            | ServiceKind::InstagramProvider => unreachable!("handled above"),
         }
         let url = |p: u16| format!("http://127.0.0.1:{p}");
         // The file-service keeps its blobs beside the broker's data, in the stack's directory.
         let files_dir = self.broker_data.parent().unwrap_or(&self.broker_data).join("files");
-        Ok(Launch {
-            program: self.server_bin.clone(),
-            args,
-            env: vec![
-                ("DATABASE_URL".into(), self.database_url.clone()),
-                ("REDIS_URL".into(), self.redis_url.clone()),
-                ("KAFKA_BOOTSTRAP".into(), self.kafka_bootstrap.clone()),
-                ("CHAT4ALL_GROUP_PROTOCOL".into(), self.group_protocol.as_str().into()),
-                ("CHAT4ALL_WHATSAPP_URL".into(), url(self.ports.whatsapp)),
-                ("CHAT4ALL_TELEGRAM_URL".into(), url(self.ports.telegram)),
-                ("CHAT4ALL_INSTAGRAM_URL".into(), url(self.ports.instagram)),
-                ("CHAT4ALL_MESSAGE_SERVICE_URL".into(), url(self.ports.message_service)),
-                ("CHAT4ALL_USER_SERVICE_URL".into(), url(self.ports.user_service)),
-                ("CHAT4ALL_FILE_SERVICE_URL".into(), url(self.ports.file_service)),
-                ("CHAT4ALL_FILES_DIR".into(), files_dir.to_string_lossy().into_owned()),
-            ],
-            port,
-            cwd: None,
-            probe: Probe::Http("/health/live"),
-        })
+        let mut env: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), self.database_url.clone()),
+            ("REDIS_URL".into(), self.redis_url.clone()),
+            ("KAFKA_BOOTSTRAP".into(), self.kafka_bootstrap.clone()),
+            ("CHAT4ALL_GROUP_PROTOCOL".into(), self.group_protocol.as_str().into()),
+            ("CHAT4ALL_WHATSAPP_URL".into(), url(self.ports.whatsapp)),
+            ("CHAT4ALL_TELEGRAM_URL".into(), url(self.ports.telegram)),
+            ("CHAT4ALL_INSTAGRAM_URL".into(), url(self.ports.instagram)),
+            ("CHAT4ALL_MESSAGE_SERVICE_URL".into(), url(self.ports.message_service)),
+            ("CHAT4ALL_USER_SERVICE_URL".into(), url(self.ports.user_service)),
+            ("CHAT4ALL_FILE_SERVICE_URL".into(), url(self.ports.file_service)),
+            ("CHAT4ALL_FILES_DIR".into(), files_dir.to_string_lossy().into_owned()),
+        ];
+        if let Some(channel) = kind.connector_channel() {
+            env.push(("CHAT4ALL_PROVIDER_URL".into(), url(self.ports.provider(channel))));
+        }
+        Ok(Launch { program: self.server_bin.clone(), args, env, port, cwd: None, probe: Probe::Http("/health/live") })
     }
 }
 
@@ -297,5 +402,51 @@ mod tests {
         assert_eq!(ServiceKind::parse("api-gateway"), Some(ServiceKind::ApiGateway));
         assert_eq!(ServiceKind::parse("user"), Some(ServiceKind::UserService));
         assert_eq!(ServiceKind::parse("file"), Some(ServiceKind::FileService));
+    }
+
+    fn spec(offset: u16) -> StackSpec {
+        StackSpec {
+            server_bin: "/bin/chat4all-server".into(),
+            provider_bin: "/bin/chat4all-provider".into(),
+            provider_reject_rate: 0.1,
+            kafka_libs: None,
+            broker_data: "/tmp/stack/broker".into(),
+            ports: Ports::with_offset(offset),
+            database_url: "postgres://x".into(),
+            redis_url: "redis://x".into(),
+            kafka_bootstrap: "127.0.0.1:9092".into(),
+            embedded_broker: true,
+            group_protocol: Default::default(),
+        }
+    }
+
+    #[test]
+    fn providers_have_their_own_names_ports_and_binary() {
+        assert_eq!(ServiceKind::parse("whatsapp-provider"), Some(ServiceKind::WhatsappProvider));
+        assert_eq!(ServiceKind::parse("whatsapp"), Some(ServiceKind::WhatsappConnector), "a channel is its connector");
+        assert_eq!(ServiceKind::TelegramProvider.instance_name(1), "telegram-provider-1");
+        let s = spec(100);
+        let l = s.launch(ServiceKind::InstagramProvider, 1).unwrap();
+        assert_eq!(l.program, PathBuf::from("/bin/chat4all-provider"));
+        assert_eq!(l.port, 8177);
+        assert_eq!(l.probe, Probe::Http("/health"));
+        assert!(l.args.windows(2).any(|w| w == ["--channel", "INSTAGRAM"]), "{:?}", l.args);
+        assert!(l.args.windows(2).any(|w| w == ["--reject-rate", "0.1"]), "{:?}", l.args);
+    }
+
+    #[test]
+    fn each_connector_is_pointed_at_its_channels_provider() {
+        let s = spec(100);
+        for (kind, port) in [
+            (ServiceKind::WhatsappConnector, 8175),
+            (ServiceKind::TelegramConnector, 8176),
+            (ServiceKind::InstagramConnector, 8177),
+        ] {
+            let l = s.launch(kind, 1).unwrap();
+            let url = l.env.iter().find(|(k, _)| k == "CHAT4ALL_PROVIDER_URL").map(|(_, v)| v.clone());
+            assert_eq!(url, Some(format!("http://127.0.0.1:{port}")), "{kind:?}");
+        }
+        let router = s.launch(ServiceKind::RouterService, 1).unwrap();
+        assert!(!router.env.iter().any(|(k, _)| k == "CHAT4ALL_PROVIDER_URL"));
     }
 }

@@ -56,7 +56,7 @@ pub enum Service {
     MessageService(MessageArgs),
     /// Consumer group `router-service` on chat-events: delivers each recipient via its connector.
     RouterService(RouterArgs),
-    /// Simulated provider for one channel; reports receipts on `status-updates`.
+    /// Delivers one channel to its provider (HTTP); reports receipts on `status-updates`.
     Connector(ConnectorArgs),
     /// The public entry: API keys, request ids, rate limits, reverse proxy to the services.
     ApiGateway(GatewayArgs),
@@ -124,6 +124,10 @@ pub struct RouterArgs {
     /// Connector attempts per recipient before the event goes to chat-events-dlq.
     #[arg(long, env = "CHAT4ALL_ROUTER_ATTEMPTS", default_value_t = 5)]
     pub attempts: u32,
+    /// TEST ONLY: let connectors send a conversation's later messages while an earlier one is
+    /// rejected (the old, reordering behaviour).
+    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_HOLDBACK", hide = true)]
+    pub unsafe_no_holdback: bool,
 }
 
 impl RouterArgs {
@@ -143,12 +147,46 @@ pub struct ConnectorArgs {
     /// The channel this connector delivers to.
     #[arg(long, env = "CHAT4ALL_CHANNEL")]
     pub channel: Channel,
-    /// Simulated provider latency per call, in milliseconds.
-    #[arg(long, env = "CHAT4ALL_PROVIDER_LATENCY_MS", default_value_t = 5)]
-    pub latency_ms: u64,
-    /// Share of provider calls that fail (0.0 - 1.0), to exercise retries and the dead-letter topic.
-    #[arg(long, env = "CHAT4ALL_PROVIDER_FAILURE_RATE", default_value_t = 0.0)]
-    pub failure_rate: f64,
+    /// Base URL of the channel's provider API; default `http://127.0.0.1:{8075|8076|8077 +
+    /// CHAT4ALL_PORT_OFFSET}` by channel.
+    #[arg(long, env = "CHAT4ALL_PROVIDER_URL")]
+    pub provider_url: Option<String>,
+    /// How long one provider call may take before its outcome counts as unknown.
+    #[arg(long, env = "CHAT4ALL_PROVIDER_TIMEOUT_MS", default_value_t = 2000)]
+    pub provider_timeout_ms: u64,
+    /// Times a provider call whose outcome is unknown is repeated (same idempotency keys) before
+    /// the items are answered failed (the router retries them later).
+    #[arg(long, env = "CHAT4ALL_PROVIDER_RETRIES", default_value_t = 2)]
+    pub provider_retries: u32,
+    /// A ledger claim older than the provider timeout + 1 s + this is presumed dead: the next
+    /// attempt reconciles it with the provider (lookup by key) before sending again.
+    #[arg(long, env = "CHAT4ALL_CLAIM_MARGIN_MS", default_value_t = 1000)]
+    pub claim_margin_ms: u64,
+    /// TEST ONLY: skip the delivery ledger (redeliveries reach the provider again).
+    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_LEDGER", hide = true)]
+    pub unsafe_no_ledger: bool,
+    /// TEST ONLY: send no idempotency keys (a retried or reconciled send may take effect twice).
+    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_IDEMPOTENCY_KEY", hide = true)]
+    pub unsafe_no_idempotency_key: bool,
+}
+
+impl ConnectorArgs {
+    pub fn provider_url(&self) -> String {
+        if let Some(url) = &self.provider_url {
+            return url.clone();
+        }
+        let offset: u16 = std::env::var("CHAT4ALL_PORT_OFFSET").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        format!("http://127.0.0.1:{}", default_provider_port(self.channel) + offset)
+    }
+}
+
+/// The local stack's provider port of `channel` (before the port offset).
+pub fn default_provider_port(channel: Channel) -> u16 {
+    match channel {
+        Channel::Whatsapp => 8075,
+        Channel::Telegram => 8076,
+        Channel::Instagram => 8077,
+    }
 }
 
 #[derive(Debug, Clone, Args)]

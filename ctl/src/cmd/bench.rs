@@ -26,18 +26,30 @@ pub struct BenchArgs {
     /// API base URL (default: the local stack's message-service).
     #[arg(long, env = "CHAT4ALL_API_URL")]
     pub api_url: Option<String>,
+    /// Set the simulated providers' reject rate (0 to below 1) for the run and restore their
+    /// faults after it.
+    #[arg(long, value_parser = super::up::parse_rate)]
+    pub provider_failure_rate: Option<f64>,
     /// Exit 1 when a target (rate, p99 accept < 100 ms, p95 end-to-end < 1 s, zero loss) is missed.
     #[arg(long)]
     pub check: bool,
 }
 
 pub async fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
+    let info = chat4all_ctl::runtime::client::ProcessRuntime::connect(&cli.data(), cli.timeout).ok().map(|rt| rt.info);
+    let providers = chat4all_ctl::providers::Providers::of_stack(info.as_ref(), cli.timeout);
     let opts = BenchOptions {
-        api_url: args.api_url.clone().unwrap_or_else(|| {
-            chat4all_ctl::runtime::client::ProcessRuntime::connect(&cli.data(), cli.timeout)
-                .map(|rt| rt.info.api_url)
-                .unwrap_or_else(|_| "http://127.0.0.1:8081".into())
-        }),
+        api_url: args
+            .api_url
+            .clone()
+            .or_else(|| info.as_ref().map(|i| i.api_url.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:8081".into()),
+        provider_urls: providers
+            .channels()
+            .into_iter()
+            .filter_map(|ch| providers.url(ch).ok().map(|u| (ch, u.to_string())))
+            .collect(),
+        provider_failure_rate: args.provider_failure_rate,
         database_url: super::groups::database_url(cli),
         rate: args.rate,
         duration: args.duration,

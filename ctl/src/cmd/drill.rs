@@ -67,6 +67,10 @@ pub struct CommonArgs {
     /// API base URL (default: the local stack's message-service).
     #[arg(long, env = "CHAT4ALL_API_URL")]
     pub api_url: Option<String>,
+    /// Set the simulated providers' reject rate (0 to 1, retryable rejections) for the drill and
+    /// restore their faults after it.
+    #[arg(long, value_parser = super::up::parse_rate)]
+    pub provider_failure_rate: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +113,7 @@ fn plan(scenario: Scenario, a: &CommonArgs, default_rate: Option<u32>) -> DrillP
         freeze_for: a.freeze_for,
         max_recovery: a.max_recovery,
         drain_timeout: a.drain_timeout,
+        provider_failure_rate: a.provider_failure_rate,
     }
 }
 

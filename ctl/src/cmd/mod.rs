@@ -10,6 +10,7 @@ mod drill;
 mod exporter;
 mod groups;
 mod lag;
+mod provider;
 mod relay;
 mod repartition;
 mod status;
@@ -149,6 +150,10 @@ pub enum Command {
     /// Fault drills: kill-active, kill-random, broker-restart; a report and a verdict (exit 1 on failure).
     #[command(subcommand)]
     Drill(drill::DrillCommand),
+    /// The simulated providers: `provider faults <channel|all> [--reject R --down ...]`,
+    /// `provider summary [--prefix P]`.
+    #[command(subcommand)]
+    Provider(provider::ProviderCommand),
     /// API keys of the api-gateway: create (printed once), list, revoke.
     #[command(subcommand)]
     Apikey(apikey::ApiKeyCommand),
@@ -202,6 +207,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Exporter(a) => exporter::exporter(&cli, a).await,
         Command::Drill(c) => drill::drill(&cli, c).await,
         Command::Apikey(c) => apikey::apikey(&cli, c).await,
+        Command::Provider(c) => provider::provider(&cli, c).await,
         Command::BenchGateway(a) => bench_gateway::bench_gateway(&cli, a).await,
     }
 }

@@ -44,6 +44,10 @@ pub struct UpArgs {
     /// broker assigns) or `classic`. BENCHMARKS.md (failover) compares them.
     #[arg(long, env = "CHAT4ALL_GROUP_PROTOCOL", value_enum, default_value_t = DEFAULT_GROUP_PROTOCOL)]
     pub group_protocol: GroupProtocol,
+    /// The simulated providers' initial share of rejected items (0 to 1; retryable, nothing
+    /// done). Change it while running with `chat4allctl provider faults`.
+    #[arg(long, env = "CHAT4ALL_PROVIDER_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub provider_failure_rate: f64,
     /// Run the supervisor in this process without interaction (what --detach starts).
     #[arg(long, hide = true)]
     pub supervise: bool,
@@ -68,12 +72,21 @@ fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
-fn server_bin() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("CHAT4ALL_SERVER_BIN") {
+/// A share from 0 to 1.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a rate from 0 to 1")),
+    }
+}
+
+/// A workspace binary: `$env`, else beside chat4allctl.
+fn sibling_bin(env: &str, name: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().context("locating chat4allctl")?;
-    let bin = exe.with_file_name("chat4all-server");
+    let bin = exe.with_file_name(name);
     if !bin.is_file() {
         return Err(usage(format!("{} not found: build the platform first (cargo build --workspace)", bin.display())));
     }
@@ -138,7 +151,8 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
     require_reachable("PostgreSQL", &database_url, 5432).await?;
     require_reachable("Redis", &redis_url, 6379).await?;
-    let server_bin = server_bin()?;
+    let server_bin = sibling_bin("CHAT4ALL_SERVER_BIN", "chat4all-server")?;
+    let provider_bin = sibling_bin("CHAT4ALL_PROVIDER_BIN", "chat4all-provider")?;
     let external = std::env::var("KAFKA_BOOTSTRAP").ok().filter(|v| !v.is_empty());
     let kafka_libs = chat4all_ctl::broker::locate_libs();
     if external.is_none() && kafka_libs.is_none() {
@@ -157,6 +171,8 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     let ports = Ports::with_offset(args.port_offset);
     let spec = StackSpec {
         server_bin,
+        provider_bin,
+        provider_reject_rate: args.provider_failure_rate,
         kafka_libs,
         broker_data: data.broker_dir(),
         kafka_bootstrap: external.clone().unwrap_or_else(|| format!("127.0.0.1:{}", ports.kafka)),
@@ -219,6 +235,10 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
         exporter_url,
         gateway_url: Some(format!("http://127.0.0.1:{}", spec.ports.api_gateway)),
         group_protocol: Some(spec.group_protocol.as_str().into()),
+        provider_urls: chat4all_contract::channel::Channel::ALL
+            .into_iter()
+            .map(|ch| (ch.label().to_string(), format!("http://127.0.0.1:{}", spec.ports.provider(ch))))
+            .collect(),
     };
     let tmp = data.supervisor_file().with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
@@ -276,6 +296,8 @@ async fn detach(cli: &Cli, args: &UpArgs, data: &DataDir) -> anyhow::Result<()> 
         .arg(args.port_offset.to_string())
         .arg("--group-protocol")
         .arg(args.group_protocol.as_str())
+        .arg("--provider-failure-rate")
+        .arg(args.provider_failure_rate.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -1,8 +1,11 @@
-//! Accepted vs delivered vs delivered twice, from PostgreSQL. `provider_sends` (the providers'
-//! own log, deliberately without a unique constraint) is the ground truth: a delivery counts only
-//! when the status says DELIVERED *and* a provider handed it to a device; every row beyond the
-//! first per (message, recipient, channel) is a duplicate.
+//! Accepted vs delivered vs delivered twice. The providers' records (read over their HTTP API,
+//! [`crate::providers`]) are the ground truth: a delivery counts only when its status in
+//! PostgreSQL says DELIVERED *and* a provider's record holds an effect for it; requests and effects
+//! beyond the first per (message, recipient, channel) are `duplicateRequests` and
+//! `duplicateDeliveries`; `orderViolations` judge first effects against `messages.seq`, the order
+//! the platform accepted each conversation's messages in.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +14,11 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
+
+use chat4all_contract::channel::Channel;
+use chat4all_contract::provider::RecordEntry;
+
+use crate::providers;
 
 /// Message ids per query.
 const CHUNK: usize = 10_000;
@@ -22,10 +30,12 @@ pub struct RecipientCount {
     pub channel: String,
     /// Messages accepted by the API for this recipient.
     pub accepted: u64,
-    /// DELIVERED (or READ) and present in provider_sends.
+    /// DELIVERED (or READ) and an effect in the provider's record.
     pub delivered: u64,
-    /// provider_sends rows beyond one per message.
-    pub duplicated: u64,
+    /// Provider requests beyond one per message (retries, replays: harmless with keys).
+    pub duplicate_requests: u64,
+    /// Provider effects beyond one per message (the recipient got it twice).
+    pub duplicate_deliveries: u64,
     pub failed: u64,
     pub lost: u64,
 }
@@ -38,7 +48,10 @@ pub struct Counts {
     pub stored_messages: u64,
     pub recipients: Vec<RecipientCount>,
     pub delivered: u64,
-    pub duplicated: u64,
+    pub duplicate_requests: u64,
+    pub duplicate_deliveries: u64,
+    /// Per (conversation, recipient): first effects of consecutive messages the other way round.
+    pub order_violations: u64,
     pub lost: u64,
     pub failed: u64,
 }
@@ -70,10 +83,30 @@ pub async fn wait_delivered(pool: &PgPool, ids: &[Uuid], per_message: u64, timeo
     }
 }
 
+/// Each message's position in the platform's order (`messages.seq`).
+pub async fn platform_order(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<HashMap<Uuid, i64>> {
+    let mut order = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, seq FROM messages WHERE id = ANY($1)")
+            .bind(chunk)
+            .fetch_all(pool)
+            .await
+            .context("reading the messages' order")?;
+        order.extend(rows);
+    }
+    Ok(order)
+}
+
 /// Counts per recipient for the accepted `ids`; `recipients` are (user id, channel) pairs every
-/// message was addressed to.
-pub async fn count(pool: &PgPool, ids: &[Uuid], recipients: &[(String, String)]) -> anyhow::Result<Counts> {
+/// message was addressed to; `record` the providers' entries of the run.
+pub async fn count(
+    pool: &PgPool,
+    ids: &[Uuid],
+    recipients: &[(String, String)],
+    record: &[RecordEntry],
+) -> anyhow::Result<Counts> {
     let mut c = Counts { accepted_messages: ids.len() as u64, ..Counts::default() };
+    let truth = providers::tally(record);
     let mut per: Vec<RecipientCount> = recipients
         .iter()
         .map(|(r, ch)| RecipientCount {
@@ -90,46 +123,44 @@ pub async fn count(pool: &PgPool, ids: &[Uuid], recipients: &[(String, String)])
             .await
             .context("counting messages")?;
         c.stored_messages += stored as u64;
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT d.recipient_id, d.channel,
-                    count(*) FILTER (WHERE d.delivered_at IS NOT NULL AND EXISTS (
-                        SELECT 1 FROM provider_sends p WHERE p.message_id = d.message_id
-                          AND p.recipient_id = d.recipient_id AND p.channel = d.channel)),
-                    count(*) FILTER (WHERE d.status = 'FAILED')
-             FROM deliveries d WHERE d.message_id = ANY($1) GROUP BY 1, 2",
+        let rows: Vec<(Uuid, String, String, bool, bool)> = sqlx::query_as(
+            "SELECT message_id, recipient_id, channel, delivered_at IS NOT NULL, status = 'FAILED'
+             FROM deliveries WHERE message_id = ANY($1)",
         )
         .bind(chunk)
         .fetch_all(pool)
         .await
-        .context("counting deliveries")?;
-        for (r, ch, delivered, failed) in rows {
-            if let Some(p) = per.iter_mut().find(|p| p.recipient == r && p.channel == ch) {
-                p.delivered += delivered as u64;
-                p.failed += failed as u64;
-            }
+        .context("reading deliveries")?;
+        for (m, r, ch, delivered, failed) in rows {
+            let Some(p) = per.iter_mut().find(|p| p.recipient == r && p.channel == ch) else { continue };
+            let on_device = ch
+                .parse::<Channel>()
+                .ok()
+                .and_then(|channel| truth.get(&(channel, m, r.clone())))
+                .is_some_and(|t| t.effects > 0);
+            p.delivered += u64::from(delivered && on_device);
+            p.failed += u64::from(failed);
         }
-        let dups: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT recipient_id, channel, COALESCE(sum(n - 1), 0)::int8 FROM (
-                 SELECT recipient_id, channel, count(*) AS n FROM provider_sends WHERE message_id = ANY($1)
-                 GROUP BY message_id, recipient_id, channel) k GROUP BY 1, 2",
-        )
-        .bind(chunk)
-        .fetch_all(pool)
-        .await
-        .context("counting provider_sends")?;
-        for (r, ch, d) in dups {
-            if let Some(p) = per.iter_mut().find(|p| p.recipient == r && p.channel == ch) {
-                p.duplicated += d as u64;
-            }
+    }
+    let wanted: std::collections::HashSet<Uuid> = ids.iter().copied().collect();
+    for ((channel, m, r), t) in &truth {
+        if !wanted.contains(m) {
+            continue;
+        }
+        if let Some(p) = per.iter_mut().find(|p| &p.recipient == r && p.channel == channel.as_str()) {
+            p.duplicate_requests += t.requests.saturating_sub(1);
+            p.duplicate_deliveries += t.effects.saturating_sub(1);
         }
     }
     for p in &mut per {
         p.lost = p.accepted.saturating_sub(p.delivered);
         c.delivered += p.delivered;
-        c.duplicated += p.duplicated;
+        c.duplicate_requests += p.duplicate_requests;
+        c.duplicate_deliveries += p.duplicate_deliveries;
         c.failed += p.failed;
         c.lost += p.lost;
     }
+    c.order_violations = providers::order_violations(record, &platform_order(pool, ids).await?);
     c.recipients = per;
     Ok(c)
 }

@@ -70,6 +70,9 @@ pub struct DrillPlan {
     /// How long to wait for every accepted message to be delivered.
     #[serde(with = "secs")]
     pub drain_timeout: Duration,
+    /// The providers' reject rate during the drill (restored after); None leaves them as they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_failure_rate: Option<f64>,
 }
 
 impl DrillPlan {
@@ -87,6 +90,7 @@ impl DrillPlan {
             freeze_for: Duration::from_secs(10),
             max_recovery: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(120),
+            provider_failure_rate: None,
         }
     }
 
@@ -128,6 +132,14 @@ impl DrillPlan {
         }
         if self.kill == KillMethod::Freeze && self.freeze_for < Duration::from_millis(100) {
             return Err("--freeze-for must be at least 100ms".into());
+        }
+        if let Some(r) = self.provider_failure_rate {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(format!("--provider-failure-rate must be from 0 to 1, got {r}"));
+            }
+            if r >= 1.0 {
+                return Err("--provider-failure-rate 1 rejects everything: nothing could be delivered".into());
+            }
         }
         if let Scenario::KillRandom { count, .. } = self.scenario {
             if count == 0 {

@@ -165,8 +165,14 @@ pub fn judge(
     v.push(Criterion {
         name: "zero duplicates".into(),
         limit: "0 delivered twice".into(),
-        actual: format!("{} delivered twice", counts.duplicated),
-        passed: counts.duplicated == 0,
+        actual: format!("{} delivered twice", counts.duplicate_deliveries),
+        passed: counts.duplicate_deliveries == 0,
+    });
+    v.push(Criterion {
+        name: "order kept".into(),
+        limit: "0 order violations".into(),
+        actual: format!("{} order violations", counts.order_violations),
+        passed: counts.order_violations == 0,
     });
     v.push(Criterion {
         name: "API downtime".into(),
@@ -278,23 +284,32 @@ impl DrillReport {
         }
 
         let c = &self.counts;
-        let _ = writeln!(s, "\n## Deliveries (PostgreSQL)\n\n| recipient | channel | accepted | delivered | delivered twice | failed | lost |\n|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "\n## Deliveries (the providers' records)\n\n| recipient | channel | accepted | delivered | duplicate requests | delivered twice | failed | lost |\n|---|---|---|---|---|---|---|---|");
         for r in &c.recipients {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                r.recipient, r.channel, r.accepted, r.delivered, r.duplicated, r.failed, r.lost
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.recipient,
+                r.channel,
+                r.accepted,
+                r.delivered,
+                r.duplicate_requests,
+                r.duplicate_deliveries,
+                r.failed,
+                r.lost
             );
         }
         let _ = writeln!(
             s,
-            "| **total** | | {} | {} | {} | {} | {} |",
+            "| **total** | | {} | {} | {} | {} | {} | {} |",
             c.accepted_messages * c.recipients.len() as u64,
             c.delivered,
-            c.duplicated,
+            c.duplicate_requests,
+            c.duplicate_deliveries,
             c.failed,
             c.lost
         );
+        let _ = writeln!(s, "\nOrder violations (per conversation and recipient): {}.", c.order_violations);
 
         let _ = writeln!(s, "\n## Criteria\n\n| criterion | limit | actual | result |\n|---|---|---|---|");
         for cr in &self.criteria {
@@ -347,9 +362,11 @@ mod tests {
         Counts {
             accepted_messages: 25,
             stored_messages: 25,
-            recipients: vec![RecipientCount { lost, duplicated: dup, ..RecipientCount::default() }],
+            recipients: vec![RecipientCount { lost, duplicate_deliveries: dup, ..RecipientCount::default() }],
             delivered: 50 - lost,
-            duplicated: dup,
+            duplicate_requests: dup,
+            duplicate_deliveries: dup,
+            order_violations: 0,
             lost,
             failed: 0,
         }
@@ -360,7 +377,7 @@ mod tests {
         let plan = DrillPlan::kill_active();
         let c = judge(&plan, &[kill(1, Some(3900))], None, &traffic(0), &counts(0, 0), true);
         assert!(c.iter().all(|c| c.passed), "{c:?}");
-        assert_eq!(c.len(), 4);
+        assert_eq!(c.len(), 5);
     }
 
     #[test]
@@ -369,6 +386,10 @@ mod tests {
         let c = judge(&plan, &[kill(1, Some(61_000))], None, &traffic(1), &counts(2, 1), true);
         let failed: Vec<&str> = c.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
         assert_eq!(failed, vec!["recovery time", "zero loss", "zero duplicates", "API downtime"]);
+        let swapped = Counts { order_violations: 2, ..counts(0, 0) };
+        let c = judge(&plan, &[kill(1, Some(3900))], None, &traffic(0), &swapped, true);
+        let failed: Vec<&str> = c.iter().filter(|c| !c.passed).map(|c| c.name.as_str()).collect();
+        assert_eq!(failed, vec!["order kept"]);
         let c = judge(&plan, &[kill(1, None)], None, &traffic(0), &counts(0, 0), false);
         assert!(!c[0].passed && c[0].actual.contains("no survivor"));
         assert!(!c[1].passed, "not drained is not zero loss");

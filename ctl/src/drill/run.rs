@@ -22,6 +22,7 @@ use super::report::{self, BrokerOutage, DrillReport, Environment, KillOutcome, P
 use super::timeline::{self, Failover, Kill};
 use crate::error::usage;
 use crate::lag::{LagHistory, Rules};
+use crate::providers::Providers;
 use crate::runtime::client::ProcessRuntime;
 use crate::runtime::InstanceState;
 use crate::view::GroupReader;
@@ -265,9 +266,21 @@ async fn connect_db(url: &str) -> anyhow::Result<sqlx::PgPool> {
     }
 }
 
-/// Runs the drill of `plan` on `stack`.
+/// Runs the drill of `plan` on `stack`: with `provider_failure_rate`, the providers reject that
+/// share for the run and get their faults back after it (also when the drill fails).
 pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport> {
     plan.validate().map_err(usage)?;
+    let providers = Providers::of_stack(Some(&stack.rt.info), stack.timeout);
+    let Some(rate) = plan.provider_failure_rate else { return run_drill(stack, plan, &providers).await };
+    let restore = providers.with_reject_rate(rate).await.context("setting the providers' reject rate")?;
+    let result = run_drill(stack, plan, &providers).await;
+    let restored = restore.restore().await.context("restoring the providers' faults");
+    let report = result?;
+    restored?;
+    Ok(report)
+}
+
+async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> anyhow::Result<DrillReport> {
     let started_at = Utc::now();
     let pool = connect_db(&stack.database_url).await?;
     let url = reqwest::Url::parse(&format!("{}/api/v1/messages", stack.api_url.trim_end_matches('/')))
@@ -491,10 +504,15 @@ pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport>
         None => None,
     };
 
+    let record = providers
+        .records(Some(&format!("{}-c", ctx.run_id)))
+        .await
+        .context("reading the providers' records (the ground truth)")?;
     let counts = count::count(
         &pool,
         &ids,
         &load::RECIPIENTS.iter().map(|(u, ch)| (format!("{}-{u}", ctx.run_id), ch.to_string())).collect::<Vec<_>>(),
+        &record,
     )
     .await?;
     pool.close().await;

@@ -123,6 +123,11 @@ impl Supervisor {
         if self.spec.embedded_broker {
             self.start(ServiceKind::Broker, 1).await?;
         }
+        // The providers first: they depend on nothing, and the connectors call them.
+        let providers = [ServiceKind::WhatsappProvider, ServiceKind::TelegramProvider, ServiceKind::InstagramProvider];
+        for r in futures::future::join_all(providers.iter().map(|k| self.start(*k, 1))).await {
+            r?;
+        }
         self.start(ServiceKind::MessageService, 1).await?;
         let platform = [ServiceKind::UserService, ServiceKind::FileService];
         for r in futures::future::join_all(platform.iter().map(|k| self.start(*k, 1))).await {

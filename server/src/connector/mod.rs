@@ -1,7 +1,10 @@
-//! Channel connectors (WhatsApp, Telegram, Instagram): deliver through a simulated provider and
-//! report receipts (SENT, DELIVERED) on `status-updates`.
+//! Channel connectors (WhatsApp, Telegram, Instagram): deliver to the channel's provider over
+//! HTTP (`chat4all_contract::provider`), exactly once in effect thanks to the delivery ledger and
+//! the idempotency key, and report receipts (SENT, DELIVERED) on `status-updates`.
 
-mod provider;
+mod client;
+mod deliver;
+mod ledger;
 pub use chat4all_contract::connector as wire;
 
 use std::sync::Arc;
@@ -15,7 +18,10 @@ use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use self::provider::{Outcome, Provider};
+pub use self::client::{CallError, ProviderClient};
+use self::deliver::{DeliverError, Deliverer};
+pub use self::ledger::idempotency_key;
+use self::ledger::Ledger;
 use self::wire::{DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
 use crate::config::{topics, Common, ConnectorArgs};
 use crate::events::{DeliveryStatus, ReceiptBatch, StatusUpdate};
@@ -26,7 +32,8 @@ use crate::shutdown::Shutdown;
 
 #[derive(Clone)]
 struct ConnectorState {
-    provider: Arc<Provider>,
+    deliverer: Arc<Deliverer>,
+    instance: String,
     producer: Producer,
     deliveries: Family<ChannelResultLabels, Counter>,
 }
@@ -39,17 +46,43 @@ pub async fn run(common: Common, args: ConnectorArgs, shutdown: Shutdown) -> any
     let deliveries = Family::<ChannelResultLabels, Counter>::default();
     registry.register(
         "chat4all_connector_deliveries",
-        "Provider deliveries by channel and result (sent, duplicate, failed)",
+        "Deliveries by channel and result (sent, duplicate, failed, held, unavailable)",
         deliveries.clone(),
     );
-    let state = ConnectorState {
-        provider: Arc::new(Provider {
+    let unknown_resends = Counter::default();
+    registry.register(
+        "chat4all_connector_unknown_outcome_resends",
+        "Provider sends repeated after an attempt whose outcome was unknown (timeout, reset, dead claimer): \
+         harmless with idempotency keys, the one duplicate a provider without keys could see",
+        unknown_resends.clone(),
+    );
+    let timeout = Duration::from_millis(args.provider_timeout_ms);
+    let provider_url = args.provider_url();
+    if args.unsafe_no_ledger || args.unsafe_no_idempotency_key {
+        tracing::warn!(
+            no_ledger = args.unsafe_no_ledger,
+            no_idempotency_key = args.unsafe_no_idempotency_key,
+            "UNSAFE test-only delivery settings: duplicates are possible"
+        );
+    }
+    tracing::info!(provider = %provider_url, "delivering to the provider");
+    let deliverer = Deliverer {
+        channel: args.channel,
+        client: ProviderClient::new(&provider_url, timeout)?,
+        ledger: (!args.unsafe_no_ledger).then(|| Ledger {
             pool: pool.clone(),
             channel: args.channel,
             instance: common.instance.clone(),
-            latency: Duration::from_millis(args.latency_ms),
-            failure_rate: args.failure_rate,
+            stale_after: timeout + Duration::from_secs(1) + Duration::from_millis(args.claim_margin_ms),
         }),
+        send_keys: !args.unsafe_no_idempotency_key,
+        retries: args.provider_retries,
+        retry_backoff: Duration::from_millis(100),
+        unknown_resends,
+    };
+    let state = ConnectorState {
+        deliverer: Arc::new(deliverer),
+        instance: common.instance.clone(),
         producer: producer.clone(),
         deliveries,
     };
@@ -69,19 +102,22 @@ async fn deliver(
     body: Result<Json<DeliveryRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<DeliveryResponse>, AppError> {
     let Json(req) = body.map_err(|e| AppError::bad_request(e.body_text(), None))?;
-    if let Some(bad) = req.items.iter().find(|i| i.channel != s.provider.channel) {
+    let channel = s.deliverer.channel;
+    if let Some(bad) = req.items.iter().find(|i| i.channel != channel) {
         return Err(AppError::bad_request(
-            format!("this connector delivers {} only, got {}", s.provider.channel, bad.channel),
+            format!("this connector delivers {channel} only, got {}", bad.channel),
             Some("items.channel"),
         ));
     }
-    let outcomes = s.provider.send(&req.items).await?;
+    let outcomes = s.deliverer.deliver(&req.items, req.unordered).await.map_err(|e| match e {
+        DeliverError::Ledger(e) => AppError::from(e),
+    })?;
     // Receipts for everything the provider has (re-sent for duplicates: a crash between the
     // send and the receipt must not leave a delivery PENDING forever).
     let now = Utc::now();
     let mut updates = Vec::with_capacity(req.items.len() * 2);
     for (item, outcome) in req.items.iter().zip(&outcomes) {
-        if matches!(outcome, Outcome::Failed(_)) {
+        if !outcome.delivered() {
             continue;
         }
         for status in [DeliveryStatus::Sent, DeliveryStatus::Delivered] {
@@ -92,27 +128,24 @@ async fn deliver(
                 status,
                 at: now,
                 reason: None,
-                source: s.provider.instance.clone(),
+                source: s.instance.clone(),
             });
         }
     }
     if !updates.is_empty() {
-        let payload = serde_json::to_vec(&ReceiptBatch { updates }).expect("receipts serialize");
-        if let Err(e) = s.producer.send(topics::STATUS_UPDATES, &s.provider.instance, &payload).await {
+        let payload = serde_json::to_vec(&ReceiptBatch { updates }).map_err(AppError::internal)?;
+        if let Err(e) = s.producer.send(topics::STATUS_UPDATES, &s.instance, &payload).await {
             tracing::warn!(error = format!("{e:#}"), "publishing receipts failed");
-            // The provider already has the messages; the router retries and we re-send receipts.
+            // The ledger has the sends; the router retries and we re-send receipts.
             return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "receipts could not be published"));
         }
     }
-    let label = s.provider.channel.label();
+    let label = channel.label();
     let mut results = Vec::with_capacity(outcomes.len());
     for (item, outcome) in req.items.iter().zip(&outcomes) {
-        let result = match outcome {
-            Outcome::Sent => "sent",
-            Outcome::AlreadySent => "duplicate",
-            Outcome::Failed(_) => "failed",
-        };
-        s.deliveries.get_or_create(&ChannelResultLabels { channel: label.into(), result: result.into() }).inc();
+        s.deliveries
+            .get_or_create(&ChannelResultLabels { channel: label.into(), result: outcome.label().into() })
+            .inc();
         results.push(outcome.to_result(item));
     }
     Ok(Json(DeliveryResponse { results }))

@@ -2,6 +2,7 @@
 //! recipient through its channel's connector; stores offsets only after the deliveries are
 //! recorded; reports every rebalance on the ops channel.
 
+mod batch;
 mod metrics;
 mod process;
 mod store;

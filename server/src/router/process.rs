@@ -8,6 +8,7 @@ use chrono::Utc;
 use rdkafka::message::{Message, OwnedMessage};
 use sqlx::PgPool;
 
+use super::batch::{self, Pending};
 use super::metrics::RouterMetrics;
 use super::store::{self, Key};
 use crate::channel::Channel;
@@ -141,8 +142,10 @@ impl Router {
         Ok(())
     }
 
-    /// Delivers one channel's items in order. Provider rejections count against `attempts`;
-    /// an unreachable connector is an outage, retried until it returns (or shutdown).
+    /// Delivers one channel's items in order. A rejection uses up one of `attempts` (then the
+    /// item is dead-lettered); items the connector holds back (behind an earlier failure of the
+    /// same conversation and recipient, or an outage) are asked again, in order, at no cost; an
+    /// unreachable connector is an outage, retried until it returns (or shutdown).
     async fn deliver_channel<'a>(
         &self,
         channel: Channel,
@@ -151,58 +154,55 @@ impl Router {
     ) -> Result<(Vec<Key>, Vec<(Work<'a>, String)>), Interrupted> {
         let label = channel.label();
         let url = format!("{}{}", self.args.connector_url(channel), DELIVERIES_PATH);
-        let mut pending = items;
+        let mut pending: Vec<Pending<Work<'a>>> = items.into_iter().map(Pending::new).collect();
         let mut delivered = Vec::new();
-        let mut rejections = 0u32;
-        let mut backoff = Duration::from_millis(50);
-        let mut last_error = String::new();
+        let mut failed = Vec::new();
+        let initial_backoff = Duration::from_millis(50);
+        let mut backoff = initial_backoff;
         while !pending.is_empty() {
             let request = DeliveryRequest {
                 items: pending
                     .iter()
-                    .map(|w| DeliveryItem {
-                        message_id: w.key.0,
-                        recipient_id: w.key.1.clone(),
+                    .map(|p| DeliveryItem {
+                        message_id: p.item.key.0,
+                        recipient_id: p.item.key.1.clone(),
                         channel,
-                        conversation_id: w.event.conversation_id.clone(),
-                        text: w.event.content.text.clone(),
-                        address: w.address.clone(),
+                        conversation_id: p.item.event.conversation_id.clone(),
+                        text: p.item.event.content.text.clone(),
+                        address: p.item.address.clone(),
                     })
                     .collect(),
+                unordered: self.args.unsafe_no_holdback,
             };
             match self.call(&url, &request).await {
-                Ok(resp) if resp.results.len() == pending.len() => {
-                    let mut still = Vec::new();
-                    for (w, r) in pending.into_iter().zip(resp.results) {
-                        if r.ok {
-                            self.metrics
-                                .deliveries
-                                .get_or_create(&ChannelResultLabels {
-                                    channel: label.into(),
-                                    result: "delivered".into(),
-                                })
-                                .inc();
-                            delivered.push(w.key);
-                        } else {
-                            last_error = r.error.unwrap_or_else(|| "provider rejected the message".into());
-                            still.push(w);
-                        }
-                    }
-                    pending = still;
+                Ok(resp) if batch::answers(&pending, &resp.results, |w| (w.key.0, w.key.1.as_str())) => {
+                    let settled = batch::settle(&mut pending, resp.results, self.args.attempts);
+                    let count = |result: &str, n: usize| {
+                        self.metrics
+                            .deliveries
+                            .get_or_create(&ChannelResultLabels { channel: label.into(), result: result.into() })
+                            .inc_by(n as u64)
+                    };
+                    count("delivered", settled.delivered.len());
+                    count("failed", settled.failed.len());
+                    let progressed = settled.progressed();
+                    delivered.extend(settled.delivered.into_iter().map(|w| w.key));
+                    failed.extend(settled.failed);
                     if pending.is_empty() {
                         break;
                     }
-                    rejections += 1;
-                    if rejections >= self.args.attempts {
-                        let failed: Vec<_> = pending.into_iter().map(|w| (w, last_error.clone())).collect();
-                        self.metrics
-                            .deliveries
-                            .get_or_create(&ChannelResultLabels { channel: label.into(), result: "failed".into() })
-                            .inc_by(failed.len() as u64);
-                        return Ok((delivered, failed));
+                    if progressed {
+                        backoff = initial_backoff;
                     }
+                    tracing::debug!(
+                        channel = label,
+                        rejected = settled.rejected,
+                        held = settled.held,
+                        pending = pending.len(),
+                        "asking the connector again"
+                    );
                 }
-                Ok(_) => tracing::warn!(%url, "connector answered with a result count that does not match; retrying"),
+                Ok(_) => tracing::warn!(%url, "connector answered results that do not match the items; retrying"),
                 Err(e) => tracing::warn!(%url, error = format!("{e:#}"), "connector unavailable; retrying"),
             }
             self.metrics.retries.inc();
@@ -212,7 +212,7 @@ impl Router {
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        Ok((delivered, Vec::new()))
+        Ok((delivered, failed))
     }
 
     async fn call(&self, url: &str, request: &DeliveryRequest) -> anyhow::Result<DeliveryResponse> {

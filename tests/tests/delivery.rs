@@ -1,0 +1,283 @@
+//! Delivery guarantees against the providers as remote services (issue 13): with the WhatsApp
+//! provider rejecting 10% of items and timing out after doing the work on 5% of requests, nothing
+//! is lost, nothing takes effect twice, and each conversation reaches the provider in order; a
+//! connector SIGKILLed mid-stream leaves no duplicate; and with the test-only breakers the counts
+//! do move (so the checks can fail).
+//!
+//! The ground truth is the provider's own record (`chat4all_contract::provider`), read over HTTP.
+//! The tests change the WhatsApp provider's faults and the connector, so they take turns; run
+//! this file on its own: `cargo test -p chat4all-tests --test delivery`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use chat4all_contract::provider::{
+    Faults, RecordOutcome, RecordResponse, RecordSummary, FAULTS_PATH, RECORD_PATH, SUMMARY_PATH,
+};
+use chat4all_tests::{unique, workspace_dir, MessageBuilder, Stack, WHATSAPP};
+use uuid::Uuid;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn port_offset() -> u16 {
+    std::env::var("CHAT4ALL_PORT_OFFSET").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The WhatsApp provider of the stack under test.
+struct Provider {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Provider {
+    fn whatsapp() -> Self {
+        let base = std::env::var("CHAT4ALL_WHATSAPP_PROVIDER_URL")
+            .unwrap_or_else(|_| format!("http://127.0.0.1:{}", 8075 + port_offset()));
+        Self { base, http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client") }
+    }
+
+    async fn set_faults(&self, faults: &Faults) -> Result<()> {
+        let resp = self.http.put(format!("{}{FAULTS_PATH}", self.base)).json(faults).send().await?;
+        ensure!(resp.status().is_success(), "PUT faults: {} {}", resp.status(), resp.text().await?);
+        Ok(())
+    }
+
+    async fn summary(&self, prefix: &str) -> Result<RecordSummary> {
+        let url = format!("{}{SUMMARY_PATH}", self.base);
+        let resp = self.http.get(url).query(&[("conversationPrefix", prefix)]).send().await?;
+        ensure!(resp.status().is_success(), "GET summary: {}", resp.status());
+        Ok(resp.json().await?)
+    }
+
+    async fn record(&self, prefix: &str) -> Result<RecordResponse> {
+        let url = format!("{}{RECORD_PATH}", self.base);
+        let resp = self.http.get(url).query(&[("conversationPrefix", prefix)]).send().await?;
+        ensure!(resp.status().is_success(), "GET record: {}", resp.status());
+        Ok(resp.json().await?)
+    }
+}
+
+/// Puts the provider back to healthy when a test ends, even by failing.
+struct HealthyOnDrop;
+
+impl Drop for HealthyOnDrop {
+    fn drop(&mut self) {
+        let p = Provider::whatsapp();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async { p.set_faults(&Faults::default()).await })
+        })
+        .join();
+    }
+}
+
+/// Posts `per_conversation` messages to each of `conversations` (each to its own recipient on
+/// WhatsApp), interleaved, and returns the ids in post order per conversation.
+async fn post_traffic(
+    s: &Stack,
+    run: &str,
+    conversations: usize,
+    per_conversation: usize,
+    pace: Duration,
+) -> Result<HashMap<String, Vec<Uuid>>> {
+    let mut posted: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for i in 0..per_conversation {
+        for c in 0..conversations {
+            let conv = format!("{run}-c{c}");
+            let msg = MessageBuilder::new(&conv).text(format!("{i}")).to(&format!("{run}-u{c}"), WHATSAPP);
+            let id = s.api.send(&msg.build()).await?;
+            posted.entry(conv).or_default().push(id);
+            if !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
+        }
+    }
+    Ok(posted)
+}
+
+/// Per conversation (one recipient each): first effects in post order. Returns the violations.
+fn order_violations(record: &RecordResponse, posted: &HashMap<String, Vec<Uuid>>) -> Vec<String> {
+    let mut firsts: HashMap<&str, Vec<Uuid>> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut entries: Vec<_> = record.entries.iter().filter(|e| e.outcome == RecordOutcome::Accepted).collect();
+    entries.sort_by_key(|e| e.seq);
+    for e in entries {
+        if seen.insert((e.metadata.message_id, e.metadata.recipient_id.clone())) {
+            firsts.entry(e.metadata.conversation_id.as_str()).or_default().push(e.metadata.message_id);
+        }
+    }
+    let mut violations = Vec::new();
+    for (conv, ids) in posted {
+        let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let got: Vec<usize> = firsts
+            .get(conv.as_str())
+            .map(|v| v.iter().filter_map(|m| index.get(m).copied()).collect())
+            .unwrap_or_default();
+        for w in got.windows(2) {
+            if w[1] < w[0] {
+                violations.push(format!("{conv}: message #{} took effect before #{}", w[1], w[0]));
+            }
+        }
+    }
+    violations
+}
+
+async fn wait_all(s: &Stack, posted: &HashMap<String, Vec<Uuid>>, within: Duration) -> Result<()> {
+    let ids: Vec<Uuid> = posted.values().flatten().copied().collect();
+    s.api.wait_delivered(&ids, Instant::now() + within).await.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_and_timeouts_lose_nothing_duplicate_nothing_and_keep_order() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let s = Stack::connect().await?;
+    let p = Provider::whatsapp();
+    let _healthy = HealthyOnDrop;
+    p.set_faults(&Faults { reject_rate: 0.10, timeout_rate: 0.05, hang_ms: 2_500, ..Faults::default() }).await?;
+    let run = unique("faults");
+    let posted = post_traffic(&s, &run, 4, 25, Duration::ZERO).await?;
+    wait_all(&s, &posted, Duration::from_secs(120)).await?;
+
+    let summary = p.summary(&run).await?;
+    println!("provider summary under faults: {summary:?}");
+    ensure!(summary.delivered == 100, "100 messages accepted, {} reached the device", summary.delivered);
+    ensure!(summary.duplicate_deliveries == 0, "{} duplicate deliveries", summary.duplicate_deliveries);
+    ensure!(summary.requests > 100, "faults were injected, so some requests were repeated: {summary:?}");
+    let record = p.record(&run).await?;
+    let violations = order_violations(&record, &posted);
+    ensure!(violations.is_empty(), "order violated: {violations:?}");
+    let rejected = record.entries.iter().filter(|e| e.outcome == RecordOutcome::Rejected).count();
+    ensure!(rejected > 0, "the provider rejected nothing: the test proves nothing");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_killed_mid_stream_delivers_nothing_twice() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let s = Stack::connect().await?;
+    let p = Provider::whatsapp();
+    let _healthy = HealthyOnDrop;
+    // Slow calls, so that the kill lands inside one.
+    p.set_faults(&Faults { latency_ms: 150, ..Faults::default() }).await?;
+    let run = unique("kill");
+    let traffic = {
+        let s = Stack::connect().await?;
+        let run = run.clone();
+        tokio::spawn(async move { post_traffic(&s, &run, 3, 40, Duration::from_millis(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.ctl(&["kill", "whatsapp-connector-1"]).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.ctl(&["start", "whatsapp-connector-1"]).await?;
+    let posted = traffic.await.context("traffic task")??;
+    wait_all(&s, &posted, Duration::from_secs(120)).await?;
+
+    let summary = p.summary(&run).await?;
+    println!("provider summary across a connector kill: {summary:?}");
+    ensure!(summary.delivered == 120, "120 accepted, {} delivered", summary.delivered);
+    ensure!(summary.duplicate_deliveries == 0, "{} duplicate deliveries", summary.duplicate_deliveries);
+    let violations = order_violations(&p.record(&run).await?, &posted);
+    ensure!(violations.is_empty(), "order violated: {violations:?}");
+    Ok(())
+}
+
+/// A WhatsApp connector run by the test in place of the supervised one, with extra environment;
+/// the supervised one is started again on drop.
+struct OwnConnector {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnConnector {
+    async fn start(s: &Stack, env: &[(&str, &str)]) -> Result<Self> {
+        s.ctl(&["stop", "whatsapp-connector-1"]).await?;
+        let port = 8085 + port_offset();
+        let bin = workspace_dir().join("target").join("debug").join("chat4all-server");
+        let log = std::fs::File::create(s.cfg.home.join("test-whatsapp-connector.log"))?;
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(["--instance", "whatsapp-connector-1", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["connector", "--channel", WHATSAPP])
+            .env("DATABASE_URL", &s.cfg.database_url)
+            .env("KAFKA_BOOTSTRAP", &s.cfg.kafka_bootstrap)
+            .env("CHAT4ALL_PROVIDER_URL", &Provider::whatsapp().base)
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let me = Self { child, port };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = http.get(format!("http://127.0.0.1:{port}/health/live")).send().await;
+            if matches!(up, Ok(r) if r.status().is_success()) {
+                return Ok(me);
+            }
+            ensure!(Instant::now() < deadline, "the test's connector did not come up");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str) -> Result<f64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await?.text().await?;
+        Ok(text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
+    }
+}
+
+impl Drop for OwnConnector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let cfg = chat4all_tests::Config::from_env();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async { chat4all_tests::ctl(&cfg, &["start", "whatsapp-connector-1"]).await })
+        })
+        .join();
+    }
+}
+
+/// Without idempotency keys a timeout after the work makes the resend a second delivery: the
+/// count moves, and every duplicate is one the connector counted as an unknown-outcome resend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_idempotency_keys_timeouts_deliver_twice_and_are_counted() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let s = Stack::connect().await?;
+    let p = Provider::whatsapp();
+    let _healthy = HealthyOnDrop;
+    let connector = OwnConnector::start(&s, &[("CHAT4ALL_UNSAFE_NO_IDEMPOTENCY_KEY", "1")]).await?;
+    p.set_faults(&Faults { timeout_rate: 0.2, hang_ms: 2_500, ..Faults::default() }).await?;
+    let run = unique("nokey");
+    let posted = post_traffic(&s, &run, 3, 10, Duration::ZERO).await?;
+    wait_all(&s, &posted, Duration::from_secs(120)).await?;
+    let summary = p.summary(&run).await?;
+    let resends = connector.metric("chat4all_connector_unknown_outcome_resends_total").await?;
+    println!("without keys: {summary:?}, unknown-outcome resends {resends}");
+    ensure!(summary.delivered == 30, "30 accepted, {} delivered", summary.delivered);
+    ensure!(summary.duplicate_deliveries > 0, "no duplicate although keys are off: the count cannot fail");
+    ensure!(
+        summary.duplicate_deliveries as f64 <= resends,
+        "{} duplicates but only {resends} counted unknown-outcome resends",
+        summary.duplicate_deliveries
+    );
+    Ok(())
+}
+
+/// The same timeouts with keys (and the ledger): the resends are replays, no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_the_same_timeouts_are_replays() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let s = Stack::connect().await?;
+    let p = Provider::whatsapp();
+    let _healthy = HealthyOnDrop;
+    p.set_faults(&Faults { timeout_rate: 0.2, hang_ms: 2_500, ..Faults::default() }).await?;
+    let run = unique("keys");
+    let posted = post_traffic(&s, &run, 3, 10, Duration::ZERO).await?;
+    wait_all(&s, &posted, Duration::from_secs(120)).await?;
+    let summary = p.summary(&run).await?;
+    println!("with keys: {summary:?}");
+    ensure!(summary.delivered == 30 && summary.duplicate_deliveries == 0, "{summary:?}");
+    Ok(())
+}
