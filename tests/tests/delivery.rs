@@ -159,7 +159,7 @@ async fn a_connector_killed_mid_stream_delivers_nothing_twice() -> Result<()> {
     let p = Provider::whatsapp();
     let _healthy = HealthyOnDrop;
     // Slow calls, so that the kill lands inside one.
-    p.set_faults(&Faults { latency_ms: 150, ..Faults::default() }).await?;
+    p.set_faults(&Faults { latency_ms: 300, ..Faults::default() }).await?;
     let run = unique("kill");
     let traffic = {
         let s = Stack::connect().await?;
@@ -179,6 +179,17 @@ async fn a_connector_killed_mid_stream_delivers_nothing_twice() -> Result<()> {
     ensure!(summary.duplicate_deliveries == 0, "{} duplicate deliveries", summary.duplicate_deliveries);
     let violations = order_violations(&p.record(&run).await?, &posted);
     ensure!(violations.is_empty(), "order violated: {violations:?}");
+    // The connector's ledger agrees: one row per delivery, all sent.
+    let ids: Vec<Uuid> = posted.values().flatten().copied().collect();
+    let (sent, max_attempts): (i64, Option<i32>) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 'sent'), max(attempts) FROM delivery_ledger
+         WHERE message_id = ANY($1) AND channel = 'WHATSAPP'",
+    )
+    .bind(&ids)
+    .fetch_one(&s.db)
+    .await?;
+    println!("ledger: {sent} sent, at most {max_attempts:?} attempts per delivery");
+    ensure!(sent == 120, "{sent} ledger rows sent for 120 deliveries");
     Ok(())
 }
 

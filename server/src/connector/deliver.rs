@@ -226,7 +226,7 @@ impl Deliverer {
             match self.client.send_batch(messages.clone()).await {
                 Err(e) if e.outcome_unknown() && attempt < self.retries => {
                     attempt += 1;
-                    tracing::warn!(error = %e, attempt, n = messages.len(), "provider outcome unknown; sending again with the same keys");
+                    tracing::warn!(error = %e, attempt, n = messages.len(), "provider outcome unknown; sending again (same idempotency keys, unless disabled)");
                     self.unknown_resends.inc_by(messages.len() as u64);
                     tokio::time::sleep(self.retry_backoff * attempt).await;
                 }
