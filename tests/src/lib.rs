@@ -537,27 +537,166 @@ pub fn seed_messages(run: &str) -> Vec<MessageBuilder> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The simulated providers (the ground truth of what reached a device)
+// ---------------------------------------------------------------------------------------------
+
+pub use chat4all_contract::provider::{Faults, RecordEntry, RecordOutcome, RecordSummary};
+
+/// The channels' providers of the stack under test: `providerUrls` of `supervisor.json`, else
+/// `http://127.0.0.1:{8075|8076|8077 + CHAT4ALL_PORT_OFFSET}`.
+pub fn provider_url(cfg: &Config, channel: &str) -> String {
+    let label = channel.to_ascii_lowercase();
+    let sup: Value = std::fs::read_to_string(cfg.home.join("supervisor.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    if let Some(url) = sup["providerUrls"][label.as_str()].as_str() {
+        return url.trim_end_matches('/').to_string();
+    }
+    let offset: u16 = std::env::var("CHAT4ALL_PORT_OFFSET").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    let port = match label.as_str() {
+        "telegram" => 8076,
+        "instagram" => 8077,
+        _ => 8075,
+    };
+    format!("http://127.0.0.1:{}", port + offset)
+}
+
+fn provider_http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default()
+}
+
+async fn provider_get<T: serde::de::DeserializeOwned>(cfg: &Config, channel: &str, path: &str) -> Result<T> {
+    let url = format!("{}{path}", provider_url(cfg, channel));
+    let resp = provider_http()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| not_running(&format!("the {channel} provider is unreachable at {url}"), e))?;
+    let status = resp.status();
+    let body = resp.text().await.context("reading a provider answer")?;
+    ensure_ok(status, &url, &body)?;
+    serde_json::from_str(&body).with_context(|| format!("decoding {url}: {body}"))
+}
+
+fn ensure_ok(status: reqwest::StatusCode, url: &str, body: &str) -> Result<()> {
+    if !status.is_success() {
+        bail!("{url} answered {status}: {body}");
+    }
+    Ok(())
+}
+
+fn prefix_query(path: &str, prefix: &str) -> String {
+    let enc: String = prefix
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("{path}?conversationPrefix={enc}")
+}
+
+/// One channel's provider summary for the conversations starting with `prefix`.
+pub async fn provider_summary_of(cfg: &Config, channel: &str, prefix: &str) -> Result<RecordSummary> {
+    provider_get(cfg, channel, &prefix_query(chat4all_contract::provider::SUMMARY_PATH, prefix)).await
+}
+
+/// The three providers' summaries for `prefix`, added up (the ground truth of a test's
+/// conversations: `delivered`, `duplicateRequests`, `duplicateDeliveries`).
+pub async fn provider_summary(cfg: &Config, prefix: &str) -> Result<RecordSummary> {
+    let mut t = RecordSummary::default();
+    for ch in [WHATSAPP, TELEGRAM, INSTAGRAM] {
+        let s = provider_summary_of(cfg, ch, prefix).await?;
+        t.requests += s.requests;
+        t.delivered += s.delivered;
+        t.duplicate_requests += s.duplicate_requests;
+        t.duplicate_deliveries += s.duplicate_deliveries;
+        t.accepted += s.accepted;
+        t.replayed += s.replayed;
+        t.rejected += s.rejected;
+        t.failed += s.failed;
+    }
+    Ok(t)
+}
+
+/// The three providers' record entries for `prefix` (each provider's in arrival order).
+pub async fn provider_record(cfg: &Config, prefix: &str) -> Result<Vec<RecordEntry>> {
+    let mut all = Vec::new();
+    for ch in [WHATSAPP, TELEGRAM, INSTAGRAM] {
+        let r: chat4all_contract::provider::RecordResponse =
+            provider_get(cfg, ch, &prefix_query(chat4all_contract::provider::RECORD_PATH, prefix)).await?;
+        all.extend(r.entries);
+    }
+    Ok(all)
+}
+
+/// A provider's faults now.
+pub async fn provider_faults(cfg: &Config, channel: &str) -> Result<Faults> {
+    provider_get(cfg, channel, chat4all_contract::provider::FAULTS_PATH).await
+}
+
+/// Replaces a provider's faults (tests that change them put the old ones back).
+pub async fn set_provider_faults(cfg: &Config, channel: &str, faults: &Faults) -> Result<()> {
+    let url = format!("{}{}", provider_url(cfg, channel), chat4all_contract::provider::FAULTS_PATH);
+    let resp = provider_http().put(&url).json(faults).send().await.with_context(|| format!("PUT {url}"))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    ensure_ok(status, &url, &body)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Database checks
 // ---------------------------------------------------------------------------------------------
 
 /// One delivery: (message id, recipient id, channel).
 pub type DeliveryKey = (Uuid, String, String);
 
-/// `provider_sends` rows per (message, recipient, channel) among the messages `ids`.
-pub async fn provider_send_counts(db: &PgPool, ids: &[Uuid]) -> Result<HashMap<DeliveryKey, i64>> {
-    let rows: Vec<(Uuid, String, String, i64)> = sqlx::query_as(
-        "SELECT message_id, recipient_id, channel, count(*) FROM provider_sends
-         WHERE message_id = ANY($1) GROUP BY message_id, recipient_id, channel",
-    )
-    .bind(ids)
-    .fetch_all(db)
-    .await
-    .context("counting provider_sends")?;
-    Ok(rows.into_iter().map(|(m, r, c, n)| ((m, r, c), n)).collect())
+/// The providers' record entries of the messages `ids` (their conversations are read from
+/// `messages`, so only those conversations' records are fetched), in each provider's order.
+pub async fn provider_entries(db: &PgPool, ids: &[Uuid]) -> Result<Vec<RecordEntry>> {
+    let cfg = Config::from_env();
+    let conversations: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT conversation_id FROM messages WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(db)
+            .await
+            .context("reading the messages' conversations")?;
+    let wanted: HashSet<Uuid> = ids.iter().copied().collect();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for conv in conversations {
+        for e in provider_record(&cfg, &conv).await? {
+            // A prefix also matches longer ids: keep each entry once, and only these messages.
+            if e.metadata.conversation_id == conv
+                && wanted.contains(&e.metadata.message_id)
+                && seen.insert((e.channel, e.seq))
+            {
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
 }
 
-/// Checks `provider_sends` holds exactly one row for each of `expected` and nothing else for
-/// those messages. The error lists missing, duplicated and unexpected deliveries.
+/// Effects (accepted entries in the providers' records) per (message, recipient, channel) among
+/// the messages `ids`: what reached a device.
+pub async fn provider_send_counts(db: &PgPool, ids: &[Uuid]) -> Result<HashMap<DeliveryKey, i64>> {
+    let mut counts: HashMap<DeliveryKey, i64> = HashMap::new();
+    for e in provider_entries(db, ids).await? {
+        if e.outcome == RecordOutcome::Accepted {
+            let key = (e.metadata.message_id, e.metadata.recipient_id, e.channel.as_str().to_string());
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// Checks the providers' records hold exactly one effect for each of `expected` and nothing else
+/// for those messages. The error lists missing, duplicated and unexpected deliveries.
 pub async fn assert_delivered_exactly_once(db: &PgPool, expected: &[DeliveryKey]) -> Result<()> {
     let ids: Vec<Uuid> = expected.iter().map(|k| k.0).collect::<HashSet<_>>().into_iter().collect();
     let counts = provider_send_counts(db, &ids).await?;
@@ -569,8 +708,8 @@ pub async fn assert_delivered_exactly_once(db: &PgPool, expected: &[DeliveryKey]
     let total: i64 = counts.values().sum();
     if !missing.is_empty() || !duplicated.is_empty() || !unexpected.is_empty() || total != expected.len() as i64 {
         bail!(
-            "provider_sends is not exactly-once: expected {} rows, found {total}; {} missing (e.g. {:?}), \
-             {} duplicated (row counts: {:?}), {} unexpected (e.g. {:?})",
+            "the providers' records are not exactly-once: expected {} effects, found {total}; {} missing \
+             (e.g. {:?}), {} duplicated (effect counts: {:?}), {} unexpected (e.g. {:?})",
             expected.len(),
             missing.len(),
             missing.iter().take(5).collect::<Vec<_>>(),

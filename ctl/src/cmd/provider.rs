@@ -25,9 +25,10 @@ pub struct FaultsArgs {
     /// Share of items rejected (retryable, nothing done), 0 to 1.
     #[arg(long, value_parser = super::up::parse_rate)]
     pub reject: Option<f64>,
-    /// Share of requests done, then answered only after --hang-ms.
+    /// Share of requests done, then answered only after --hang-ms (`--timeout` is the global
+    /// request timeout of chat4allctl, hence the name).
     #[arg(long, value_parser = super::up::parse_rate)]
-    pub timeout: Option<f64>,
+    pub timeout_rate: Option<f64>,
     #[arg(long)]
     pub hang_ms: Option<u64>,
     /// Share of requests answered 500, nothing done.
@@ -62,7 +63,7 @@ pub struct FaultsArgs {
 impl FaultsArgs {
     fn changes(&self) -> bool {
         self.reject.is_some()
-            || self.timeout.is_some()
+            || self.timeout_rate.is_some()
             || self.hang_ms.is_some()
             || self.error.is_some()
             || self.garbage.is_some()
@@ -80,7 +81,7 @@ impl FaultsArgs {
         if let Some(r) = self.reject {
             f.reject_rate = r;
         }
-        if let Some(r) = self.timeout {
+        if let Some(r) = self.timeout_rate {
             f.timeout_rate = r;
         }
         if let Some(ms) = self.hang_ms {
@@ -260,4 +261,37 @@ async fn summary(cli: &Cli, a: &SummaryArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_parses_and_applies_changes() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "chat4allctl",
+            "provider",
+            "faults",
+            "all",
+            "--reject",
+            "0.1",
+            "--timeout-rate",
+            "0.05",
+            "--down",
+            "--no-idempotency",
+        ])
+        .expect("parses");
+        let super::super::Command::Provider(ProviderCommand::Faults(a)) = &cli.command else { panic!("faults") };
+        let f = a.apply(Faults::default());
+        assert_eq!((f.reject_rate, f.timeout_rate, f.down, f.idempotency), (0.1, 0.05, true, false));
+        assert!(Cli::try_parse_from(["chat4allctl", "provider", "faults", "all", "--reject", "2"]).is_err());
+        assert!(Cli::try_parse_from(["chat4allctl", "provider", "faults", "all", "--down", "--up"]).is_err());
+        assert_eq!(parse_channels("all").unwrap().len(), 3);
+        assert_eq!(parse_channels("Telegram").unwrap(), vec![Channel::Telegram]);
+        assert!(parse_channels("sms").is_err());
+    }
 }
