@@ -198,8 +198,12 @@ impl Deliverer {
                     }
                     if let Some(l) = &self.ledger {
                         l.record_sent(&sent).await?;
+                        let mut by_error: HashMap<String, Vec<Entry>> = HashMap::new();
                         for (entry, error) in rejected {
-                            l.record_failed(std::slice::from_ref(&entry), false, &error).await?;
+                            by_error.entry(error).or_default().push(entry);
+                        }
+                        for (error, entries) in by_error {
+                            l.record_failed(&entries, false, &error).await?;
                         }
                     }
                 }
