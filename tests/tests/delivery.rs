@@ -361,3 +361,60 @@ async fn with_keys_the_same_timeouts_are_replays() -> Result<()> {
     ensure!(summary.delivered == 30 && summary.duplicate_deliveries == 0, "{summary:?}");
     Ok(())
 }
+
+/// Asks the WhatsApp connector directly to deliver `posted` again (what a re-routing router
+/// does) and returns how many of the answers were ok.
+async fn redeliver(posted: &HashMap<String, Vec<Uuid>>, run: &str) -> Result<usize> {
+    use chat4all_contract::connector::{DeliveryItem, DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
+    let mut items = Vec::new();
+    for (conv, ids) in posted {
+        let c: usize = conv.rsplit('c').next().and_then(|n| n.parse().ok()).context("conversation number")?;
+        for id in ids {
+            items.push(DeliveryItem {
+                message_id: *id,
+                recipient_id: format!("{run}-u{c}"),
+                channel: chat4all_contract::channel::Channel::Whatsapp,
+                conversation_id: conv.clone(),
+                text: "again".into(),
+                address: None,
+            });
+        }
+    }
+    let url = format!("http://127.0.0.1:{}{DELIVERIES_PATH}", 8085 + port_offset());
+    let resp: DeliveryResponse = reqwest::Client::new()
+        .post(url)
+        .json(&DeliveryRequest { items, unordered: false })
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(resp.results.iter().filter(|r| r.ok).count())
+}
+
+/// A redelivery (a router re-routing what was delivered) is answered from the ledger without a
+/// provider request; without the ledger (breaker) every item reaches the provider again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_answers_redeliveries_without_asking_the_provider() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let s = Stack::connect().await?;
+    let p = Provider::whatsapp();
+    let run = unique("ledger");
+    let posted = post_traffic(&s, &run, 2, 5, Duration::ZERO).await?;
+    wait_all(&s, &posted, Duration::from_secs(60)).await?;
+    let before = p.summary(&run).await?;
+    ensure!(redeliver(&posted, &run).await? == 10, "the redelivery is answered ok");
+    let after = p.summary(&run).await?;
+    ensure!(after.requests == before.requests, "with the ledger: {before:?} -> {after:?}");
+
+    let _connector = OwnInstance::connector(&s, &[("CHAT4ALL_UNSAFE_NO_LEDGER", "1")]).await?;
+    ensure!(redeliver(&posted, &run).await? == 10, "the redelivery is answered ok");
+    let unledgered = p.summary(&run).await?;
+    println!("redelivery with the ledger: {after:?}; without: {unledgered:?}");
+    ensure!(
+        unledgered.duplicate_requests >= after.duplicate_requests + 10,
+        "without the ledger every redelivered item reaches the provider: {after:?} -> {unledgered:?}"
+    );
+    ensure!(unledgered.duplicate_deliveries == 0, "the keys still make them replays: {unledgered:?}");
+    Ok(())
+}
