@@ -126,7 +126,7 @@ pub struct RouterArgs {
     pub attempts: u32,
     /// TEST ONLY: let connectors send a conversation's later messages while an earlier one is
     /// rejected (the old, reordering behaviour).
-    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_HOLDBACK", hide = true)]
+    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_HOLDBACK", hide = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub unsafe_no_holdback: bool,
 }
 
@@ -163,10 +163,10 @@ pub struct ConnectorArgs {
     #[arg(long, env = "CHAT4ALL_CLAIM_MARGIN_MS", default_value_t = 1000)]
     pub claim_margin_ms: u64,
     /// TEST ONLY: skip the delivery ledger (redeliveries reach the provider again).
-    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_LEDGER", hide = true)]
+    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_LEDGER", hide = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub unsafe_no_ledger: bool,
     /// TEST ONLY: send no idempotency keys (a retried or reconciled send may take effect twice).
-    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_IDEMPOTENCY_KEY", hide = true)]
+    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_IDEMPOTENCY_KEY", hide = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub unsafe_no_idempotency_key: bool,
 }
 
@@ -277,5 +277,34 @@ impl Common {
             group_protocol: args.group_protocol,
             admin_token: crate::http::AdminToken::new(args.admin_token),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn breakers_default_off_and_provider_settings_parse() {
+        let cli = Cli::try_parse_from(["chat4all-server", "connector", "--channel", "WHATSAPP"]).expect("parse");
+        let Service::Connector(c) = cli.service else { panic!("connector") };
+        assert!(!c.unsafe_no_ledger && !c.unsafe_no_idempotency_key);
+        assert_eq!(c.provider_timeout_ms, 2000);
+        let cli = Cli::try_parse_from([
+            "chat4all-server",
+            "connector",
+            "--channel",
+            "TELEGRAM",
+            "--unsafe-no-ledger",
+            "--provider-url",
+            "http://p:1",
+        ])
+        .expect("parse");
+        let Service::Connector(c) = cli.service else { panic!("connector") };
+        assert!(c.unsafe_no_ledger);
+        assert_eq!(c.provider_url(), "http://p:1");
+        assert_eq!(default_provider_port(Channel::Instagram), 8077);
     }
 }

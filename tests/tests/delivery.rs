@@ -159,7 +159,7 @@ async fn a_connector_killed_mid_stream_delivers_nothing_twice() -> Result<()> {
     let p = Provider::whatsapp();
     let _healthy = HealthyOnDrop;
     // Slow calls, so that the kill lands inside one.
-    p.set_faults(&Faults { latency_ms: 150, ..Faults::default() }).await?;
+    p.set_faults(&Faults { latency_ms: 300, ..Faults::default() }).await?;
     let run = unique("kill");
     let traffic = {
         let s = Stack::connect().await?;
@@ -179,35 +179,67 @@ async fn a_connector_killed_mid_stream_delivers_nothing_twice() -> Result<()> {
     ensure!(summary.duplicate_deliveries == 0, "{} duplicate deliveries", summary.duplicate_deliveries);
     let violations = order_violations(&p.record(&run).await?, &posted);
     ensure!(violations.is_empty(), "order violated: {violations:?}");
+    // The connector's ledger agrees: one row per delivery, all sent.
+    let ids: Vec<Uuid> = posted.values().flatten().copied().collect();
+    let (sent, max_attempts): (i64, Option<i32>) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 'sent'), max(attempts) FROM delivery_ledger
+         WHERE message_id = ANY($1) AND channel = 'WHATSAPP'",
+    )
+    .bind(&ids)
+    .fetch_one(&s.db)
+    .await?;
+    println!("ledger: {sent} sent, at most {max_attempts:?} attempts per delivery");
+    ensure!(sent == 120, "{sent} ledger rows sent for 120 deliveries");
     Ok(())
 }
 
-/// A WhatsApp connector run by the test in place of the supervised one, with extra environment;
-/// the supervised one is started again on drop.
-struct OwnConnector {
+/// An instance run by the test in place of supervised ones (stopped first), with extra
+/// environment; the supervised ones are started again on drop.
+struct OwnInstance {
     child: std::process::Child,
     port: u16,
+    replaced: Vec<String>,
 }
 
-impl OwnConnector {
-    async fn start(s: &Stack, env: &[(&str, &str)]) -> Result<Self> {
-        s.ctl(&["stop", "whatsapp-connector-1"]).await?;
-        let port = 8085 + port_offset();
+impl OwnInstance {
+    async fn start(
+        s: &Stack,
+        replaced: &[&str],
+        name: &str,
+        port: u16,
+        service: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
+        for r in replaced {
+            s.ctl(&["stop", r]).await?;
+        }
         let bin = workspace_dir().join("target").join("debug").join("chat4all-server");
-        let log = std::fs::File::create(s.cfg.home.join("test-whatsapp-connector.log"))?;
+        let log = std::fs::File::create(s.cfg.home.join(format!("test-{name}.log")))?;
+        let sup: serde_json::Value = std::fs::read_to_string(s.cfg.home.join("supervisor.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let url = |p: u16| format!("http://127.0.0.1:{}", p + port_offset());
         let mut cmd = std::process::Command::new(&bin);
-        cmd.args(["--instance", "whatsapp-connector-1", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["connector", "--channel", WHATSAPP])
+        cmd.args(["--instance", name, "--listen", &format!("127.0.0.1:{port}")])
+            .args(service)
             .env("DATABASE_URL", &s.cfg.database_url)
             .env("KAFKA_BOOTSTRAP", &s.cfg.kafka_bootstrap)
+            .env("CHAT4ALL_GROUP_PROTOCOL", sup["groupProtocol"].as_str().unwrap_or("classic"))
             .env("CHAT4ALL_PROVIDER_URL", &Provider::whatsapp().base)
+            .env("CHAT4ALL_WHATSAPP_URL", url(8085))
+            .env("CHAT4ALL_TELEGRAM_URL", url(8086))
+            .env("CHAT4ALL_INSTAGRAM_URL", url(8087))
             .stdout(log.try_clone()?)
             .stderr(log);
+        if let Some(redis) = sup["redisUrl"].as_str() {
+            cmd.env("REDIS_URL", redis);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let me = Self { child, port };
+        let me = Self { child, port, replaced: replaced.iter().map(|r| r.to_string()).collect() };
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -215,9 +247,22 @@ impl OwnConnector {
             if matches!(up, Ok(r) if r.status().is_success()) {
                 return Ok(me);
             }
-            ensure!(Instant::now() < deadline, "the test's connector did not come up");
+            ensure!(Instant::now() < deadline, "the test's {name} did not come up (see test-{name}.log)");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The WhatsApp connector, with `env`.
+    async fn connector(s: &Stack, env: &[(&str, &str)]) -> Result<Self> {
+        let name = "whatsapp-connector-1";
+        Self::start(s, &[name], name, 8085 + port_offset(), &["connector", "--channel", WHATSAPP], env).await
+    }
+
+    /// The only router, with `env` (the stack keeps one router of its own afterwards).
+    async fn router(s: &Stack, env: &[(&str, &str)]) -> Result<Self> {
+        s.ctl(&["scale", "router=1"]).await?;
+        let name = "router-service-1";
+        Self::start(s, &[name], name, 8091 + port_offset(), &["router-service"], env).await
     }
 
     async fn metric(&self, name: &str) -> Result<f64> {
@@ -226,17 +271,52 @@ impl OwnConnector {
     }
 }
 
-impl Drop for OwnConnector {
+impl Drop for OwnInstance {
     fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let cfg = chat4all_tests::Config::from_env();
+        let replaced = std::mem::take(&mut self.replaced);
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async { chat4all_tests::ctl(&cfg, &["start", "whatsapp-connector-1"]).await })
+            rt.block_on(async {
+                for r in replaced {
+                    let _ = chat4all_tests::ctl(&cfg, &["start", &r]).await;
+                }
+            })
         })
         .join();
     }
+}
+
+/// Without the hold-back (router breaker), a rejected message is retried after its successors
+/// went through: the order check fails, so it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_holdback_rejections_reorder_a_conversation() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let s = Stack::connect().await?;
+    let p = Provider::whatsapp();
+    let _healthy = HealthyOnDrop;
+    let _router =
+        OwnInstance::router(&s, &[("CHAT4ALL_UNSAFE_NO_HOLDBACK", "1"), ("CHAT4ALL_ROUTER_ATTEMPTS", "30")]).await?;
+    p.set_faults(&Faults { reject_rate: 0.25, ..Faults::default() }).await?;
+    let run = unique("nohold");
+    let posted = post_traffic(&s, &run, 3, 15, Duration::ZERO).await?;
+    wait_all(&s, &posted, Duration::from_secs(120)).await?;
+    let summary = p.summary(&run).await?;
+    let violations = order_violations(&p.record(&run).await?, &posted);
+    println!("without hold-back: {summary:?}, {} order violations", violations.len());
+    ensure!(summary.delivered == 45 && summary.duplicate_deliveries == 0, "{summary:?}");
+    ensure!(!violations.is_empty(), "no order violation without the hold-back: the check cannot fail");
+    Ok(())
 }
 
 /// Without idempotency keys a timeout after the work makes the resend a second delivery: the
@@ -247,7 +327,7 @@ async fn without_idempotency_keys_timeouts_deliver_twice_and_are_counted() -> Re
     let s = Stack::connect().await?;
     let p = Provider::whatsapp();
     let _healthy = HealthyOnDrop;
-    let connector = OwnConnector::start(&s, &[("CHAT4ALL_UNSAFE_NO_IDEMPOTENCY_KEY", "1")]).await?;
+    let connector = OwnInstance::connector(&s, &[("CHAT4ALL_UNSAFE_NO_IDEMPOTENCY_KEY", "1")]).await?;
     p.set_faults(&Faults { timeout_rate: 0.2, hang_ms: 2_500, ..Faults::default() }).await?;
     let run = unique("nokey");
     let posted = post_traffic(&s, &run, 3, 10, Duration::ZERO).await?;
@@ -279,5 +359,62 @@ async fn with_keys_the_same_timeouts_are_replays() -> Result<()> {
     let summary = p.summary(&run).await?;
     println!("with keys: {summary:?}");
     ensure!(summary.delivered == 30 && summary.duplicate_deliveries == 0, "{summary:?}");
+    Ok(())
+}
+
+/// Asks the WhatsApp connector directly to deliver `posted` again (what a re-routing router
+/// does) and returns how many of the answers were ok.
+async fn redeliver(posted: &HashMap<String, Vec<Uuid>>, run: &str) -> Result<usize> {
+    use chat4all_contract::connector::{DeliveryItem, DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
+    let mut items = Vec::new();
+    for (conv, ids) in posted {
+        let c: usize = conv.rsplit('c').next().and_then(|n| n.parse().ok()).context("conversation number")?;
+        for id in ids {
+            items.push(DeliveryItem {
+                message_id: *id,
+                recipient_id: format!("{run}-u{c}"),
+                channel: chat4all_contract::channel::Channel::Whatsapp,
+                conversation_id: conv.clone(),
+                text: "again".into(),
+                address: None,
+            });
+        }
+    }
+    let url = format!("http://127.0.0.1:{}{DELIVERIES_PATH}", 8085 + port_offset());
+    let resp: DeliveryResponse = reqwest::Client::new()
+        .post(url)
+        .json(&DeliveryRequest { items, unordered: false })
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(resp.results.iter().filter(|r| r.ok).count())
+}
+
+/// A redelivery (a router re-routing what was delivered) is answered from the ledger without a
+/// provider request; without the ledger (breaker) every item reaches the provider again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_answers_redeliveries_without_asking_the_provider() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let s = Stack::connect().await?;
+    let p = Provider::whatsapp();
+    let run = unique("ledger");
+    let posted = post_traffic(&s, &run, 2, 5, Duration::ZERO).await?;
+    wait_all(&s, &posted, Duration::from_secs(60)).await?;
+    let before = p.summary(&run).await?;
+    ensure!(redeliver(&posted, &run).await? == 10, "the redelivery is answered ok");
+    let after = p.summary(&run).await?;
+    ensure!(after.requests == before.requests, "with the ledger: {before:?} -> {after:?}");
+
+    let _connector = OwnInstance::connector(&s, &[("CHAT4ALL_UNSAFE_NO_LEDGER", "1")]).await?;
+    ensure!(redeliver(&posted, &run).await? == 10, "the redelivery is answered ok");
+    let unledgered = p.summary(&run).await?;
+    println!("redelivery with the ledger: {after:?}; without: {unledgered:?}");
+    ensure!(
+        unledgered.duplicate_requests >= after.duplicate_requests + 10,
+        "without the ledger every redelivered item reaches the provider: {after:?} -> {unledgered:?}"
+    );
+    ensure!(unledgered.duplicate_deliveries == 0, "the keys still make them replays: {unledgered:?}");
     Ok(())
 }

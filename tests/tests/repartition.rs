@@ -204,14 +204,11 @@ async fn repartition_keeps_order_and_loses_nothing() -> Result<()> {
     assert_delivered_exactly_once(&stack.db, &expected).await?;
 
     // Per conversation, the provider received the messages in acceptance order.
-    let rows: Vec<(String, Uuid)> =
-        sqlx::query_as("SELECT recipient_id, message_id FROM provider_sends WHERE message_id = ANY($1) ORDER BY id")
-            .bind(&ids)
-            .fetch_all(&stack.db)
-            .await?;
     let mut sent: HashMap<String, Vec<Uuid>> = HashMap::new();
-    for (r, m) in rows {
-        sent.entry(r).or_default().push(m);
+    for e in chat4all_tests::provider_entries(&stack.db, &ids).await? {
+        if e.outcome == chat4all_contract::provider::RecordOutcome::Accepted {
+            sent.entry(e.metadata.recipient_id.clone()).or_default().push(e.metadata.message_id);
+        }
     }
     for (c, msgs) in accepted.iter().enumerate() {
         let rcpt = format!("{run}-rcpt-{c}");

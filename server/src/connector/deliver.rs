@@ -198,8 +198,12 @@ impl Deliverer {
                     }
                     if let Some(l) = &self.ledger {
                         l.record_sent(&sent).await?;
+                        let mut by_error: HashMap<String, Vec<Entry>> = HashMap::new();
                         for (entry, error) in rejected {
-                            l.record_failed(std::slice::from_ref(&entry), false, &error).await?;
+                            by_error.entry(error).or_default().push(entry);
+                        }
+                        for (error, entries) in by_error {
+                            l.record_failed(&entries, false, &error).await?;
                         }
                     }
                 }
@@ -226,7 +230,7 @@ impl Deliverer {
             match self.client.send_batch(messages.clone()).await {
                 Err(e) if e.outcome_unknown() && attempt < self.retries => {
                     attempt += 1;
-                    tracing::warn!(error = %e, attempt, n = messages.len(), "provider outcome unknown; sending again with the same keys");
+                    tracing::warn!(error = %e, attempt, n = messages.len(), "provider outcome unknown; sending again (same idempotency keys, unless disabled)");
                     self.unknown_resends.inc_by(messages.len() as u64);
                     tokio::time::sleep(self.retry_backoff * attempt).await;
                 }
@@ -372,6 +376,8 @@ mod tests {
             /// Effects in arrival order.
             pub effects: Vec<Uuid>,
             pub requests: usize,
+            /// Answer 503 to everything, doing nothing.
+            pub down: bool,
         }
 
         pub type Shared = Arc<Mutex<Script>>;
@@ -390,6 +396,9 @@ mod tests {
         async fn batch(State(s): State<Shared>, Json(req): Json<BatchRequest>) -> axum::response::Response {
             let (results, hang) = {
                 let mut s = s.lock().expect("lock");
+                if s.down {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+                }
                 let mut results = Vec::new();
                 for m in req.messages {
                     s.requests += 1;
@@ -556,5 +565,25 @@ mod tests {
         let s = script.lock().expect("lock");
         assert_eq!(s.effects.len(), 2, "one effect each");
         assert_eq!(s.requests, 2, "the reconciled one was not sent again");
+    }
+
+    #[tokio::test]
+    async fn an_outage_holds_everything_back_and_costs_no_attempt() {
+        let script = scripted::Shared::default();
+        let base = scripted::serve(script.clone()).await;
+        let d = deliverer(&base, "wa-test").await;
+        let c = conv("o");
+        let items = vec![item(&c, "a"), item(&c, "a"), item(&conv("o"), "b")];
+        script.lock().expect("lock").down = true;
+        let out = d.deliver(&items, false).await.expect("deliver");
+        assert!(out.iter().all(|o| matches!(o, Outcome::Unavailable(_))), "{out:?}");
+        assert!(out.iter().all(|o| o.to_result(&items[0]).held_back));
+        assert_eq!(d.unknown_resends.get(), 0, "a 503 did nothing: no unknown outcome");
+        // Back up: everything goes, in order, once.
+        script.lock().expect("lock").down = false;
+        assert_eq!(d.deliver(&items, false).await.expect("deliver"), vec![Outcome::Sent; 3]);
+        let s = script.lock().expect("lock");
+        let ids: Vec<Uuid> = [0, 2, 1].iter().map(|&i| items[i].message_id).collect();
+        assert_eq!(s.effects, ids, "wave by wave: conversation o's second message after its first");
     }
 }

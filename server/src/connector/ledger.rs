@@ -46,7 +46,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Claims `entries` (one transaction), answering for each what the ledger knew.
+    /// Claims `entries`, answering for each what the ledger knew.
     pub async fn claim(&self, entries: &[Entry]) -> Result<Vec<Claim>, sqlx::Error> {
         if entries.is_empty() {
             return Ok(Vec::new());
@@ -55,7 +55,8 @@ impl Ledger {
         let users: Vec<&str> = entries.iter().map(|e| e.recipient_id.as_str()).collect();
         let keys: Vec<String> =
             entries.iter().map(|e| idempotency_key(e.message_id, &e.recipient_id, self.channel)).collect();
-        let mut tx = self.pool.begin().await?;
+        // Fresh claims in one autocommitted statement (the common case needs nothing more);
+        // rows that exist already are examined and taken over in a transaction of their own.
         let inserted: Vec<(Uuid, String)> = sqlx::query(
             "INSERT INTO delivery_ledger (message_id, recipient_id, channel, idempotency_key, state, claimed_by)
              SELECT m, r, $3, k, 'claimed', $5 FROM UNNEST($1::uuid[], $2::text[], $4::text[]) AS t(m, r, k)
@@ -67,7 +68,7 @@ impl Ledger {
         .bind(self.channel.as_str())
         .bind(&keys)
         .bind(&self.instance)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?
         .into_iter()
         .map(|r| (r.get("message_id"), r.get("recipient_id")))
@@ -83,6 +84,7 @@ impl Ledger {
         }
         let mut existing: HashMap<(Uuid, String), Claim> = HashMap::new();
         if !rest_ids.is_empty() {
+            let mut tx = self.pool.begin().await?;
             let rows = sqlx::query(
                 "SELECT d.message_id, d.recipient_id, d.state, d.claimed_by, d.outcome_unknown, d.provider_message_id,
                         d.claimed_at < now() - make_interval(secs => $4::float8) AS stale
@@ -130,8 +132,8 @@ impl Ledger {
                 .execute(&mut *tx)
                 .await?;
             }
+            tx.commit().await?;
         }
-        tx.commit().await?;
         // An entry twice in one call: the second finds the first's claim.
         let mut seen = std::collections::HashSet::new();
         Ok(entries
