@@ -36,6 +36,10 @@ pub struct NewRow {
 }
 
 impl NewRow {
+    pub fn conversation_id(&self) -> &str {
+        &self.conversation_id
+    }
+
     /// `request_id`: the caller's request id (from the api-gateway), published as a Kafka header.
     pub fn new(id: Uuid, msg: &NewMessage, request_id: Option<&str>) -> Self {
         let created_at = Utc::now();

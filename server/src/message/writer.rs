@@ -9,6 +9,13 @@
 //!
 //! A batch that fails for another reason than an unreachable database is retried one message at
 //! a time, so one message PostgreSQL refuses fails alone and never takes its neighbours with it.
+//!
+//! Each writer owns a share of the conversations (by a hash of the conversation id). Two writers
+//! sharing one queue would commit concurrent statements, and a message of a conversation could
+//! then take a lower `seq` than its predecessor's in the other statement yet commit after it:
+//! the conversation's listing (by `seq`) and its delivery order (the outbox's, by id) would
+//! disagree. With one writer per conversation, its messages are numbered and committed in the
+//! order they were accepted.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,7 +24,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::store::{self, NewRow};
@@ -70,7 +77,8 @@ struct Job {
 /// Handle of the writer tasks; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    /// One queue per writer task; a conversation always goes to the same one.
+    jobs: Arc<[mpsc::Sender<Job>]>,
 }
 
 /// Requests waiting for a writer before new ones wait for room (back pressure).
@@ -79,31 +87,39 @@ const QUEUE: usize = 8192;
 impl Writer {
     /// Starts `writers` tasks (two let one batch be built and sent while the other commits).
     pub fn spawn(pool: PgPool, writers: usize, max_batch: usize, metrics: WriterMetrics) -> Self {
-        let (jobs, rx) = mpsc::channel(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(run(pool.clone(), rx.clone(), max_batch.max(1), metrics.clone()));
-        }
-        Self { jobs }
+        let jobs: Vec<mpsc::Sender<Job>> = (0..writers.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE / writers.max(1));
+                tokio::spawn(run(pool.clone(), rx, max_batch.max(1), metrics.clone()));
+                tx
+            })
+            .collect();
+        Self { jobs: jobs.into() }
     }
 
     /// Writes one message; `Ok(false)` when its id exists already (nothing was written).
     pub async fn write(&self, row: NewRow) -> Result<bool, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { row, reply }).await.map_err(|_| WriteError::Stopped)?;
+        let queue = &self.jobs[shard(row.conversation_id(), self.jobs.len())];
+        queue.send(Job { row, reply }).await.map_err(|_| WriteError::Stopped)?;
         answer.await.map_err(|_| WriteError::Stopped)?
     }
 }
 
-async fn run(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_batch: usize, metrics: WriterMetrics) {
+/// The writer of a conversation.
+fn shard(conversation_id: &str, writers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    conversation_id.hash(&mut h);
+    (h.finish() % writers.max(1) as u64) as usize
+}
+
+async fn run(pool: PgPool, mut rx: mpsc::Receiver<Job>, max_batch: usize, metrics: WriterMetrics) {
     let mut held = Vec::new();
     loop {
-        let batch = {
-            let mut rx = rx.lock().await;
-            match next_batch(&mut rx, &mut held, max_batch).await {
-                Some(batch) => batch,
-                None => return,
-            }
+        let batch = match next_batch(&mut rx, &mut held, max_batch).await {
+            Some(batch) => batch,
+            None => return,
         };
         metrics.batch_messages.observe(batch.len() as f64);
         write_batch(&pool, batch, &metrics).await;
@@ -222,5 +238,20 @@ mod tests {
         assert_eq!(first, vec![id, other]);
         let second: Vec<Uuid> = next_batch(&mut rx, &mut held, 10).await.unwrap().iter().map(|j| j.row.id).collect();
         assert_eq!(second, vec![id], "the repeat comes next, without waiting for a new job");
+    }
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::shard;
+
+    #[test]
+    fn a_conversation_always_has_the_same_writer_and_conversations_spread() {
+        let first: Vec<usize> = (0..1000).map(|i| shard(&format!("c-{i}"), 2)).collect();
+        let again: Vec<usize> = (0..1000).map(|i| shard(&format!("c-{i}"), 2)).collect();
+        assert_eq!(first, again);
+        let ones = first.iter().filter(|w| **w == 1).count();
+        assert!((400..600).contains(&ones), "{ones} of 1000 on writer 1");
+        assert_eq!(shard("anything", 1), 0);
     }
 }
