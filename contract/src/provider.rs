@@ -191,3 +191,17 @@ pub struct RecordSummary {
     #[serde(default)]
     pub failed: u64,
 }
+
+impl std::ops::AddAssign<&RecordSummary> for RecordSummary {
+    /// Adds another provider's counts (the channels' records are disjoint).
+    fn add_assign(&mut self, o: &RecordSummary) {
+        self.requests += o.requests;
+        self.delivered += o.delivered;
+        self.duplicate_requests += o.duplicate_requests;
+        self.duplicate_deliveries += o.duplicate_deliveries;
+        self.accepted += o.accepted;
+        self.replayed += o.replayed;
+        self.rejected += o.rejected;
+        self.failed += o.failed;
+    }
+}

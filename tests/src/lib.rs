@@ -611,14 +611,7 @@ pub async fn provider_summary(cfg: &Config, prefix: &str) -> Result<RecordSummar
     let mut t = RecordSummary::default();
     for ch in [WHATSAPP, TELEGRAM, INSTAGRAM] {
         let s = provider_summary_of(cfg, ch, prefix).await?;
-        t.requests += s.requests;
-        t.delivered += s.delivered;
-        t.duplicate_requests += s.duplicate_requests;
-        t.duplicate_deliveries += s.duplicate_deliveries;
-        t.accepted += s.accepted;
-        t.replayed += s.replayed;
-        t.rejected += s.rejected;
-        t.failed += s.failed;
+        t += &s;
     }
     Ok(t)
 }

@@ -215,14 +215,7 @@ async fn summary(cli: &Cli, a: &SummaryArgs) -> anyhow::Result<()> {
     let mut total = RecordSummary::default();
     for ch in p.channels() {
         let s = p.summary(ch, a.prefix.as_deref()).await.map_err(unreachable)?;
-        total.requests += s.requests;
-        total.delivered += s.delivered;
-        total.duplicate_requests += s.duplicate_requests;
-        total.duplicate_deliveries += s.duplicate_deliveries;
-        total.accepted += s.accepted;
-        total.replayed += s.replayed;
-        total.rejected += s.rejected;
-        total.failed += s.failed;
+        total += &s;
         rows.push((ch.label().to_string(), s));
     }
     rows.push(("total".into(), total));
