@@ -118,9 +118,7 @@ pub async fn end_pause(pool: &PgPool, by: &str, force: bool) -> Result<bool, sql
 /// The relay as `relay_control` and the outbox say it is now.
 pub async fn load_state(pool: &PgPool) -> Result<RelayState, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT paused_by, paused_at, pause_until, pause_until > now() AS in_force, leader, leader_since, leader_epoch,
-                (SELECT count(*) FROM outbox) AS backlog,
-                COALESCE(EXTRACT(EPOCH FROM now() - (SELECT created_at FROM outbox ORDER BY id LIMIT 1)), 0)::float8 AS oldest
+        "SELECT paused_by, paused_at, pause_until, pause_until > now() AS in_force, leader, leader_since, leader_epoch
            FROM relay_control WHERE id = 1",
     )
     .fetch_one(pool)
@@ -130,10 +128,11 @@ pub async fn load_state(pool: &PgPool) -> Result<RelayState, sqlx::Error> {
         (Some(true), Some(by), Some(since), Some(until)) => Some(Pause { by, since, until }),
         _ => None,
     };
+    let outbox = super::outbox::backlog(pool).await?;
     Ok(RelayState {
         paused,
-        backlog: row.get("backlog"),
-        oldest_seconds: row.get::<f64, _>("oldest").max(0.0),
+        backlog: outbox.rows,
+        oldest_seconds: outbox.oldest_seconds,
         leader: row.get("leader"),
         leader_since: row.get("leader_since"),
         leader_epoch: row.get("leader_epoch"),

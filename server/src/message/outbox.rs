@@ -186,15 +186,9 @@ impl Relay {
     }
 
     async fn refresh_backlog(&self) {
-        let row = sqlx::query(
-            "SELECT (SELECT count(*) FROM outbox) AS n,
-                    COALESCE(EXTRACT(EPOCH FROM now() - (SELECT created_at FROM outbox ORDER BY id LIMIT 1)), 0)::float8 AS oldest",
-        )
-        .fetch_one(&self.pool)
-        .await;
-        if let Ok(row) = row {
-            self.metrics.backlog.set(row.get("n"));
-            self.metrics.oldest_seconds.set(row.get::<f64, _>("oldest").max(0.0));
+        if let Ok(b) = backlog(&self.pool).await {
+            self.metrics.backlog.set(b.rows);
+            self.metrics.oldest_seconds.set(b.oldest_seconds);
         }
     }
 
@@ -272,6 +266,24 @@ async fn delete_published(pool: &PgPool, ids: &[i64], epoch: i64) -> Result<bool
     .fetch_optional(pool)
     .await?;
     Ok(current.is_some())
+}
+
+/// What waits in the outbox.
+pub struct Backlog {
+    pub rows: i64,
+    /// Age of the oldest row (0 when empty).
+    pub oldest_seconds: f64,
+}
+
+/// The outbox's rows and the age of its oldest one (the relay's gauges and the admin view).
+pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT (SELECT count(*) FROM outbox) AS n,
+                COALESCE(EXTRACT(EPOCH FROM now() - (SELECT created_at FROM outbox ORDER BY id LIMIT 1)), 0)::float8 AS oldest",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Backlog { rows: row.get("n"), oldest_seconds: row.get::<f64, _>("oldest").max(0.0) })
 }
 
 /// The relay's leadership: a session advisory lock held on a connection of its own (taken out of
