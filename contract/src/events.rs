@@ -160,3 +160,18 @@ mod tests {
         assert_eq!(serde_json::from_str::<ChatEvent>(&json).unwrap(), ev);
     }
 }
+
+/// One record on `chat-events-dlq` (key = conversation id): a recipient of an event that could
+/// not be delivered, after its attempts, or that resolved to no identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub event: ChatEvent,
+    pub recipient: Recipient,
+    /// The last error (the provider's rejection, or why the recipient did not resolve).
+    pub reason: String,
+    /// The instance that gave up on it (`router-service-1`, or a connector's name).
+    #[serde(alias = "router")]
+    pub instance: String,
+    pub at: DateTime<Utc>,
+}

@@ -226,14 +226,14 @@ impl Router {
     }
 
     async fn dead_letter(&self, event: &ChatEvent, key: &Key, reason: &str) -> anyhow::Result<()> {
-        let payload = serde_json::json!({
-            "event": event,
-            "recipient": {"userId": key.1, "channel": key.2},
-            "reason": reason,
-            "router": self.instance,
-            "at": Utc::now(),
-        });
-        self.producer.send(topics::DEAD_LETTERS, &event.conversation_id, &serde_json::to_vec(&payload)?).await?;
+        let letter = crate::events::DeadLetter {
+            event: event.clone(),
+            recipient: crate::events::Recipient { user_id: key.1.clone(), channel: key.2 },
+            reason: reason.to_string(),
+            instance: self.instance.clone(),
+            at: Utc::now(),
+        };
+        self.producer.send(topics::DEAD_LETTERS, &event.conversation_id, &serde_json::to_vec(&letter)?).await?;
         self.metrics.dead_lettered.inc();
         Ok(())
     }
