@@ -109,8 +109,18 @@ async fn a_crash_behind_the_control_planes_back_recovers_like_an_operator_kill()
     ensure!(k["kill"]["detail"].as_str().is_some_and(|d| d.contains("not through the control plane")), "{k}");
     // Nobody told the group; the supervisor saw its child die and removed the member. Without
     // that the broker would notice only when the 3 s session timed out.
-    ensure!(detection < 2_500, "detection took {detection} ms: the dead member waited for its session timeout");
-    ensure!(recovery < 3_000, "recovery took {recovery} ms, as long as a session timeout");
+    ensure!(
+        detection < 2_500,
+        "detection took {detection} ms: the dead member waited for its session timeout: {}\n{}",
+        k["failover"],
+        report["timeline"]
+    );
+    ensure!(
+        recovery < 3_000,
+        "recovery took {recovery} ms, as long as a session timeout: {}\n{}",
+        k["failover"],
+        report["timeline"]
+    );
     assert_exactly_once(&cfg, &report).await
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use sqlx::postgres::PgPoolOptions;
 use tokio::time::Instant;
 
 use chat4all_contract::events::RebalanceEvent;
@@ -20,6 +19,7 @@ use super::observe::{self, Observer, Sample};
 use super::plan::{DrillPlan, KillMethod, Scenario};
 use super::report::{self, BrokerOutage, DrillReport, Environment, KillOutcome, Phase, Traffic};
 use super::timeline::{self, Failover, Kill};
+use crate::admin::Admin;
 use crate::error::usage;
 use crate::lag::{LagHistory, Rules};
 use crate::providers::Providers;
@@ -34,15 +34,14 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 const BASELINE_WINDOW: i64 = 10;
 /// How long after the drain the lag may take to return to its baseline.
 const LAG_GRACE: Duration = Duration::from_secs(15);
-/// How long to keep trying to get a PostgreSQL connection.
-const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Where the stack is.
 #[derive(Clone)]
 pub struct Stack {
     pub rt: ProcessRuntime,
     pub api_url: String,
-    pub database_url: String,
+    /// The message-service's admin API: the deliveries' progress and facts.
+    pub admin: Admin,
     pub redis_url: String,
     pub bootstrap: String,
     pub timeout: Duration,
@@ -102,11 +101,13 @@ impl Ctx<'_> {
             let s = self.sample().await;
             if let Ok(s) = &s {
                 let owners_live = s.owners.iter().all(|(_, _, m)| s.members.contains(m));
-                if s.state == "Stable"
+                let settled = s.state == "Stable"
                     && s.members.len() == self.plan.routers as usize
                     && !s.owners.is_empty()
-                    && owners_live
-                {
+                    && owners_live;
+                // A drill measures a failover, not a cold start: every running instance (the
+                // connectors and providers an earlier test restarted, say) must answer first.
+                if settled && self.unhealthy().await.is_empty() {
                     let s = s.clone();
                     self.phase(
                         "prepare",
@@ -122,10 +123,15 @@ impl Ctx<'_> {
                 }
             }
             if Instant::now() > deadline {
+                let unhealthy = self.unhealthy().await;
                 let what = match s {
-                    Ok(s) => {
-                        format!("state {}, {} members, {} owned partitions", s.state, s.members.len(), s.owners.len())
-                    }
+                    Ok(s) => format!(
+                        "state {}, {} members, {} owned partitions, not healthy: {}",
+                        s.state,
+                        s.members.len(),
+                        s.owners.len(),
+                        if unhealthy.is_empty() { "none".to_string() } else { unhealthy.join(", ") }
+                    ),
                     Err(e) => format!("{e:#}"),
                 };
                 anyhow::bail!(
@@ -136,6 +142,18 @@ impl Ctx<'_> {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Instances that are starting, or running without answering their health check.
+    async fn unhealthy(&self) -> Vec<String> {
+        let Ok(list) = self.stack.rt.list().await else { return vec!["the supervisor".into()] };
+        let probes = list.iter().map(|i| crate::health::probe(&self.client, i, Duration::from_secs(1)));
+        let health = futures::future::join_all(probes).await;
+        list.iter()
+            .zip(health)
+            .filter(|(i, h)| i.state == InstanceState::Starting || (i.state.is_alive() && h != "up"))
+            .map(|(i, h)| format!("{} ({h})", i.name))
+            .collect()
     }
 
     /// Kills `victim` (its ownership as `before` shows it) by the plan's method.
@@ -244,28 +262,6 @@ fn consumer_tuning() -> ConsumerTuning {
     })
 }
 
-/// A small pool; retried for a while, since a PostgreSQL shared by several stacks may be at its
-/// connection limit for a moment (the drill needs only one or two).
-async fn connect_db(url: &str) -> anyhow::Result<sqlx::PgPool> {
-    let deadline = Instant::now() + PG_CONNECT_TIMEOUT;
-    loop {
-        let r = PgPoolOptions::new()
-            .max_connections(2)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect(url)
-            .await;
-        match r {
-            Ok(p) => return Ok(p),
-            Err(e) if Instant::now() > deadline => return Err(e).context("connecting to PostgreSQL"),
-            Err(e) => {
-                tracing::warn!(error = %e, "PostgreSQL refused a connection; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
-    }
-}
-
 /// Runs the drill of `plan` on `stack`: with `provider_failure_rate`, the providers reject that
 /// share for the run and get their faults back after it (also when the drill fails).
 pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport> {
@@ -282,7 +278,7 @@ pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport>
 
 async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> anyhow::Result<DrillReport> {
     let started_at = Utc::now();
-    let pool = connect_db(&stack.database_url).await?;
+    let admin = &stack.admin;
     let url = reqwest::Url::parse(&format!("{}/api/v1/messages", stack.api_url.trim_end_matches('/')))
         .map_err(|e| usage(format!("invalid API URL {:?}: {e}", stack.api_url)))?;
     let client = reqwest::Client::builder()
@@ -395,7 +391,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
     }
     let ids: Vec<uuid::Uuid> = tally.accepted.iter().map(|a| a.id).collect();
     let start = Utc::now();
-    let drained = count::wait_delivered(&pool, &ids, load::RECIPIENTS.len() as u64, plan.drain_timeout).await?;
+    let drained = count::wait_finished(admin, &ids, plan.drain_timeout).await.context("polling the deliveries")?;
     ctx.phase(
         "drain",
         start,
@@ -424,6 +420,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let samples = observer.finish().await;
+    let facts = admin.delivery_facts(&ids).await.context("reading the deliveries' facts")?;
 
     let mut conn = crate::ownership::redis(&stack.redis_url).await?;
     let events: Vec<RebalanceEvent> = crate::ownership::timeline(&mut conn, 5000)
@@ -447,7 +444,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
         f.rebalance_end = end;
         f.taken_by = takers.iter().map(|(i, _)| i.clone()).collect();
         if let Some(from) = takers.iter().map(|(_, at)| *at).min() {
-            if let Some((at, by)) = count::first_routed(&pool, &ids, &f.taken_by, from).await? {
+            if let Some((at, by)) = count::first_routed(&facts, &f.taken_by, from) {
                 f.first_processed_at = Some(at);
                 f.first_processed_by = Some(by);
             }
@@ -469,7 +466,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
     let outage = match broker {
         Some((stopped, started)) => {
             let routers: Vec<String> = (1..=32).map(|n| format!("{GROUP}-{n}")).collect();
-            let first = count::first_routed(&pool, &ids, &routers, started).await?;
+            let first = count::first_routed(&facts, &routers, started);
             let o = BrokerOutage {
                 stopped_at: stopped,
                 started_at: started,
@@ -509,13 +506,11 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
         .await
         .context("reading the providers' records (the ground truth)")?;
     let counts = count::count(
-        &pool,
         &ids,
+        &facts,
         &load::RECIPIENTS.iter().map(|(u, ch)| (format!("{}-{u}", ctx.run_id), ch.to_string())).collect::<Vec<_>>(),
         &record,
-    )
-    .await?;
-    pool.close().await;
+    );
 
     let traffic = Traffic {
         sent: tally.sent,

@@ -109,6 +109,15 @@ async fn deliver(
             Some("items.channel"),
         ));
     }
+    // The work runs on a task of its own: a caller that goes away mid-request (a router killed
+    // during the call) must not cancel it between the ledger's claim and its record, or the
+    // claim would hold the next router's retry back until it is presumed dead (seconds).
+    tokio::spawn(settle(s, req)).await.map_err(|e| AppError::internal(format!("delivery task: {e}")))?
+}
+
+/// Delivers `req`'s items, publishes their receipts, and answers one result per item.
+async fn settle(s: ConnectorState, req: DeliveryRequest) -> Result<Json<DeliveryResponse>, AppError> {
+    let channel = s.deliverer.channel;
     let outcomes = s.deliverer.deliver(&req.items, req.unordered).await.map_err(|e| match e {
         DeliverError::Ledger(e) => AppError::from(e),
     })?;
