@@ -53,6 +53,11 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    /// The status named `s` as stored and sent (`PENDING`, ...).
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Sent, Self::Delivered, Self::Read, Self::Failed].into_iter().find(|d| d.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Pending => "PENDING",

@@ -4,11 +4,15 @@
 use std::time::Duration;
 
 use chat4all_contract::admin::api_keys::{CreateKey, CreatedKey, KeyList, KeySummary, API_KEYS_PATH};
+use chat4all_contract::admin::deliveries::{
+    Facts, MessageFact, Messages, Progress, FACTS_PATH, MAX_IDS, PROGRESS_PATH,
+};
 use chat4all_contract::admin::relay::{
     KeyMoves, PauseRequest, RelayState, ResumeRequest, KEY_MOVES_PATH, PAUSE_PATH, RELAY_PATH, RESUME_PATH,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::stack::Stack;
 
@@ -104,6 +108,31 @@ impl Admin {
         // Names are letters, digits, '-', '_', '.': nothing to escape in a path segment.
         let path = format!("{API_KEYS_PATH}/{name}");
         self.call(&self.gateway, reqwest::Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// How far `ids`' deliveries are, asked [`MAX_IDS`] at a time.
+    pub async fn delivery_progress(&self, ids: &[Uuid]) -> Result<Progress, AdminError> {
+        let mut total = Progress::default();
+        for chunk in ids.chunks(MAX_IDS) {
+            let req = Messages { message_ids: chunk.to_vec() };
+            let p: Progress = self.call(&self.message, reqwest::Method::POST, PROGRESS_PATH, Some(&req)).await?;
+            total.stored += p.stored;
+            total.deliveries += p.deliveries;
+            total.finished += p.finished;
+            total.unfinished_message_ids.extend(p.unfinished_message_ids);
+        }
+        Ok(total)
+    }
+
+    /// The stored messages among `ids` with their deliveries, asked [`MAX_IDS`] at a time.
+    pub async fn delivery_facts(&self, ids: &[Uuid]) -> Result<Vec<MessageFact>, AdminError> {
+        let mut all = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDS) {
+            let req = Messages { message_ids: chunk.to_vec() };
+            let f: Facts = self.call(&self.message, reqwest::Method::POST, FACTS_PATH, Some(&req)).await?;
+            all.extend(f.messages);
+        }
+        Ok(all)
     }
 
     async fn call<T: DeserializeOwned, B: Serialize>(

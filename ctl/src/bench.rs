@@ -34,15 +34,15 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use chat4all_contract::admin::deliveries::MessageFact;
 use chat4all_contract::channel::Channel;
 use chat4all_contract::provider::RecordEntry;
 
+use crate::admin::Admin;
 use crate::providers::{self, Providers};
 
 /// Conversations the messages are spread over, round-robin.
@@ -51,10 +51,6 @@ pub const CONVERSATIONS: u64 = 1_000;
 pub const MAX_RECIPIENTS: usize = 100;
 /// A request that has not been answered after this long counts as a transport error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Message ids per PostgreSQL query (bound as one `uuid[]`).
-const ID_CHUNK: usize = 10_000;
-/// Pause between two polls of the drain phase.
-const DRAIN_POLL: Duration = Duration::from_millis(250);
 /// Transport errors kept verbatim in the report.
 const ERROR_SAMPLES: usize = 5;
 /// Histogram range in microseconds: 1 µs to 1 hour, 3 significant digits.
@@ -64,7 +60,6 @@ const HIST_MAX_US: u64 = 3_600_000_000;
 pub struct BenchOptions {
     /// Base URL of the message-service, e.g. `http://127.0.0.1:8081`.
     pub api_url: String,
-    pub database_url: String,
     /// Messages per second.
     pub rate: u32,
     /// Length of the send phase.
@@ -85,7 +80,6 @@ impl Default for BenchOptions {
     fn default() -> Self {
         Self {
             api_url: "http://127.0.0.1:8081".into(),
-            database_url: "postgres://postgres@127.0.0.1:5432/chat4all".into(),
             rate: 2000,
             duration: Duration::from_secs(60),
             recipients: 2,
@@ -527,40 +521,6 @@ async fn send_phase(
     }
 }
 
-/// Polls PostgreSQL until every message in `ids` has all its deliveries DELIVERED (or READ, or
-/// FAILED: a final state), or `timeout` passed. Returns whether all did.
-async fn drain(pool: &PgPool, ids: &[Uuid], timeout: Duration) -> anyhow::Result<bool> {
-    let deadline = Instant::now() + timeout;
-    let mut pending: Vec<Uuid> = ids.to_vec();
-    loop {
-        let mut still = Vec::with_capacity(pending.len());
-        for chunk in pending.chunks(ID_CHUNK) {
-            let done: Vec<Uuid> = sqlx::query_scalar(
-                "SELECT message_id FROM deliveries WHERE message_id = ANY($1)
-                 GROUP BY message_id
-                 HAVING bool_and(delivered_at IS NOT NULL OR status = 'FAILED')",
-            )
-            .bind(chunk)
-            .fetch_all(pool)
-            .await
-            .context("polling deliveries")?;
-            if done.len() == chunk.len() {
-                continue;
-            }
-            let done: std::collections::HashSet<Uuid> = done.into_iter().collect();
-            still.extend(chunk.iter().filter(|id| !done.contains(id)));
-        }
-        pending = still;
-        if pending.is_empty() {
-            return Ok(true);
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(DRAIN_POLL.min(deadline - Instant::now())).await;
-    }
-}
-
 /// What PostgreSQL and the providers' records say about the run's deliveries.
 struct DeliveryStats {
     delivered: u64,
@@ -575,7 +535,7 @@ struct DeliveryStats {
     last_delivered: Option<DateTime<Utc>>,
 }
 
-async fn delivery_stats(pool: &PgPool, ids: &[Uuid], record: &[RecordEntry]) -> anyhow::Result<DeliveryStats> {
+fn delivery_stats(ids: &[Uuid], facts: &[MessageFact], record: &[RecordEntry]) -> DeliveryStats {
     let truth = providers::tally(record);
     let mut s = DeliveryStats {
         delivered: 0,
@@ -589,52 +549,22 @@ async fn delivery_stats(pool: &PgPool, ids: &[Uuid], record: &[RecordEntry]) -> 
         first_created: None,
         last_delivered: None,
     };
-    let mut order = std::collections::HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(ID_CHUNK) {
-        let rows: Vec<(i64, DateTime<Utc>, Uuid, String, String)> = sqlx::query_as(
-            "SELECT GREATEST(0, EXTRACT(EPOCH FROM (d.delivered_at - m.created_at)) * 1000000)::int8,
-                    d.delivered_at, d.message_id, d.recipient_id, d.channel
-             FROM deliveries d JOIN messages m ON m.id = d.message_id
-             WHERE d.message_id = ANY($1) AND d.delivered_at IS NOT NULL",
-        )
-        .bind(chunk)
-        .fetch_all(pool)
-        .await
-        .context("reading delivered deliveries")?;
-        for (us, delivered_at, m, r, ch) in rows {
-            let on_device =
-                ch.parse::<Channel>().ok().and_then(|c| truth.get(&(c, m, r))).is_some_and(|t| t.effects > 0);
+    let wanted: std::collections::HashSet<Uuid> = ids.iter().copied().collect();
+    let facts: Vec<&MessageFact> = facts.iter().filter(|m| wanted.contains(&m.id)).collect();
+    for m in &facts {
+        s.first_created = s.first_created.min(Some(m.created_at)).or(Some(m.created_at));
+        for d in &m.deliveries {
+            s.failed += u64::from(d.status == chat4all_contract::events::DeliveryStatus::Failed);
+            let Some(delivered_at) = d.delivered_at else { continue };
+            let on_device = truth.get(&(d.channel, m.id, d.recipient_id.clone())).is_some_and(|t| t.effects > 0);
             s.delivered += 1;
             s.confirmed += u64::from(on_device);
-            s.end_to_end.saturating_record((us as u64).max(1));
+            let us = (delivered_at - m.created_at).num_microseconds().unwrap_or(i64::MAX).max(1) as u64;
+            s.end_to_end.saturating_record(us);
             s.last_delivered = s.last_delivered.max(Some(delivered_at));
         }
-
-        let (failed,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM deliveries WHERE message_id = ANY($1) AND status = 'FAILED'")
-                .bind(chunk)
-                .fetch_one(pool)
-                .await
-                .context("counting failed deliveries")?;
-        s.failed += failed as u64;
-
-        let (first,): (Option<DateTime<Utc>>,) =
-            sqlx::query_as("SELECT min(created_at) FROM messages WHERE id = ANY($1)")
-                .bind(chunk)
-                .fetch_one(pool)
-                .await
-                .context("reading message creation times")?;
-        s.first_created = match (s.first_created, first) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let seqs: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, seq FROM messages WHERE id = ANY($1)")
-            .bind(chunk)
-            .fetch_all(pool)
-            .await
-            .context("reading the messages' order")?;
-        order.extend(seqs);
     }
+    let order: std::collections::HashMap<Uuid, i64> = facts.iter().map(|m| (m.id, m.seq)).collect();
     for ((_, m, _), t) in &truth {
         if !order.contains_key(m) {
             continue;
@@ -646,7 +576,7 @@ async fn delivery_stats(pool: &PgPool, ids: &[Uuid], record: &[RecordEntry]) -> 
         }
     }
     s.order_violations = providers::order_violations(record, &order);
-    Ok(s)
+    s
 }
 
 /// A short random tag for the run: `bench-` and 8 hex digits.
@@ -656,17 +586,12 @@ fn new_run_id() -> String {
 }
 
 /// Runs the benchmark: the send phase, the drain, then the report.
-pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+pub async fn run(opts: &BenchOptions, admin: &Admin) -> anyhow::Result<BenchReport> {
     opts.validate()?;
     let url = reqwest::Url::parse(&format!("{}/api/v1/messages", opts.api_url.trim_end_matches('/')))
         .with_context(|| format!("invalid api url {:?}", opts.api_url))?;
-    // Connect first: a benchmark whose results cannot be read is not worth sending.
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&opts.database_url)
-        .await
-        .context("connecting to PostgreSQL")?;
+    // Ask first: a benchmark whose results cannot be read is not worth sending.
+    admin.delivery_progress(&[]).await.context("the message-service's admin API")?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(opts.concurrency)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -680,8 +605,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         Some(r) => Some(providers.with_reject_rate(r).await.context("setting the providers' reject rate")?),
         None => None,
     };
-    let result = measure(opts, &pool, &client, url, &providers).await;
-    pool.close().await;
+    let result = measure(opts, admin, &client, url, &providers).await;
     if let Some(restore) = restore {
         restore.restore().await.context("restoring the providers' faults")?;
     }
@@ -691,7 +615,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 /// The send phase, the drain, the counts.
 async fn measure(
     opts: &BenchOptions,
-    pool: &PgPool,
+    admin: &Admin,
     client: &reqwest::Client,
     url: reqwest::Url,
     providers: &Providers,
@@ -702,13 +626,16 @@ async fn measure(
     let tally = send_phase(client, url, template, opts.rate, planned, opts.concurrency).await;
 
     let drain_start = Instant::now();
-    let drain_complete = drain(pool, &tally.accepted, opts.drain_timeout).await?;
+    let drain_complete = crate::drill::count::wait_finished(admin, &tally.accepted, opts.drain_timeout)
+        .await
+        .context("polling the deliveries")?;
     let drain_secs = drain_start.elapsed().as_secs_f64();
     let record = providers
         .records(Some(&format!("{run_id}-c")))
         .await
         .context("reading the providers' records (the ground truth)")?;
-    let stats = delivery_stats(pool, &tally.accepted, &record).await?;
+    let facts = admin.delivery_facts(&tally.accepted).await.context("reading the deliveries' facts")?;
+    let stats = delivery_stats(&tally.accepted, &facts, &record);
 
     Ok(build_report(opts, run_id, planned, &tally, &stats, drain_complete, drain_secs))
 }

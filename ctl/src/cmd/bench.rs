@@ -50,14 +50,16 @@ pub async fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
             .filter_map(|ch| providers.url(ch).ok().map(|u| (ch, u.to_string())))
             .collect(),
         provider_failure_rate: args.provider_failure_rate,
-        database_url: super::groups::database_url(cli),
         rate: args.rate,
         duration: args.duration,
         drain_timeout: args.drain_timeout,
         concurrency: args.concurrency,
         ..BenchOptions::default()
     };
-    let report = bench::run(&opts).await?;
+    // Facts for up to 10,000 messages per request: more time than one small read.
+    let admin =
+        chat4all_ctl::admin::Admin::for_stack(&cli.stack(), cli.timeout.max(std::time::Duration::from_secs(30)))?;
+    let report = bench::run(&opts, &admin).await?;
     match cli.output {
         Format::Json => println!("{}", output::json(&report)),
         Format::Table => println!("{}", report.to_markdown()),

@@ -137,7 +137,8 @@ pub async fn drill(cli: &Cli, cmd: &DrillCommand) -> anyhow::Result<()> {
     let rt = ProcessRuntime::connect(&cli.data(), cli.timeout.max(ACT_TIMEOUT))?;
     let stack = Stack {
         api_url: common.api_url.clone().unwrap_or_else(|| rt.info.api_url.clone()),
-        database_url: super::groups::database_url(cli),
+        // Facts for up to 10,000 messages per request: more time than one small read.
+        admin: chat4all_ctl::admin::Admin::for_stack(&cli.stack(), cli.timeout.max(Duration::from_secs(30)))?,
         redis_url: super::groups::redis_url(cli),
         bootstrap: super::groups::bootstrap(cli),
         timeout: cli.timeout,

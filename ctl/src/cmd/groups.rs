@@ -49,11 +49,6 @@ pub(crate) fn redis_url(cli: &Cli) -> String {
     cli.stack().redis_url
 }
 
-/// PostgreSQL of the stack (`DATABASE_URL`, the supervisor's, the local default).
-pub(crate) fn database_url(cli: &Cli) -> String {
-    cli.stack().database_url
-}
-
 /// A group reader primed with the supervisor's offset history (when a supervisor runs), so that
 /// even a one-shot command has a window to judge lag status by.
 pub(crate) async fn reader(cli: &Cli) -> anyhow::Result<GroupReader> {

@@ -27,8 +27,9 @@ pub fn routes(pool: PgPool, freshness: Tracker, token: &AdminToken) -> Router {
         .route(PAUSE_PATH, post(pause))
         .route(RESUME_PATH, post(resume))
         .route(KEY_MOVES_PATH, get(key_moves))
-        .with_state(pool)
-        .merge(pipeline_route);
+        .with_state(pool.clone())
+        .merge(pipeline_route)
+        .merge(super::facts::routes(pool));
     crate::http::guard(router, token)
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod facts;
 pub mod freshness;
 pub use chat4all_contract::message as domain;
 pub mod outbox;
