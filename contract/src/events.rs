@@ -53,9 +53,17 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    /// Every status, in the order a status moves (its rank is its index here).
+    pub const ALL: [DeliveryStatus; 5] = [Self::Pending, Self::Sent, Self::Delivered, Self::Read, Self::Failed];
+
     /// The status named `s` as stored and sent (`PENDING`, ...).
     pub fn from_name(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Sent, Self::Delivered, Self::Read, Self::Failed].into_iter().find(|d| d.as_str() == s)
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Where it stands in [`Self::ALL`]: a status only moves to a higher rank.
+    pub fn rank(self) -> i32 {
+        self as i32
     }
 
     pub fn as_str(self) -> &'static str {

@@ -34,7 +34,6 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -47,8 +46,7 @@ use crate::providers::{self, Providers};
 
 /// Conversations the messages are spread over, round-robin.
 pub const CONVERSATIONS: u64 = 1_000;
-/// The API's limit on recipients per message.
-pub const MAX_RECIPIENTS: usize = 100;
+pub use chat4all_contract::message::MAX_RECIPIENTS;
 /// A request that has not been answered after this long counts as a transport error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transport errors kept verbatim in the report.
@@ -322,12 +320,6 @@ pub fn planned_messages(rate: u32, duration: Duration) -> u64 {
     n.div_ceil(1_000_000_000) as u64
 }
 
-/// When send `i` is due, relative to the start of the run.
-pub fn scheduled_offset(i: u64, rate: u32) -> Duration {
-    let nanos = u128::from(i) * 1_000_000_000 / u128::from(rate.max(1));
-    Duration::from_nanos(nanos as u64)
-}
-
 fn per_sec(count: u64, secs: f64) -> f64 {
     if secs > 0.0 {
         count as f64 / secs
@@ -379,12 +371,6 @@ impl BodyTemplate {
     }
 }
 
-enum Outcome {
-    Accepted { id: Uuid, latency: Duration, at: Instant },
-    Rejected(u16),
-    Error(String),
-}
-
 /// What the send phase saw.
 struct SendTally {
     sent: u64,
@@ -405,18 +391,8 @@ impl SendTally {
     }
 }
 
-/// An error and its causes on one line: reqwest's own message alone says little.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let _ = write!(s, ": {c}");
-        cause = c.source();
-    }
-    s
-}
-
-/// Sends `planned` messages at `rate` per second, open loop, at most `concurrency` in flight.
+/// Sends `planned` messages at `rate` per second, open loop ([`crate::load`]), at most
+/// `concurrency` in flight.
 async fn send_phase(
     client: &reqwest::Client,
     url: reqwest::Url,
@@ -425,100 +401,43 @@ async fn send_phase(
     planned: u64,
     concurrency: usize,
 ) -> SendTally {
-    let sem = Arc::new(Semaphore::new(concurrency));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
-    let start = Instant::now();
-
-    let collector = tokio::spawn(async move {
-        let mut accepted = Vec::with_capacity(planned as usize);
-        let mut accept_latency = new_histogram();
-        let mut rejected_by_status = BTreeMap::new();
-        let mut errors = 0u64;
-        let mut error_samples = Vec::new();
-        let mut last_accept = start;
-        while let Some(o) = rx.recv().await {
-            match o {
-                Outcome::Accepted { id, latency, at } => {
-                    accepted.push(id);
-                    accept_latency.saturating_record(micros(latency).max(1));
-                    last_accept = last_accept.max(at);
-                }
-                Outcome::Rejected(status) => *rejected_by_status.entry(status).or_insert(0u64) += 1,
-                Outcome::Error(e) => {
-                    errors += 1;
-                    if error_samples.len() < ERROR_SAMPLES {
-                        error_samples.push(e);
-                    }
-                }
-            }
-        }
-        (accepted, accept_latency, rejected_by_status, errors, error_samples, last_accept - start)
-    });
-
+    let client = client.clone();
     let template = Arc::new(template);
-    let mut schedule_lag = new_histogram();
-    let mut client_behind = 0u64;
-    let mut i = 0u64;
-    while i < planned {
-        let due = start + scheduled_offset(i, rate);
-        if due > Instant::now() {
-            tokio::time::sleep_until(due).await;
-        }
-        let now = Instant::now();
-        // Everything due by now goes out, without waiting for any response.
-        while i < planned {
-            let due = start + scheduled_offset(i, rate);
-            if due > now {
-                break;
+    let make: crate::load::MakeRequest = Arc::new(move |id, i| {
+        client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(template.body(id, i))
+    });
+    let run = crate::load::run(make, crate::load::Schedule::per_second(rate, Some(planned), concurrency)).await;
+    let mut t = SendTally {
+        sent: run.sent,
+        client_behind: run.behind,
+        schedule_lag: new_histogram(),
+        accepted: Vec::with_capacity(run.replies.len()),
+        accept_latency: new_histogram(),
+        rejected_by_status: BTreeMap::new(),
+        errors: 0,
+        error_samples: Vec::new(),
+        window: Duration::ZERO,
+    };
+    let mut last_accept = run.started;
+    for r in &run.replies {
+        t.schedule_lag.saturating_record(micros(r.schedule_lag()).max(1));
+        match &r.answer {
+            crate::load::Answer::Status { code: 202, .. } => {
+                t.accepted.push(r.id);
+                t.accept_latency.saturating_record(micros(r.latency()).max(1));
+                last_accept = last_accept.max(r.answered);
             }
-            let permit = match sem.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    client_behind += 1;
-                    sem.clone().acquire_owned().await.expect("semaphore never closed")
+            crate::load::Answer::Status { code, .. } => *t.rejected_by_status.entry(*code).or_insert(0u64) += 1,
+            crate::load::Answer::Failed(e) => {
+                t.errors += 1;
+                if t.error_samples.len() < ERROR_SAMPLES {
+                    t.error_samples.push(e.clone());
                 }
-            };
-            let sent_at = Instant::now();
-            schedule_lag.saturating_record(micros(sent_at - due).max(1));
-            let id = Uuid::now_v7();
-            let body = template.body(id, i);
-            let request = client.post(url.clone()).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let outcome = match request.send().await {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        // Read the (small) body so the connection goes back to the pool.
-                        let _ = resp.bytes().await;
-                        let at = Instant::now();
-                        if status == 202 {
-                            Outcome::Accepted { id, latency: at - sent_at, at }
-                        } else {
-                            Outcome::Rejected(status)
-                        }
-                    }
-                    Err(e) => Outcome::Error(error_chain(&e.without_url())),
-                };
-                let _ = tx.send(outcome);
-            });
-            i += 1;
+            }
         }
     }
-    drop(tx);
-    let (accepted, accept_latency, rejected_by_status, errors, error_samples, window) =
-        collector.await.expect("collector task does not panic");
-    SendTally {
-        sent: i,
-        client_behind,
-        schedule_lag,
-        accepted,
-        accept_latency,
-        rejected_by_status,
-        errors,
-        error_samples,
-        window,
-    }
+    t.window = last_accept - run.started;
+    t
 }
 
 /// What PostgreSQL and the providers' records say about the run's deliveries.
@@ -732,12 +651,7 @@ mod tests {
 
     #[test]
     fn schedule_is_evenly_spaced_and_absolute() {
-        assert_eq!(scheduled_offset(0, 2000), Duration::ZERO);
-        assert_eq!(scheduled_offset(1, 2000), Duration::from_micros(500));
-        assert_eq!(scheduled_offset(2000, 2000), Duration::from_secs(1));
-        assert_eq!(scheduled_offset(1, 3), Duration::from_nanos(333_333_333));
-        // No drift: send 3,000,000 at 3/s is exactly at 1,000,000 s.
-        assert_eq!(scheduled_offset(3_000_000, 3), Duration::from_secs(1_000_000));
+        let scheduled_offset = |i, rate| crate::load::Schedule::per_second(rate, None, 1).due(i);
         // Every planned send is scheduled inside the duration, the next one is not.
         let (rate, d) = (7, Duration::from_secs(3));
         let n = planned_messages(rate, d);

@@ -15,6 +15,7 @@ pub mod failover;
 pub mod health;
 pub mod kafka;
 pub mod lag;
+pub mod load;
 pub mod output;
 pub mod ownership;
 pub mod paths;

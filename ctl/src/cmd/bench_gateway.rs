@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use chat4all_contract::admin::api_keys::CreateKey;
+use chat4all_ctl::load;
 use chat4all_ctl::output::{self, parse_duration, Format};
 
 use super::Cli;
@@ -83,7 +84,7 @@ fn latency(h: &Histogram<u64>, errors: u64) -> Latency {
 /// The answer of the probe request (the id is refused before any I/O).
 const EXPECTED: u16 = 400;
 
-/// One open-loop phase: a request every 1/rate s, each on its own task.
+/// One open-loop phase ([`chat4all_ctl::load`]): `rate` requests a second for `duration`.
 async fn phase(
     http: &reqwest::Client,
     url: &str,
@@ -93,34 +94,24 @@ async fn phase(
     hist: &Arc<Mutex<Histogram<u64>>>,
     errors: &Arc<Mutex<u64>>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let end = Instant::now() + duration;
-    let mut tasks = Vec::new();
-    while Instant::now() < end {
-        tick.tick().await;
-        let (http, url, key, hist, errors) =
-            (http.clone(), url.to_string(), key.map(str::to_owned), hist.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            let start = Instant::now();
-            let mut rb = http.get(&url);
-            if let Some(k) = key {
-                rb = rb.bearer_auth(k);
-            }
-            let ok = match rb.send().await {
-                Ok(r) if r.status().as_u16() == EXPECTED => r.bytes().await.is_ok(),
-                _ => false,
-            };
-            let us = start.elapsed().as_micros() as u64;
-            if ok {
-                let _ = hist.lock().expect("hist").record(us.max(1));
-            } else {
-                *errors.lock().expect("errors") += 1;
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
+    let (http, url, key) = (http.clone(), url.to_string(), key.map(str::to_owned));
+    let make: load::MakeRequest = Arc::new(move |_, _| {
+        let rb = http.get(&url);
+        match &key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        }
+    });
+    let planned = chat4all_ctl::bench::planned_messages(rate, duration);
+    let run = load::run(make, load::Schedule::per_second(rate, Some(planned), 4096)).await;
+    let mut hist = hist.lock().expect("hist");
+    let mut errors = errors.lock().expect("errors");
+    for r in &run.replies {
+        if r.status() == Some(EXPECTED) {
+            let _ = hist.record(u64::try_from(r.latency().as_micros()).unwrap_or(u64::MAX).max(1));
+        } else {
+            *errors += 1;
+        }
     }
 }
 

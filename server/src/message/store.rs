@@ -194,20 +194,17 @@ impl MessageView {
     }
 }
 
+/// The message's status: its least advanced recipient's, leaving out the failed ones (FAILED
+/// when every one failed).
 fn overall(recipients: &[RecipientView]) -> String {
-    let rank = |s: &str| match s {
-        "PENDING" => 0,
-        "SENT" => 1,
-        "DELIVERED" => 2,
-        "READ" => 3,
-        _ => 4,
-    };
     recipients
         .iter()
-        .filter(|r| r.status != "FAILED")
-        .min_by_key(|r| rank(&r.status))
-        .map(|r| r.status.clone())
-        .unwrap_or_else(|| "FAILED".into())
+        .filter_map(|r| DeliveryStatus::from_name(&r.status))
+        .filter(|s| *s != DeliveryStatus::Failed)
+        .min()
+        .unwrap_or(DeliveryStatus::Failed)
+        .as_str()
+        .to_string()
 }
 
 pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<MessageView>, sqlx::Error> {
@@ -332,7 +329,7 @@ pub async fn apply_status_updates(pool: &PgPool, updates: &[StatusUpdate]) -> Re
         users.push(user);
         chans.push(chan.as_str());
         statuses.push(status.as_str());
-        ranks.push(status as i32);
+        ranks.push(status.rank());
         sent.push(f.sent_at);
         delivered.push(f.delivered_at);
         read.push(f.read_at);
@@ -352,8 +349,7 @@ pub async fn apply_status_updates(pool: &PgPool, updates: &[StatusUpdate]) -> Re
                      $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[])
               AS u(message_id, recipient_id, channel, status, rank, sent_at, delivered_at, read_at, failed_at, reason)
          WHERE d.message_id = u.message_id AND d.recipient_id = u.recipient_id AND d.channel = u.channel
-           AND u.rank > CASE d.status WHEN 'PENDING' THEN 0 WHEN 'SENT' THEN 1 WHEN 'DELIVERED' THEN 2
-                                      WHEN 'READ' THEN 3 ELSE 4 END",
+           AND u.rank > array_position($11::text[], d.status) - 1",
     )
     .bind(&ids)
     .bind(&users)
@@ -365,6 +361,7 @@ pub async fn apply_status_updates(pool: &PgPool, updates: &[StatusUpdate]) -> Re
     .bind(&read)
     .bind(&failed)
     .bind(&reasons)
+    .bind(DeliveryStatus::ALL.map(DeliveryStatus::as_str).as_slice())
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
