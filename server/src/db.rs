@@ -66,12 +66,15 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
 }
 
-/// A migrated pool on a database of its own for one unit test module (`chat4all_unit_<name>`,
-/// created on first use), on the server in `CHAT4ALL_UNIT_DATABASE_URL` or the local default.
+/// A migrated pool on a database of its own for one unit test module and checkout
+/// (`chat4all_unit_<name>_<hash of the source path>`, created on first use: two worktrees
+/// testing at once must not truncate each other's tables), on the server in
+/// `CHAT4ALL_UNIT_DATABASE_URL` or the local default.
 #[cfg(test)]
 pub async fn test_pool(name: &str) -> PgPool {
     let base =
         std::env::var("CHAT4ALL_UNIT_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let url = format!("{}/chat4all_unit_{name}", base.trim_end_matches('/'));
+    let checkout = env!("CARGO_MANIFEST_DIR").bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let url = format!("{}/chat4all_unit_{name}_{checkout:08x}", base.trim_end_matches('/'));
     connect_and_migrate(&url, 4).await.unwrap_or_else(|e| panic!("unit-test database {url}: {e:#}"))
 }

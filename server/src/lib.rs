@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod message;
 pub mod metrics;
 pub mod ops;
+pub mod retry;
 pub mod router;
 pub mod shutdown;
 pub mod telemetry;

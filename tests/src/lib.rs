@@ -55,23 +55,12 @@ impl Config {
         let workspace = workspace_dir();
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let home = var("CHAT4ALL_HOME").map(PathBuf::from).unwrap_or_else(|| workspace.join(".chat4all"));
-        let sup: serde_json::Value = std::fs::read_to_string(home.join("supervisor.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
-        let from_sup = |k: &str| sup.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        // The control plane's own way to find a stack: one order of precedence for everyone.
+        let stack = chat4all_ctl::stack::Stack::find(&chat4all_ctl::paths::DataDir::new(&home));
         Self {
-            api_url: var("CHAT4ALL_API_URL")
-                .or_else(|| from_sup("apiUrl"))
-                .unwrap_or_else(|| "http://127.0.0.1:8081".into())
-                .trim_end_matches('/')
-                .to_string(),
-            database_url: var("DATABASE_URL")
-                .or_else(|| from_sup("databaseUrl"))
-                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/chat4all".into()),
-            kafka_bootstrap: var("KAFKA_BOOTSTRAP")
-                .or_else(|| from_sup("kafkaBootstrap"))
-                .unwrap_or_else(|| "127.0.0.1:9092".into()),
+            api_url: stack.api_url.trim_end_matches('/').to_string(),
+            database_url: stack.database_url,
+            kafka_bootstrap: stack.bootstrap,
             ctl: var("CHAT4ALL_CTL")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| workspace.join("target").join("debug").join("chat4allctl")),

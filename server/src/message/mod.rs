@@ -35,13 +35,9 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
         ];
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            while !shutdown.is_triggered() {
-                match kafka::ensure_topics(&bootstrap, &instance, &specs).await {
-                    Ok(()) => break,
-                    Err(e) => tracing::warn!(error = format!("{e:#}"), "creating topics; retrying"),
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
+            let create =
+                || async { kafka::ensure_topics(&bootstrap, &instance, &specs).await.map_err(|e| format!("{e:#}")) };
+            let _ = crate::retry::until_ok(&shutdown, "creating topics", create).await;
         });
     }
 

@@ -48,22 +48,15 @@ pub async fn run(consumer: BatchConsumer, pool: sqlx::PgPool, metrics: StatusMet
             }
         }
         // Retry until applied: receipts are never dropped because PostgreSQL hiccupped.
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match store::apply_status_updates(&pool, &updates).await {
-                Ok(n) => {
-                    metrics.applied.inc_by(n);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "applying status updates failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.wait() => return consumer.close(),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        match crate::retry::until_ok(&shutdown, "applying status updates", || {
+            store::apply_status_updates(&pool, &updates)
+        })
+        .await
+        {
+            Ok(n) => {
+                metrics.applied.inc_by(n);
             }
+            Err(crate::retry::ShutDown) => return consumer.close(),
         }
         if let Err(e) = consumer.store(&batch) {
             tracing::warn!(error = format!("{e:#}"), "storing status offsets");

@@ -9,9 +9,10 @@
 //!
 //! Every message carries a client-generated `messageId` (UUID v7) and a conversation id tagged
 //! with the run id (`bench-<8 hex>-c<n>`, 1,000 conversations round-robin), so the run's rows are
-//! found in PostgreSQL by primary key. After the send phase the benchmark polls PostgreSQL until
-//! every accepted message's deliveries are DELIVERED (or FAILED, or `drain_timeout` passed), then
-//! measures:
+//! found by id. After the send phase the benchmark polls the message-service's admin deliveries
+//! progress until every accepted message's deliveries are DELIVERED (or FAILED, or
+//! `drain_timeout` passed), reads their facts ([`crate::admin::Admin::delivery_facts`]), then
+//! measures ([`report`] holds the report and its Markdown):
 //!
 //! * accept latency: client time of each POST until its 202 response;
 //! * end-to-end latency per delivery: `deliveries.delivered_at - messages.created_at` (server
@@ -33,7 +34,6 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
-use serde::Serialize;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -43,6 +43,10 @@ use chat4all_contract::provider::RecordEntry;
 
 use crate::admin::Admin;
 use crate::providers::{self, Providers};
+
+mod report;
+
+pub use report::{BenchReport, LatencySummary, MAX_ACCEPT_P99_MS, MAX_END_TO_END_P95_MS, MIN_RATE_FRACTION};
 
 /// Conversations the messages are spread over, round-robin.
 pub const CONVERSATIONS: u64 = 1_000;
@@ -113,204 +117,6 @@ impl BenchOptions {
         }
         Ok(())
     }
-}
-
-/// p50/p95/p99/max of a latency distribution, in milliseconds. All zero when `count` is 0.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LatencySummary {
-    pub count: u64,
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl LatencySummary {
-    /// Summarises a histogram of microseconds.
-    pub fn from_micros(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Self::default();
-        }
-        let ms = |us: u64| us as f64 / 1000.0;
-        Self {
-            count: h.len(),
-            p50: ms(h.value_at_quantile(0.50)),
-            p95: ms(h.value_at_quantile(0.95)),
-            p99: ms(h.value_at_quantile(0.99)),
-            max: ms(h.max()),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BenchReport {
-    /// Tag of this run: every conversation id starts with it.
-    pub run_id: String,
-    pub target_rate: u32,
-    pub duration_secs: f64,
-    pub recipients: usize,
-    /// Messages the schedule called for (rate × duration).
-    pub planned: u64,
-    /// Requests that went out.
-    pub sent: u64,
-    /// 202 responses.
-    pub accepted: u64,
-    /// Other HTTP responses, in total and by status code.
-    pub rejected: u64,
-    pub rejected_by_status: BTreeMap<u16, u64>,
-    /// Requests without an HTTP response (connection failure, timeout).
-    pub errors: u64,
-    pub error_samples: Vec<String>,
-    /// Sends that found the concurrency cap full and had to wait for a slot.
-    pub client_behind: u64,
-    /// How late sends went out against their schedule.
-    pub schedule_lag_ms: LatencySummary,
-    /// From the first send to the last 202 response.
-    pub send_window_secs: f64,
-    pub accepted_per_sec: f64,
-    /// accepted × recipients.
-    pub expected_deliveries: u64,
-    /// Deliveries of accepted messages with status DELIVERED (or READ).
-    pub delivered: u64,
-    /// Distinct (message, recipient, channel) with an effect in a provider's record.
-    pub device_delivered: u64,
-    /// Deliveries with status FAILED.
-    pub failed: u64,
-    /// From the first accepted message's `created_at` to the last `delivered_at`.
-    pub delivery_window_secs: f64,
-    pub delivered_per_sec: f64,
-    /// expected − deliveries that are DELIVERED and have an effect in a provider's record.
-    pub lost: u64,
-    /// Provider requests beyond one per (message, recipient, channel): retries, replays.
-    pub duplicate_requests: u64,
-    /// Provider effects beyond one per (message, recipient, channel): delivered twice.
-    pub duplicate_deliveries: u64,
-    /// Per (conversation, recipient): consecutive messages whose first effects came reversed.
-    pub order_violations: u64,
-    /// The providers' reject rate during the run, when the benchmark set one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider_failure_rate: Option<f64>,
-    /// Whether every accepted message reached a final state before `drain_timeout`.
-    pub drain_complete: bool,
-    /// Time spent waiting for deliveries after the send phase.
-    pub drain_secs: f64,
-    pub accept_latency_ms: LatencySummary,
-    pub end_to_end_latency_ms: LatencySummary,
-}
-
-/// Acceptance criteria of the benchmark.
-pub const MIN_RATE_FRACTION: f64 = 0.98;
-pub const MAX_ACCEPT_P99_MS: f64 = 100.0;
-pub const MAX_END_TO_END_P95_MS: f64 = 1000.0;
-
-impl BenchReport {
-    /// The criteria this run failed; empty when it met every target.
-    pub fn meets_targets(&self) -> Vec<String> {
-        let mut failed = Vec::new();
-        let min_rate = MIN_RATE_FRACTION * f64::from(self.target_rate);
-        if self.accepted_per_sec < min_rate {
-            failed.push(format!(
-                "accepted {:.1} msg/s < {:.0}% of the target {} msg/s ({:.1})",
-                self.accepted_per_sec,
-                MIN_RATE_FRACTION * 100.0,
-                self.target_rate,
-                min_rate
-            ));
-        }
-        if self.accept_latency_ms.count == 0 {
-            failed.push("no accept latency measured (nothing accepted)".into());
-        } else if self.accept_latency_ms.p99 >= MAX_ACCEPT_P99_MS {
-            failed.push(format!("accept latency p99 {:.1} ms >= {MAX_ACCEPT_P99_MS} ms", self.accept_latency_ms.p99));
-        }
-        if self.end_to_end_latency_ms.count == 0 {
-            failed.push("no end-to-end latency measured (nothing delivered)".into());
-        } else if self.end_to_end_latency_ms.p95 >= MAX_END_TO_END_P95_MS {
-            failed.push(format!(
-                "end-to-end latency p95 {:.1} ms >= {MAX_END_TO_END_P95_MS} ms",
-                self.end_to_end_latency_ms.p95
-            ));
-        }
-        if self.lost > 0 {
-            failed.push(format!("{} of {} deliveries lost", self.lost, self.expected_deliveries));
-        }
-        if self.duplicate_deliveries > 0 {
-            failed.push(format!("{} duplicate device deliveries", self.duplicate_deliveries));
-        }
-        if self.order_violations > 0 {
-            failed.push(format!("{} order violations", self.order_violations));
-        }
-        failed
-    }
-
-    /// A small Markdown table of the results.
-    pub fn to_markdown(&self) -> String {
-        let mut rows: Vec<(&str, String)> = vec![
-            ("run", self.run_id.clone()),
-            (
-                "target",
-                format!(
-                    "{} msg/s for {:.1} s, {} recipients/msg",
-                    self.target_rate, self.duration_secs, self.recipients
-                ),
-            ),
-            ("sent / planned", format!("{} / {}", self.sent, self.planned)),
-            ("accepted (202)", self.accepted.to_string()),
-            ("rejected", rejected_text(self.rejected, &self.rejected_by_status)),
-            ("transport errors", self.errors.to_string()),
-            ("client behind (cap full)", self.client_behind.to_string()),
-            ("schedule lag p99 / max", format!("{:.1} / {:.1} ms", self.schedule_lag_ms.p99, self.schedule_lag_ms.max)),
-            ("accepted/s", format!("{:.1} (over {:.2} s)", self.accepted_per_sec, self.send_window_secs)),
-            ("accept latency", latency_text(&self.accept_latency_ms)),
-            (
-                "delivered / expected",
-                format!(
-                    "{} / {} (on devices: {}, failed: {})",
-                    self.delivered, self.expected_deliveries, self.device_delivered, self.failed
-                ),
-            ),
-            ("delivered/s", format!("{:.1} (over {:.2} s)", self.delivered_per_sec, self.delivery_window_secs)),
-            ("end-to-end latency", latency_text(&self.end_to_end_latency_ms)),
-            ("lost", self.lost.to_string()),
-            ("duplicate requests", self.duplicate_requests.to_string()),
-            ("duplicate deliveries", self.duplicate_deliveries.to_string()),
-            ("order violations", self.order_violations.to_string()),
-            (
-                "drain",
-                format!(
-                    "{} after {:.1} s",
-                    if self.drain_complete { "complete" } else { "timed out" },
-                    self.drain_secs
-                ),
-            ),
-        ];
-        let failed = self.meets_targets();
-        rows.push((
-            "targets",
-            if failed.is_empty() { "all met".to_string() } else { format!("FAILED: {}", failed.join("; ")) },
-        ));
-        let mut out = String::from("| metric | value |\n|---|---|\n");
-        for (k, v) in rows {
-            let _ = writeln!(out, "| {k} | {} |", v.replace('|', "\\|"));
-        }
-        out
-    }
-}
-
-fn latency_text(l: &LatencySummary) -> String {
-    if l.count == 0 {
-        return "n/a".into();
-    }
-    format!("p50 {:.1} / p95 {:.1} / p99 {:.1} / max {:.1} ms (n={})", l.p50, l.p95, l.p99, l.max, l.count)
-}
-
-fn rejected_text(total: u64, by_status: &BTreeMap<u16, u64>) -> String {
-    if by_status.is_empty() {
-        return total.to_string();
-    }
-    let parts: Vec<String> = by_status.iter().map(|(s, n)| format!("{s}: {n}")).collect();
-    format!("{total} ({})", parts.join(", "))
 }
 
 /// Messages sent in `duration` at `rate` per second (sends scheduled strictly before the end).
