@@ -258,13 +258,6 @@ impl OwnInstance {
         Self::start(s, &[name], name, 8085 + port_offset(), &["connector", "--channel", WHATSAPP], env).await
     }
 
-    /// The only router, with `env` (the stack keeps one router of its own afterwards).
-    async fn router(s: &Stack, env: &[(&str, &str)]) -> Result<Self> {
-        s.ctl(&["scale", "router=1"]).await?;
-        let name = "router-service-1";
-        Self::start(s, &[name], name, 8091 + port_offset(), &["router-service"], env).await
-    }
-
     async fn metric(&self, name: &str) -> Result<f64> {
         let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await?.text().await?;
         Ok(text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
@@ -297,7 +290,7 @@ impl Drop for OwnInstance {
     }
 }
 
-/// Without the hold-back (router breaker), a rejected message is retried after its successors
+/// Without the hold-back (connector breaker), a rejected message is retried after its successors
 /// went through: the order check fails, so it can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_holdback_rejections_reorder_a_conversation() -> Result<()> {
@@ -305,8 +298,9 @@ async fn without_holdback_rejections_reorder_a_conversation() -> Result<()> {
     let s = Stack::connect().await?;
     let p = Provider::whatsapp();
     let _healthy = HealthyOnDrop;
-    let _router =
-        OwnInstance::router(&s, &[("CHAT4ALL_UNSAFE_NO_HOLDBACK", "1"), ("CHAT4ALL_ROUTER_ATTEMPTS", "30")]).await?;
+    let _connector =
+        OwnInstance::connector(&s, &[("CHAT4ALL_UNSAFE_NO_HOLDBACK", "1"), ("CHAT4ALL_CONNECTOR_ATTEMPTS", "30")])
+            .await?;
     p.set_faults(&Faults { reject_rate: 0.25, ..Faults::default() }).await?;
     let run = unique("nohold");
     let posted = post_traffic(&s, &run, 3, 15, Duration::ZERO).await?;
@@ -362,8 +356,8 @@ async fn with_keys_the_same_timeouts_are_replays() -> Result<()> {
     Ok(())
 }
 
-/// Asks the WhatsApp connector directly to deliver `posted` again (what a re-routing router
-/// does) and returns how many of the answers were ok.
+/// Asks the WhatsApp connector directly (its HTTP API) to deliver `posted` again (what a
+/// redelivered hand-off does) and returns how many of the answers were ok.
 async fn redeliver(posted: &HashMap<String, Vec<Uuid>>, run: &str) -> Result<usize> {
     use chat4all_contract::connector::{DeliveryItem, DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
     let mut items = Vec::new();
