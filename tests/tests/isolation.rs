@@ -105,13 +105,16 @@ async fn p95_by_channel(s: &Stack, posted: &[Posted]) -> Result<HashMap<&'static
 
 /// Per conversation: the first accepted effects at `channel`'s provider in post order, and one
 /// effect per message. Returns (delivered, duplicate deliveries, order violations).
-async fn exactly_once_in_order(cfg: &Config, run: &str, posted: &[Posted], channel: &str) -> Result<(u64, u64, Vec<String>)> {
+async fn exactly_once_in_order(
+    cfg: &Config,
+    run: &str,
+    posted: &[Posted],
+    channel: &str,
+) -> Result<(u64, u64, Vec<String>)> {
     let summary = provider_summary_of(cfg, channel, run).await?;
     let record = provider_record(cfg, run).await?;
-    let mut entries: Vec<_> = record
-        .iter()
-        .filter(|e| e.outcome == RecordOutcome::Accepted && e.channel.as_str() == channel)
-        .collect();
+    let mut entries: Vec<_> =
+        record.iter().filter(|e| e.outcome == RecordOutcome::Accepted && e.channel.as_str() == channel).collect();
     entries.sort_by_key(|e| e.seq);
     let mut seen = std::collections::HashSet::new();
     let mut firsts: HashMap<&str, Vec<Uuid>> = HashMap::new();
@@ -206,11 +209,8 @@ async fn outage_is_contained(outage: Outage) -> Result<()> {
     let out_posted = during.await.context("outage load")??;
 
     // The other channels, for the messages posted while WhatsApp was down.
-    let others: Vec<Posted> = out_posted
-        .iter()
-        .filter(|p| p.channel != WHATSAPP && p.at >= down_at && p.at <= up_at)
-        .cloned()
-        .collect();
+    let others: Vec<Posted> =
+        out_posted.iter().filter(|p| p.channel != WHATSAPP && p.at >= down_at && p.at <= up_at).cloned().collect();
     wait_all(&s, &others, Duration::from_secs(90)).await?;
     let during_p95 = p95_by_channel(&s, &others).await?;
     println!("p95 while WhatsApp was down (ms, n): {during_p95:?}");
@@ -222,7 +222,11 @@ async fn outage_is_contained(outage: Outage) -> Result<()> {
     wait_all(&s, &whatsapp, Duration::from_secs(120)).await?;
     println!("WhatsApp caught up {} ms after the wait began", started.elapsed().as_millis());
     let (delivered, duplicates, violations) = exactly_once_in_order(&s.cfg, &run, &all, WHATSAPP).await?;
-    println!("WhatsApp: {delivered} delivered of {}, {duplicates} duplicates, {} order violations", whatsapp.len(), violations.len());
+    println!(
+        "WhatsApp: {delivered} delivered of {}, {duplicates} duplicates, {} order violations",
+        whatsapp.len(),
+        violations.len()
+    );
 
     for ch in [TELEGRAM, INSTAGRAM] {
         let (b, nb) = base[ch];

@@ -46,7 +46,11 @@ impl PipelineMetrics {
             end_to_end_seconds: latency_histogram(),
         };
         reg.register("chat4all_connector_handoffs", "Hand-offs read from deliveries-<channel>", m.handoffs.clone());
-        reg.register("chat4all_connector_malformed_handoffs", "Unparseable hand-offs sent to the DLQ", m.malformed.clone());
+        reg.register(
+            "chat4all_connector_malformed_handoffs",
+            "Unparseable hand-offs sent to the DLQ",
+            m.malformed.clone(),
+        );
         reg.register(
             "chat4all_connector_dead_lettered",
             "Recipients given up on (out of attempts), published to chat-events-dlq and reported FAILED",
@@ -57,7 +61,11 @@ impl PipelineMetrics {
             "Delivery rounds of a batch repeated (rejections, hold-backs, outages)",
             m.rounds_repeated.clone(),
         );
-        reg.register("chat4all_connector_batch_seconds", "Time to deliver one batch of hand-offs", m.batch_seconds.clone());
+        reg.register(
+            "chat4all_connector_batch_seconds",
+            "Time to deliver one batch of hand-offs",
+            m.batch_seconds.clone(),
+        );
         reg.register(
             "chat4all_connector_end_to_end_seconds",
             "From message acceptance to the provider's acceptance",

@@ -31,7 +31,11 @@ pub async fn publish_delivered(
 }
 
 /// Publishes FAILED (with its reason) for items given up on.
-pub async fn publish_failed(producer: &Producer, instance: &str, failed: &[(&DeliveryItem, &str)]) -> anyhow::Result<()> {
+pub async fn publish_failed(
+    producer: &Producer,
+    instance: &str,
+    failed: &[(&DeliveryItem, &str)],
+) -> anyhow::Result<()> {
     let now = Utc::now();
     let updates =
         failed.iter().map(|(item, reason)| update(item, DeliveryStatus::Failed, Some(reason), instance, now)).collect();

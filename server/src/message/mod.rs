@@ -32,10 +32,10 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
             TopicSpec { name: topics::STATUS_UPDATES.into(), partitions: 3 },
             TopicSpec { name: topics::DEAD_LETTERS.into(), partitions: 1 },
         ];
-        specs.extend(crate::channel::Channel::ALL.map(|c| TopicSpec {
-            name: topics::deliveries(c),
-            partitions: args.deliveries_partitions,
-        }));
+        specs.extend(
+            crate::channel::Channel::ALL
+                .map(|c| TopicSpec { name: topics::deliveries(c), partitions: args.deliveries_partitions }),
+        );
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             while !shutdown.is_triggered() {

@@ -49,13 +49,8 @@ pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow
     let app = http::ops_routes(ops).layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
     let server = tokio::spawn(http::serve(common.listen, app, shutdown.clone()));
 
-    let router = Router {
-        pool,
-        producer: producer.clone(),
-        args,
-        instance: common.instance.clone(),
-        metrics: router_metrics,
-    };
+    let router =
+        Router { pool, producer: producer.clone(), args, instance: common.instance.clone(), metrics: router_metrics };
     while !shutdown.is_triggered() {
         let batch = consumer.next_batch(router.args.batch, Duration::from_millis(5), &shutdown).await;
         if batch.is_empty() {

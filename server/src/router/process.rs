@@ -122,8 +122,10 @@ impl Router {
         }
         self.hand_off(&outs, shutdown).await?;
         let handed: Vec<Key> = outs.iter().flat_map(|o| o.keys.iter().cloned()).collect();
-        self.until_ok(shutdown, "recording hand-offs", || store::mark_routed(&self.pool, &handed, &self.instance, None))
-            .await?;
+        self.until_ok(shutdown, "recording hand-offs", || {
+            store::mark_routed(&self.pool, &handed, &self.instance, None)
+        })
+        .await?;
         for o in &outs {
             self.metrics
                 .deliveries
@@ -160,7 +162,12 @@ impl Router {
     async fn hand_off(&self, outs: &[Out], shutdown: &Shutdown) -> Result<(), Interrupted> {
         let records: Vec<OutRecord<'_>> = outs
             .iter()
-            .map(|o| OutRecord { topic: &o.topic, key: &o.key, payload: &o.payload, request_id: o.request_id.as_deref() })
+            .map(|o| OutRecord {
+                topic: &o.topic,
+                key: &o.key,
+                payload: &o.payload,
+                request_id: o.request_id.as_deref(),
+            })
             .collect();
         let mut from = 0;
         let mut backoff = Duration::from_millis(100);
@@ -168,7 +175,11 @@ impl Router {
             let (acked, err) = self.producer.send_all(&records[from..]).await;
             from += acked;
             let Some(e) = err else { break };
-            tracing::warn!(error = format!("{e:#}"), left = records.len() - from, "hand-off not acknowledged; retrying");
+            tracing::warn!(
+                error = format!("{e:#}"),
+                left = records.len() - from,
+                "hand-off not acknowledged; retrying"
+            );
             self.metrics.retries.inc();
             retry::pause(shutdown, backoff).await?;
             backoff = (backoff * 2).min(Duration::from_secs(2));
