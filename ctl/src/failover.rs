@@ -21,7 +21,13 @@ use crate::wire::{self, code, WireError};
 pub const UNKNOWN_MEMBER_ID: i16 = code::UNKNOWN_MEMBER_ID;
 
 /// Consumer groups whose members the supervisor runs.
-pub const GROUPS: [&str; 2] = [topics::ROUTER_GROUP, topics::STATUS_GROUP];
+pub const GROUPS: [&str; 5] = [
+    topics::ROUTER_GROUP,
+    topics::STATUS_GROUP,
+    topics::CONNECTOR_GROUPS[0],
+    topics::CONNECTOR_GROUPS[1],
+    topics::CONNECTOR_GROUPS[2],
+];
 
 /// The reason the coordinator logs for a removal (LeaveGroup v5+).
 const REASON: &str = "chat4allctl: the member's process is gone";

@@ -489,7 +489,7 @@ pub fn known_topic(group: &str, topic: &str) -> bool {
     match group {
         "router-service" => topic == "chat-events" || topic.starts_with("chat-events.g"),
         "message-service-status" => topic == "status-updates",
-        _ => false,
+        g => chat4all_contract::topics::deliveries_channel(topic).is_some_and(|c| c.connector_service() == g),
     }
 }
 

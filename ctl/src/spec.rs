@@ -103,9 +103,10 @@ impl ServiceKind {
     }
 
     /// Whether its instances are members of a consumer group (the supervisor removes a dead
-    /// one from its group at once; see `failover`).
+    /// one from its group at once; see `failover`): the routers, the message-service's status
+    /// consumer, and each channel's connectors (`<channel>-connector` on `deliveries-<channel>`).
     pub fn is_group_member(self) -> bool {
-        matches!(self, ServiceKind::RouterService | ServiceKind::MessageService)
+        matches!(self, ServiceKind::RouterService | ServiceKind::MessageService) || self.connector_channel().is_some()
     }
 
     /// Whether `scale` may run more than one instance of it.

@@ -54,9 +54,10 @@ pub struct CommonArgs {
 pub enum Service {
     /// POST /api/v1/messages, message queries, the outbox relay and the status consumer.
     MessageService(MessageArgs),
-    /// Consumer group `router-service` on chat-events: delivers each recipient via its connector.
+    /// Consumer group `router-service` on chat-events: hands each recipient to its channel's topic.
     RouterService(RouterArgs),
-    /// Delivers one channel to its provider (HTTP); reports receipts on `status-updates`.
+    /// Consumer group `<channel>-connector` on `deliveries-<channel>`: delivers to the channel's
+    /// provider (HTTP); reports receipts and failures on `status-updates`.
     Connector(ConnectorArgs),
     /// The public entry: API keys, request ids, rate limits, reverse proxy to the services.
     ApiGateway(GatewayArgs),
@@ -99,6 +100,10 @@ pub struct MessageArgs {
     /// Partitions given to chat-events when it is created at start.
     #[arg(long, env = "CHAT4ALL_CHAT_EVENTS_PARTITIONS", default_value_t = 1)]
     pub chat_events_partitions: i32,
+    /// Partitions given to each channel's `deliveries-<channel>` topic when it is created at
+    /// start: the most connectors of one channel that can share its deliveries.
+    #[arg(long, env = "CHAT4ALL_DELIVERIES_PARTITIONS", default_value_t = 3)]
+    pub deliveries_partitions: i32,
     /// Most outbox rows published per relay round trip.
     #[arg(long, env = "CHAT4ALL_RELAY_BATCH", default_value_t = 1000)]
     pub relay_batch: i64,
@@ -109,35 +114,12 @@ pub struct MessageArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RouterArgs {
-    /// Base URL of the WhatsApp connector.
-    #[arg(long, env = "CHAT4ALL_WHATSAPP_URL", default_value = "http://127.0.0.1:8085")]
-    pub whatsapp_url: String,
-    #[arg(long, env = "CHAT4ALL_TELEGRAM_URL", default_value = "http://127.0.0.1:8086")]
-    pub telegram_url: String,
-    #[arg(long, env = "CHAT4ALL_INSTAGRAM_URL", default_value = "http://127.0.0.1:8087")]
-    pub instagram_url: String,
     #[command(flatten)]
     pub consumer: ConsumerTuning,
-    /// Most events handled per batch (one dedup query and one connector call per channel).
+    /// Most events handled per batch (one dedup query, one resolve query, one hand-off round to
+    /// the channels' topics, one record of the hand-offs).
     #[arg(long, env = "CHAT4ALL_ROUTER_BATCH", default_value_t = 2000)]
     pub batch: usize,
-    /// Connector attempts per recipient before the event goes to chat-events-dlq.
-    #[arg(long, env = "CHAT4ALL_ROUTER_ATTEMPTS", default_value_t = 5)]
-    pub attempts: u32,
-    /// TEST ONLY: let connectors send a conversation's later messages while an earlier one is
-    /// rejected (the old, reordering behaviour).
-    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_HOLDBACK", hide = true, value_parser = clap::builder::BoolishValueParser::new())]
-    pub unsafe_no_holdback: bool,
-}
-
-impl RouterArgs {
-    pub fn connector_url(&self, channel: Channel) -> &str {
-        match channel {
-            Channel::Whatsapp => &self.whatsapp_url,
-            Channel::Telegram => &self.telegram_url,
-            Channel::Instagram => &self.instagram_url,
-        }
-    }
 }
 
 pub use chat4all_contract::group::ConsumerTuning;
@@ -162,6 +144,19 @@ pub struct ConnectorArgs {
     /// attempt reconciles it with the provider (lookup by key) before sending again.
     #[arg(long, env = "CHAT4ALL_CLAIM_MARGIN_MS", default_value_t = 1000)]
     pub claim_margin_ms: u64,
+    #[command(flatten)]
+    pub consumer: ConsumerTuning,
+    /// Most hand-offs taken from `deliveries-<channel>` per batch.
+    #[arg(long, env = "CHAT4ALL_CONNECTOR_BATCH", default_value_t = 500)]
+    pub batch: usize,
+    /// Provider attempts per recipient (rejections; outages and hold-backs cost none) before it
+    /// is dead-lettered to chat-events-dlq and reported FAILED.
+    #[arg(long, env = "CHAT4ALL_CONNECTOR_ATTEMPTS", default_value_t = 5)]
+    pub attempts: u32,
+    /// TEST ONLY: send a conversation's later messages while an earlier one is rejected (the
+    /// old, reordering behaviour: one wave, no hold-back).
+    #[arg(long, env = "CHAT4ALL_UNSAFE_NO_HOLDBACK", hide = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub unsafe_no_holdback: bool,
     /// TEST ONLY: skip the delivery ledger (redeliveries reach the provider again).
     #[arg(long, env = "CHAT4ALL_UNSAFE_NO_LEDGER", hide = true, value_parser = clap::builder::BoolishValueParser::new())]
     pub unsafe_no_ledger: bool,
@@ -290,7 +285,8 @@ mod tests {
     fn breakers_default_off_and_provider_settings_parse() {
         let cli = Cli::try_parse_from(["chat4all-server", "connector", "--channel", "WHATSAPP"]).expect("parse");
         let Service::Connector(c) = cli.service else { panic!("connector") };
-        assert!(!c.unsafe_no_ledger && !c.unsafe_no_idempotency_key);
+        assert!(!c.unsafe_no_ledger && !c.unsafe_no_idempotency_key && !c.unsafe_no_holdback);
+        assert_eq!(c.attempts, 5);
         assert_eq!(c.provider_timeout_ms, 2000);
         let cli = Cli::try_parse_from([
             "chat4all-server",

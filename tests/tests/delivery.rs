@@ -262,13 +262,6 @@ impl OwnInstance {
         Self::start(s, &[name], name, 8085 + port_offset(), &["connector", "--channel", WHATSAPP], env).await
     }
 
-    /// The only router, with `env` (the stack keeps one router of its own afterwards).
-    async fn router(s: &Stack, env: &[(&str, &str)]) -> Result<Self> {
-        s.ctl(&["scale", "router=1"]).await?;
-        let name = "router-service-1";
-        Self::start(s, &[name], name, 8091 + port_offset(), &["router-service"], env).await
-    }
-
     async fn metric(&self, name: &str) -> Result<f64> {
         let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await?.text().await?;
         Ok(text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
@@ -301,7 +294,7 @@ impl Drop for OwnInstance {
     }
 }
 
-/// Without the hold-back (router breaker), a rejected message is retried after its successors
+/// Without the hold-back (connector breaker), a rejected message is retried after its successors
 /// went through: the order check fails, so it can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_holdback_rejections_reorder_a_conversation() -> Result<()> {
@@ -309,8 +302,9 @@ async fn without_holdback_rejections_reorder_a_conversation() -> Result<()> {
     let s = Stack::connect().await?;
     let p = Provider::whatsapp();
     let _healthy = HealthyOnDrop;
-    let _router =
-        OwnInstance::router(&s, &[("CHAT4ALL_UNSAFE_NO_HOLDBACK", "1"), ("CHAT4ALL_ROUTER_ATTEMPTS", "30")]).await?;
+    let _connector =
+        OwnInstance::connector(&s, &[("CHAT4ALL_UNSAFE_NO_HOLDBACK", "1"), ("CHAT4ALL_CONNECTOR_ATTEMPTS", "30")])
+            .await?;
     p.set_faults(&Faults { reject_rate: 0.25, ..Faults::default() }).await?;
     let run = unique("nohold");
     let posted = post_traffic(&s, &run, 3, 15, Duration::ZERO).await?;
@@ -384,8 +378,8 @@ async fn with_keys_the_same_timeouts_are_replays() -> Result<()> {
     Ok(())
 }
 
-/// Asks the WhatsApp connector directly to deliver `posted` again (what a re-routing router
-/// does) and returns how many of the answers were ok.
+/// Asks the WhatsApp connector directly (its HTTP API) to deliver `posted` again (what a
+/// redelivered hand-off does) and returns how many of the answers were ok.
 async fn redeliver(posted: &HashMap<String, Vec<Uuid>>, run: &str) -> Result<usize> {
     use chat4all_contract::connector::{DeliveryItem, DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
     let mut items = Vec::new();
@@ -438,5 +432,53 @@ async fn the_ledger_answers_redeliveries_without_asking_the_provider() -> Result
         "without the ledger every redelivered item reaches the provider: {after:?} -> {unledgered:?}"
     );
     ensure!(unledgered.duplicate_deliveries == 0, "the keys still make them replays: {unledgered:?}");
+    Ok(())
+}
+
+/// A metric of the supervised WhatsApp connector (summed over its labels).
+async fn connector_metric(name: &str) -> Result<f64> {
+    let url = format!("http://127.0.0.1:{}/metrics", 8085 + port_offset());
+    let text = reqwest::get(url).await?.text().await?;
+    Ok(text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum())
+}
+
+/// A recipient the provider keeps rejecting is the connector's dead letter once out of
+/// attempts: reported FAILED through `status-updates` with the provider's reason (the router
+/// never hears of it), counted, and its conversation goes on afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_attempts_the_connector_dead_letters_and_reports_failed() -> Result<()> {
+    let _turn = SERIAL.lock().await;
+    let s = Stack::connect().await?;
+    let p = Provider::whatsapp();
+    let _healthy = HealthyOnDrop;
+    let before = connector_metric("chat4all_connector_dead_lettered_total").await?;
+    p.set_faults(&Faults { reject_rate: 1.0, ..Faults::default() }).await?;
+    let run = unique("dead");
+    let posted = post_traffic(&s, &run, 1, 1, Duration::ZERO).await?;
+    let id = posted.values().flatten().copied().next().context("posted")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (status, reason) = loop {
+        let row: (String, Option<String>) =
+            sqlx::query_as("SELECT status, failure_reason FROM deliveries WHERE message_id = $1")
+                .bind(id)
+                .fetch_one(&s.db)
+                .await?;
+        if row.0 == "FAILED" || Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let after = connector_metric("chat4all_connector_dead_lettered_total").await?;
+    println!("dead-lettered by the connector: status {status}, reason {reason:?}, counter {before} -> {after}");
+    ensure!(status == "FAILED", "the delivery is {status}, not FAILED, after 60 s of rejections");
+    ensure!(reason.is_some(), "FAILED without a reason");
+    ensure!(after >= before + 1.0, "the connector counted no dead letter: {before} -> {after}");
+    let rejected = p.summary(&run).await?.rejected;
+    ensure!(rejected == 5, "5 attempts (the connector's default) reached the provider, saw {rejected}");
+
+    p.set_faults(&Faults::default()).await?;
+    let conv = format!("{run}-c0");
+    let next = s.api.send(&MessageBuilder::new(&conv).text("after").to(&format!("{run}-u0"), WHATSAPP).build()).await?;
+    s.api.wait_delivered(&[next], Instant::now() + Duration::from_secs(60)).await?;
     Ok(())
 }

@@ -1,10 +1,16 @@
-//! Channel connectors (WhatsApp, Telegram, Instagram): deliver to the channel's provider over
-//! HTTP (`chat4all_contract::provider`), exactly once in effect thanks to the delivery ledger and
-//! the idempotency key, and report receipts (SENT, DELIVERED) on `status-updates`.
+//! Channel connectors (WhatsApp, Telegram, Instagram): each channel's connectors are the
+//! consumer group `<channel>-connector` on `deliveries-<channel>`, where the routers hand over
+//! their recipients (`consume.rs`). They deliver to the channel's provider over HTTP
+//! (`chat4all_contract::provider`), exactly once in effect thanks to the delivery ledger and the
+//! idempotency key, report receipts (SENT, DELIVERED) and failures (FAILED) on `status-updates`,
+//! and dead-letter what is out of attempts. `POST /v1/deliveries` delivers the same way on request.
 
+mod batch;
 mod client;
+mod consume;
 mod deliver;
 mod ledger;
+mod receipts;
 pub use chat4all_contract::connector as wire;
 
 use std::sync::Arc;
@@ -14,7 +20,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
@@ -24,10 +29,10 @@ pub use self::ledger::idempotency_key;
 use self::ledger::Ledger;
 use self::wire::{DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
 use crate::config::{topics, Common, ConnectorArgs};
-use crate::events::{DeliveryStatus, ReceiptBatch, StatusUpdate};
+use crate::events::{RebalanceEvent, RebalanceKind};
 use crate::http::{self, AppError, Health, OpsState};
-use crate::kafka::Producer;
-use crate::metrics::{ChannelResultLabels, HttpMetrics};
+use crate::kafka::{BatchConsumer, ConsumerSpec, Producer};
+use crate::metrics::{ChannelResultLabels, HttpMetrics, KafkaMetrics};
 use crate::shutdown::Shutdown;
 
 #[derive(Clone)]
@@ -80,20 +85,81 @@ pub async fn run(common: Common, args: ConnectorArgs, shutdown: Shutdown) -> any
         retry_backoff: Duration::from_millis(100),
         unknown_resends,
     };
+    let deliverer = Arc::new(deliverer);
     let state = ConnectorState {
-        deliverer: Arc::new(deliverer),
+        deliverer: deliverer.clone(),
         instance: common.instance.clone(),
         producer: producer.clone(),
-        deliveries,
+        deliveries: deliveries.clone(),
     };
+    let kafka_metrics = KafkaMetrics::register(&mut registry);
+    let pipeline = consume::Pipeline {
+        deliverer,
+        producer: producer.clone(),
+        instance: common.instance.clone(),
+        attempts: args.attempts.max(1),
+        unordered: args.unsafe_no_holdback,
+        deliveries,
+        metrics: consume::PipelineMetrics::register(&mut registry),
+    };
+    if args.unsafe_no_holdback {
+        tracing::warn!("UNSAFE test-only setting: no hold-back, a rejection can reorder a conversation");
+    }
     let ops = OpsState::new(&common, registry, Health::default().postgres(pool).kafka(producer.clone()));
     let app = Router::new()
         .route(DELIVERIES_PATH, post(deliver))
         .with_state(state)
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
-    http::serve(common.listen, app, shutdown).await?;
+    let server = tokio::spawn(http::serve(common.listen, app, shutdown.clone()));
+
+    // The consumer context reports rebalances; a clone of the sender carries the final `left`.
+    let group = topics::connector_group(args.channel);
+    let topic = topics::deliveries(args.channel);
+    let (rebalance_tx, rebalances) = tokio::sync::mpsc::unbounded_channel::<RebalanceEvent>();
+    let consumer = BatchConsumer::subscribe(
+        &ConsumerSpec {
+            bootstrap: &common.kafka_bootstrap,
+            group,
+            instance: &common.instance,
+            topics: &[topic.as_str()],
+            protocol: common.group_protocol,
+            session_timeout_ms: args.consumer.session_timeout_ms,
+            heartbeat_interval_ms: args.consumer.heartbeat_interval_ms,
+            assignment_strategy: &args.consumer.assignment_strategy,
+            metadata_refresh_ms: args.consumer.metadata_refresh_ms,
+        },
+        rebalance_tx.clone(),
+    )?;
+    let reporter = tokio::spawn(crate::ops::run_reporter(common.redis_url.clone(), rebalances, kafka_metrics));
+    tracing::info!(%topic, group, "delivering from the channel's topic");
+    while !shutdown.is_triggered() {
+        let batch = consumer.next_batch(args.batch.max(1), Duration::from_millis(5), &shutdown).await;
+        if batch.is_empty() {
+            continue;
+        }
+        if pipeline.deliver_batch(&batch, &shutdown).await.is_err() {
+            break;
+        }
+        if let Err(e) = consumer.store(&batch) {
+            tracing::warn!(error = format!("{e:#}"), "offsets not stored; the next owner redelivers (ledger)");
+        }
+    }
+    tracing::info!("leaving the consumer group");
+    consumer.close();
+    let _ = rebalance_tx.send(RebalanceEvent {
+        at: chrono::Utc::now(),
+        group: group.into(),
+        instance: common.instance.clone(),
+        member_id: String::new(),
+        kind: RebalanceKind::Left,
+        partitions: Vec::new(),
+        assignment: Vec::new(),
+    });
+    drop(rebalance_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(3), reporter).await;
     producer.flush(Duration::from_secs(5));
+    let _ = server.await;
     Ok(())
 }
 
@@ -123,31 +189,10 @@ async fn settle(s: ConnectorState, req: DeliveryRequest) -> Result<Json<Delivery
     })?;
     // Receipts for everything the provider has (re-sent for duplicates: a crash between the
     // send and the receipt must not leave a delivery PENDING forever).
-    let now = Utc::now();
-    let mut updates = Vec::with_capacity(req.items.len() * 2);
-    for (item, outcome) in req.items.iter().zip(&outcomes) {
-        if !outcome.delivered() {
-            continue;
-        }
-        for status in [DeliveryStatus::Sent, DeliveryStatus::Delivered] {
-            updates.push(StatusUpdate {
-                message_id: item.message_id,
-                recipient_id: item.recipient_id.clone(),
-                channel: item.channel,
-                status,
-                at: now,
-                reason: None,
-                source: s.instance.clone(),
-            });
-        }
-    }
-    if !updates.is_empty() {
-        let payload = serde_json::to_vec(&ReceiptBatch { updates }).map_err(AppError::internal)?;
-        if let Err(e) = s.producer.send(topics::STATUS_UPDATES, &s.instance, &payload).await {
-            tracing::warn!(error = format!("{e:#}"), "publishing receipts failed");
-            // The ledger has the sends; the router retries and we re-send receipts.
-            return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "receipts could not be published"));
-        }
+    if let Err(e) = receipts::publish_delivered(&s.producer, &s.instance, &req.items, &outcomes).await {
+        tracing::warn!(error = format!("{e:#}"), "publishing receipts failed");
+        // The ledger has the sends; asked again, we answer from it and re-send receipts.
+        return Err(AppError::new(StatusCode::SERVICE_UNAVAILABLE, "receipts could not be published"));
     }
     let label = channel.label();
     let mut results = Vec::with_capacity(outcomes.len());

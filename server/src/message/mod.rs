@@ -28,11 +28,15 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     {
         let bootstrap = common.kafka_bootstrap.clone();
         let instance = common.instance.clone();
-        let specs = vec![
+        let mut specs = vec![
             TopicSpec { name: topics::CHAT_EVENTS.into(), partitions: args.chat_events_partitions },
             TopicSpec { name: topics::STATUS_UPDATES.into(), partitions: 3 },
             TopicSpec { name: topics::DEAD_LETTERS.into(), partitions: 1 },
         ];
+        specs.extend(
+            crate::channel::Channel::ALL
+                .map(|c| TopicSpec { name: topics::deliveries(c), partitions: args.deliveries_partitions }),
+        );
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let create =

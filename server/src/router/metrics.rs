@@ -33,7 +33,8 @@ impl RouterMetrics {
         reg.register("chat4all_router_malformed_events", "Unparseable events sent to the DLQ", m.malformed.clone());
         reg.register(
             "chat4all_router_deliveries",
-            "Recipient deliveries handed to connectors, by channel and result (delivered, failed)",
+            "Recipient deliveries by channel and result: delivered = handed to deliveries-<channel> (the \
+             connector delivers it), failed = unresolvable recipient, dead-lettered",
             m.deliveries.clone(),
         );
         reg.register(
@@ -42,11 +43,15 @@ impl RouterMetrics {
             m.dedup_skipped.clone(),
         );
         reg.register("chat4all_router_dead_lettered", "Events published to chat-events-dlq", m.dead_lettered.clone());
-        reg.register("chat4all_router_connector_retries", "Connector calls retried", m.retries.clone());
+        reg.register(
+            "chat4all_router_handoff_retries",
+            "Hand-off rounds repeated because the broker did not acknowledge every record",
+            m.retries.clone(),
+        );
         reg.register("chat4all_router_batch_seconds", "Time to route one batch", m.batch_seconds.clone());
         reg.register(
             "chat4all_router_end_to_end_seconds",
-            "From message acceptance to hand-off to the connector",
+            "From message acceptance to hand-off to the channel's topic",
             m.end_to_end_seconds.clone(),
         );
         m

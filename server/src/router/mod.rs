@@ -1,10 +1,11 @@
-//! router-service: a member of consumer group `router-service` on chat-events. Delivers each
-//! recipient through its channel's connector; stores offsets only after the deliveries are
-//! recorded; reports every rebalance on the ops channel.
+//! router-service: a member of consumer group `router-service` on chat-events. Hands each
+//! recipient to its channel's topic `deliveries-<channel>` (the connectors' consumer groups
+//! deliver from there); stores offsets once the hand-offs are acknowledged and recorded, without
+//! waiting for any connector; reports every rebalance on the ops channel.
 
-mod batch;
 mod metrics;
 mod process;
+pub(crate) mod retry;
 mod store;
 
 use std::time::Duration;
@@ -48,14 +49,8 @@ pub async fn run(common: Common, args: RouterArgs, shutdown: Shutdown) -> anyhow
     let app = http::ops_routes(ops).layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
     let server = tokio::spawn(http::serve(common.listen, app, shutdown.clone()));
 
-    let router = Router {
-        pool,
-        producer: producer.clone(),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(8).build()?,
-        args,
-        instance: common.instance.clone(),
-        metrics: router_metrics,
-    };
+    let router =
+        Router { pool, producer: producer.clone(), args, instance: common.instance.clone(), metrics: router_metrics };
     while !shutdown.is_triggered() {
         let batch = consumer.next_batch(router.args.batch, Duration::from_millis(5), &shutdown).await;
         if batch.is_empty() {

@@ -1,21 +1,21 @@
-//! Routing one batch of chat events: dedup, deliver per channel, record, dead-letter.
+//! Routing one batch of chat events: dedup, resolve, hand each recipient to its channel's topic
+//! (`deliveries-<channel>`), record the hand-off, dead-letter the unresolvable. Nothing here
+//! waits for a connector: a channel whose connector or provider is down holds only its topic.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
 use chrono::Utc;
 use rdkafka::message::{Message, OwnedMessage};
 use sqlx::PgPool;
 
-use super::batch::{self, Pending};
 use super::metrics::RouterMetrics;
+use super::retry::{self, Interrupted};
 use super::store::{self, Key};
 use crate::channel::Channel;
 use crate::config::{topics, RouterArgs};
-use crate::connector::wire::{DeliveryItem, DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
+use crate::connector::wire::{Handoff, HandoffRecipient};
 use crate::events::ChatEvent;
-use crate::kafka::{Producer, REQUEST_ID_HEADER};
+use crate::kafka::{OutRecord, Producer, REQUEST_ID_HEADER};
 use crate::metrics::ChannelResultLabels;
 use crate::shutdown::Shutdown;
 use crate::user::resolve::Resolution;
@@ -23,41 +23,34 @@ use crate::user::resolve::Resolution;
 pub struct Router {
     pub pool: PgPool,
     pub producer: Producer,
-    pub http: reqwest::Client,
     pub args: RouterArgs,
     pub instance: String,
     pub metrics: RouterMetrics,
 }
 
-/// Why a batch was not finished: its offsets are not stored and the next owner redoes it.
-#[derive(Debug, thiserror::Error)]
-#[error("batch interrupted by shutdown")]
-pub struct Interrupted;
-
-struct Work<'a> {
-    key: Key,
-    event: &'a ChatEvent,
-    /// The identity a user-id recipient resolved to (see `user::resolve`).
-    address: Option<String>,
+/// One hand-off record to produce: an event's recipients on one channel.
+struct Out {
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+    request_id: Option<String>,
+    channel: Channel,
+    keys: Vec<Key>,
 }
 
 impl Router {
-    /// Routes every recipient of every event in `batch`. Returns only when each one is
-    /// delivered, dead-lettered, or skipped as already routed, so the caller may store offsets.
+    /// Routes every recipient of every event in `batch`. Returns only when each one is handed to
+    /// its channel's topic (acknowledged by the broker) and recorded, dead-lettered, or skipped
+    /// as already routed, so the caller may store offsets.
     pub async fn route_batch(&self, batch: &[OwnedMessage], shutdown: &Shutdown) -> Result<(), Interrupted> {
         let start = Instant::now();
-        let mut events = Vec::with_capacity(batch.len());
-        // Message id -> the api-gateway's request id, for the log lines about its recipients.
-        let mut request_ids: std::collections::HashMap<uuid::Uuid, String> = std::collections::HashMap::new();
+        let mut events: Vec<(ChatEvent, Option<String>)> = Vec::with_capacity(batch.len());
         for m in batch {
             match serde_json::from_slice::<ChatEvent>(m.payload().unwrap_or_default()) {
                 Ok(ev) => {
                     tracing::debug!(request_id = request_id(m).unwrap_or("-"), message_id = %ev.message_id,
                         topic = m.topic(), partition = m.partition(), offset = m.offset(), "routing event");
-                    if let Some(id) = request_id(m) {
-                        request_ids.insert(ev.message_id, id.to_string());
-                    }
-                    events.push(ev)
+                    events.push((ev, request_id(m).map(str::to_string)));
                 }
                 Err(e) => {
                     self.metrics.malformed.inc();
@@ -69,71 +62,93 @@ impl Router {
                 }
             }
         }
-        let work: Vec<Work<'_>> = events
+        let keys: Vec<Key> = events
             .iter()
-            .flat_map(|ev| {
-                ev.recipients.iter().map(move |r| Work {
-                    key: (ev.message_id, r.user_id.clone(), r.channel),
-                    event: ev,
-                    address: None,
-                })
-            })
+            .flat_map(|(ev, _)| ev.recipients.iter().map(move |r| (ev.message_id, r.user_id.clone(), r.channel)))
             .collect();
-        let keys: Vec<Key> = work.iter().map(|w| w.key.clone()).collect();
         let routed = self.until_ok(shutdown, "dedup lookup", || store::already_routed(&self.pool, &keys)).await?;
         let pairs: Vec<(String, Channel)> = keys.iter().map(|k| (k.1.clone(), k.2)).collect();
         let resolved = self
             .until_ok(shutdown, "resolving recipients", || crate::user::resolve::resolve(&self.pool, &pairs))
             .await?;
-        let mut unresolved: Vec<(Work<'_>, String)> = Vec::new();
-        let mut by_channel: BTreeMap<Channel, Vec<Work<'_>>> = BTreeMap::new();
-        for mut w in work {
-            if routed.contains(&w.key) {
-                self.metrics.dedup_skipped.inc();
-                continue;
+        let mut unresolved: Vec<(&ChatEvent, Key, String)> = Vec::new();
+        let mut outs: Vec<Out> = Vec::new();
+        for (ev, request_id) in &events {
+            // This event's recipients per channel, in the event's order.
+            let mut per_channel: Vec<(Channel, Vec<HandoffRecipient>, Vec<Key>)> = Vec::new();
+            for r in &ev.recipients {
+                let key: Key = (ev.message_id, r.user_id.clone(), r.channel);
+                if routed.contains(&key) {
+                    self.metrics.dedup_skipped.inc();
+                    continue;
+                }
+                let address = match resolved.get(&(key.1.clone(), key.2)) {
+                    Some(Resolution::Unknown(reason)) => {
+                        unresolved.push((ev, key, reason.clone()));
+                        continue;
+                    }
+                    Some(Resolution::Address(a)) => Some(a.clone()),
+                    None => None,
+                };
+                let slot = match per_channel.iter().position(|(c, _, _)| *c == r.channel) {
+                    Some(i) => i,
+                    None => {
+                        per_channel.push((r.channel, Vec::new(), Vec::new()));
+                        per_channel.len() - 1
+                    }
+                };
+                per_channel[slot].1.push(HandoffRecipient { user_id: r.user_id.clone(), address });
+                per_channel[slot].2.push(key);
             }
-            match resolved.get(&(w.key.1.clone(), w.key.2)) {
-                Some(Resolution::Unknown(reason)) => {
-                    let reason = reason.clone();
-                    unresolved.push((w, reason));
-                }
-                Some(Resolution::Address(a)) => {
-                    w.address = Some(a.clone());
-                    by_channel.entry(w.key.2).or_default().push(w);
-                }
-                None => by_channel.entry(w.key.2).or_default().push(w),
+            for (channel, recipients, keys) in per_channel {
+                let handoff = Handoff { event: ev.clone(), channel, recipients, router: self.instance.clone() };
+                let payload = match serde_json::to_vec(&handoff) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // A ChatEvent we just parsed always serializes; keep going if not.
+                        tracing::error!(error = %e, "hand-off not serializable");
+                        continue;
+                    }
+                };
+                outs.push(Out {
+                    topic: topics::deliveries(channel),
+                    key: ev.conversation_id.clone(),
+                    payload,
+                    request_id: request_id.clone(),
+                    channel,
+                    keys,
+                });
             }
         }
-        let outcomes = futures::future::join_all(
-            by_channel.into_iter().map(|(channel, items)| self.deliver_channel(channel, items, shutdown)),
-        )
-        .await;
-        for outcome in outcomes {
-            let (delivered, failed) = outcome?;
-            self.until_ok(shutdown, "recording deliveries", || {
-                store::mark_routed(&self.pool, &delivered, &self.instance, None)
-            })
-            .await?;
-            for (w, reason) in failed {
-                self.until_ok(shutdown, "dead-lettering", || self.dead_letter(w.event, &w.key, &reason)).await?;
-                self.until_ok(shutdown, "recording a failure", || {
-                    store::mark_routed(&self.pool, std::slice::from_ref(&w.key), &self.instance, Some(&reason))
-                })
-                .await?;
-            }
+        self.hand_off(&outs, shutdown).await?;
+        let handed: Vec<Key> = outs.iter().flat_map(|o| o.keys.iter().cloned()).collect();
+        self.until_ok(shutdown, "recording hand-offs", || {
+            store::mark_routed(&self.pool, &handed, &self.instance, None)
+        })
+        .await?;
+        for o in &outs {
+            self.metrics
+                .deliveries
+                .get_or_create(&ChannelResultLabels { channel: o.channel.label().into(), result: "delivered".into() })
+                .inc_by(o.keys.len() as u64);
         }
         // Recipients that resolve to no identity fail alone, like a provider rejection.
-        for (w, reason) in unresolved {
-            tracing::warn!(message_id = %w.key.0, recipient = %w.key.1, request_id = request_ids.get(&w.key.0).map(String::as_str).unwrap_or("-"),
+        for (ev, key, reason) in unresolved {
+            let request_id = events.iter().find(|(e, _)| e.message_id == key.0).and_then(|(_, r)| r.as_deref());
+            tracing::warn!(message_id = %key.0, recipient = %key.1, request_id = request_id.unwrap_or("-"),
                 %reason, "recipient failed");
-            self.until_ok(shutdown, "dead-lettering", || self.dead_letter(w.event, &w.key, &reason)).await?;
+            self.until_ok(shutdown, "dead-lettering", || self.dead_letter(ev, &key, &reason)).await?;
             self.until_ok(shutdown, "recording a failure", || {
-                store::mark_routed(&self.pool, std::slice::from_ref(&w.key), &self.instance, Some(&reason))
+                store::mark_routed(&self.pool, std::slice::from_ref(&key), &self.instance, Some(&reason))
             })
             .await?;
+            self.metrics
+                .deliveries
+                .get_or_create(&ChannelResultLabels { channel: key.2.label().into(), result: "failed".into() })
+                .inc();
         }
         let now = Utc::now();
-        for ev in &events {
+        for (ev, _) in &events {
             let age = (now - ev.created_at).to_std().unwrap_or_default();
             self.metrics.end_to_end_seconds.observe(age.as_secs_f64());
         }
@@ -142,87 +157,34 @@ impl Router {
         Ok(())
     }
 
-    /// Delivers one channel's items in order. A rejection uses up one of `attempts` (then the
-    /// item is dead-lettered); items the connector holds back (behind an earlier failure of the
-    /// same conversation and recipient, or an outage) are asked again, in order, at no cost; an
-    /// unreachable connector is an outage, retried until it returns (or shutdown).
-    async fn deliver_channel<'a>(
-        &self,
-        channel: Channel,
-        items: Vec<Work<'a>>,
-        shutdown: &Shutdown,
-    ) -> Result<(Vec<Key>, Vec<(Work<'a>, String)>), Interrupted> {
-        let label = channel.label();
-        let url = format!("{}{}", self.args.connector_url(channel), DELIVERIES_PATH);
-        let mut pending: Vec<Pending<Work<'a>>> = items.into_iter().map(Pending::new).collect();
-        let mut delivered = Vec::new();
-        let mut failed = Vec::new();
-        let initial_backoff = Duration::from_millis(50);
-        let mut backoff = initial_backoff;
-        while !pending.is_empty() {
-            let request = DeliveryRequest {
-                items: pending
-                    .iter()
-                    .map(|p| DeliveryItem {
-                        message_id: p.item.key.0,
-                        recipient_id: p.item.key.1.clone(),
-                        channel,
-                        conversation_id: p.item.event.conversation_id.clone(),
-                        text: p.item.event.content.text.clone(),
-                        address: p.item.address.clone(),
-                    })
-                    .collect(),
-                unordered: self.args.unsafe_no_holdback,
-            };
-            match self.call(&url, &request).await {
-                Ok(resp) if batch::answers(&pending, &resp.results, |w| (w.key.0, w.key.1.as_str())) => {
-                    let settled = batch::settle(&mut pending, resp.results, self.args.attempts);
-                    let count = |result: &str, n: usize| {
-                        self.metrics
-                            .deliveries
-                            .get_or_create(&ChannelResultLabels { channel: label.into(), result: result.into() })
-                            .inc_by(n as u64)
-                    };
-                    count("delivered", settled.delivered.len());
-                    count("failed", settled.failed.len());
-                    let progressed = settled.progressed();
-                    delivered.extend(settled.delivered.into_iter().map(|w| w.key));
-                    failed.extend(settled.failed);
-                    if pending.is_empty() {
-                        break;
-                    }
-                    if progressed {
-                        backoff = initial_backoff;
-                    }
-                    tracing::debug!(
-                        channel = label,
-                        rejected = settled.rejected,
-                        held = settled.held,
-                        pending = pending.len(),
-                        "asking the connector again"
-                    );
-                }
-                Ok(_) => tracing::warn!(%url, "connector answered results that do not match the items; retrying"),
-                Err(e) => tracing::warn!(%url, error = format!("{e:#}"), "connector unavailable; retrying"),
-            }
+    /// Produces `outs` in order and waits for every acknowledgement; what the broker did not
+    /// acknowledge is sent again (a repeat is harmless: the connector's ledger answers it).
+    async fn hand_off(&self, outs: &[Out], shutdown: &Shutdown) -> Result<(), Interrupted> {
+        let records: Vec<OutRecord<'_>> = outs
+            .iter()
+            .map(|o| OutRecord {
+                topic: &o.topic,
+                key: &o.key,
+                payload: &o.payload,
+                request_id: o.request_id.as_deref(),
+            })
+            .collect();
+        let mut from = 0;
+        let mut backoff = Duration::from_millis(100);
+        while from < records.len() {
+            let (acked, err) = self.producer.send_all(&records[from..]).await;
+            from += acked;
+            let Some(e) = err else { break };
+            tracing::warn!(
+                error = format!("{e:#}"),
+                left = records.len() - from,
+                "hand-off not acknowledged; retrying"
+            );
             self.metrics.retries.inc();
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.wait() => return Err(Interrupted),
-            }
+            retry::pause(shutdown, backoff).await?;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        Ok((delivered, failed))
-    }
-
-    async fn call(&self, url: &str, request: &DeliveryRequest) -> anyhow::Result<DeliveryResponse> {
-        let resp = self.http.post(url).json(request).send().await?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(anyhow!("{status}: {body}"));
-        }
-        Ok(resp.json().await?)
+        Ok(())
     }
 
     async fn dead_letter(&self, event: &ChatEvent, key: &Key, reason: &str) -> anyhow::Result<()> {
@@ -245,24 +207,13 @@ impl Router {
     }
 
     /// Retries `op` with backoff until it succeeds; gives up only on shutdown.
-    async fn until_ok<T, E, F, Fut>(&self, shutdown: &Shutdown, what: &str, mut op: F) -> Result<T, Interrupted>
+    async fn until_ok<T, E, F, Fut>(&self, shutdown: &Shutdown, what: &str, op: F) -> Result<T, Interrupted>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) => tracing::warn!(error = %e, "{what} failed; retrying"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.wait() => return Err(Interrupted),
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        retry::until_ok(shutdown, what, op).await
     }
 }
 

@@ -1,6 +1,5 @@
-//! The router's decision after each connector answer, without Kafka or HTTP: which items are
-//! delivered, which failed for good (dead-letter), and which are asked again, in their original
-//! order. A rejected item uses up one attempt; an item the connector held back (behind an earlier
+//! The connector's decision after each delivery round, without Kafka or HTTP: which items are
+//! delivered, which failed for good (dead-letter), and which go again, in their original order. A rejected item uses up one attempt; an item the connector held back (behind an earlier
 //! failure of its conversation and recipient, in flight elsewhere, or the provider down) uses none.
 
 use crate::connector::wire::DeliveryResult;
@@ -68,15 +67,6 @@ pub fn settle<T>(pending: &mut Vec<Pending<T>>, results: Vec<DeliveryResult>, ma
     }
     *pending = still;
     settled
-}
-
-/// Whether `results` answer `pending` item for item.
-pub fn answers<T>(pending: &[Pending<T>], results: &[DeliveryResult], id: impl Fn(&T) -> (uuid::Uuid, &str)) -> bool {
-    pending.len() == results.len()
-        && pending.iter().zip(results).all(|(p, r)| {
-            let (m, u) = id(&p.item);
-            r.message_id == m && r.recipient_id == u
-        })
 }
 
 #[cfg(test)]
@@ -150,17 +140,5 @@ mod tests {
         }
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].last_error.as_deref(), Some("held back"));
-    }
-
-    #[test]
-    fn answers_must_match_item_for_item() {
-        let its = items(2);
-        let pending: Vec<_> = its.iter().cloned().map(Pending::new).collect();
-        fn id(i: &It) -> (Uuid, &str) {
-            (i.0, i.1)
-        }
-        assert!(answers(&pending, &[ok(&its[0]), ok(&its[1])], id));
-        assert!(!answers(&pending, &[ok(&its[1]), ok(&its[0])], id), "swapped");
-        assert!(!answers(&pending, &[ok(&its[0])], id), "short");
     }
 }
