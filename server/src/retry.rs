@@ -31,12 +31,12 @@ impl Backoff {
         self.next = self.initial;
     }
 
-    /// Waits the next delay; `false` if the service shut down first.
-    pub async fn wait(&mut self, shutdown: &Shutdown) -> bool {
+    /// Waits the next delay, or returns `Interrupted` as soon as shutdown is requested.
+    pub async fn wait(&mut self, shutdown: &Shutdown) -> Result<(), Interrupted> {
         let d = self.next_delay();
         tokio::select! {
-            _ = tokio::time::sleep(d) => true,
-            _ = shutdown.wait() => false,
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = shutdown.wait() => Err(Interrupted),
         }
     }
 }
@@ -48,13 +48,14 @@ impl Default for Backoff {
     }
 }
 
-/// The service is shutting down: the operation was not done.
+/// The service is shutting down: the operation was not done (a batch is left whole to the next
+/// owner: its offsets are not stored).
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted by shutdown")]
-pub struct ShutDown;
+pub struct Interrupted;
 
 /// Runs `op` until it succeeds, logging each failure as `what`; gives up only on shutdown.
-pub async fn until_ok<T, E, F, Fut>(shutdown: &Shutdown, what: &str, mut op: F) -> Result<T, ShutDown>
+pub async fn until_ok<T, E, F, Fut>(shutdown: &Shutdown, what: &str, mut op: F) -> Result<T, Interrupted>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -66,9 +67,7 @@ where
             Ok(v) => return Ok(v),
             Err(e) => tracing::warn!(error = %e, "{what} failed; retrying"),
         }
-        if !backoff.wait(shutdown).await {
-            return Err(ShutDown);
-        }
+        backoff.wait(shutdown).await?;
     }
 }
 

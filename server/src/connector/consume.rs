@@ -22,7 +22,7 @@ use crate::config::topics;
 use crate::events::{ChatEvent, DeadLetter, Recipient};
 use crate::kafka::Producer;
 use crate::metrics::{latency_histogram, ChannelResultLabels};
-use crate::router::retry::{self, Interrupted};
+use crate::retry::{self, Backoff, Interrupted};
 use crate::shutdown::Shutdown;
 
 #[derive(Clone)]
@@ -123,8 +123,7 @@ impl Pipeline {
             .map(Pending::new)
             .collect();
         let label = channel.label();
-        let initial_backoff = Duration::from_millis(50);
-        let mut backoff = initial_backoff;
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         while !pending.is_empty() {
             let items: Vec<DeliveryItem> = pending.iter().map(|p| p.item.item.clone()).collect();
             let outcomes = match self.deliverer.deliver(&items, self.unordered).await {
@@ -132,8 +131,7 @@ impl Pipeline {
                 Err(e) => {
                     tracing::warn!(error = %e, "delivery round failed; retrying");
                     self.metrics.rounds_repeated.inc();
-                    retry::pause(shutdown, backoff).await?;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff.wait(shutdown).await?;
                     continue;
                 }
             };
@@ -141,8 +139,7 @@ impl Pipeline {
                 // The ledger has the sends: the next round answers them from it and publishes again.
                 tracing::warn!(error = format!("{e:#}"), "publishing receipts failed; retrying the round");
                 self.metrics.rounds_repeated.inc();
-                retry::pause(shutdown, backoff).await?;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait(shutdown).await?;
                 continue;
             }
             let now = Utc::now();
@@ -172,7 +169,7 @@ impl Pipeline {
                 break;
             }
             if settled.progressed() {
-                backoff = initial_backoff;
+                backoff.reset();
             }
             tracing::debug!(
                 channel = label,
@@ -182,8 +179,7 @@ impl Pipeline {
                 "delivering the rest again"
             );
             self.metrics.rounds_repeated.inc();
-            retry::pause(shutdown, backoff).await?;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff.wait(shutdown).await?;
         }
         self.metrics.batch_seconds.observe(start.elapsed().as_secs_f64());
         Ok(())

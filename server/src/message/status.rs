@@ -56,7 +56,7 @@ pub async fn run(consumer: BatchConsumer, pool: sqlx::PgPool, metrics: StatusMet
             Ok(n) => {
                 metrics.applied.inc_by(n);
             }
-            Err(crate::retry::ShutDown) => return consumer.close(),
+            Err(crate::retry::Interrupted) => return consumer.close(),
         }
         if let Err(e) = consumer.store(&batch) {
             tracing::warn!(error = format!("{e:#}"), "storing status offsets");

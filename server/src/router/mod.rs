@@ -5,7 +5,6 @@
 
 mod metrics;
 mod process;
-pub(crate) mod retry;
 mod store;
 
 use std::time::Duration;

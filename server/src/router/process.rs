@@ -9,7 +9,6 @@ use rdkafka::message::{Message, OwnedMessage};
 use sqlx::PgPool;
 
 use super::metrics::RouterMetrics;
-use super::retry::{self, Interrupted};
 use super::store::{self, Key};
 use crate::channel::Channel;
 use crate::config::{topics, RouterArgs};
@@ -17,6 +16,7 @@ use crate::connector::wire::{Handoff, HandoffRecipient};
 use crate::events::ChatEvent;
 use crate::kafka::{OutRecord, Producer, REQUEST_ID_HEADER};
 use crate::metrics::ChannelResultLabels;
+use crate::retry::{self, Backoff, Interrupted};
 use crate::shutdown::Shutdown;
 use crate::user::resolve::Resolution;
 
@@ -170,7 +170,7 @@ impl Router {
             })
             .collect();
         let mut from = 0;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         while from < records.len() {
             let (acked, err) = self.producer.send_all(&records[from..]).await;
             from += acked;
@@ -181,8 +181,7 @@ impl Router {
                 "hand-off not acknowledged; retrying"
             );
             self.metrics.retries.inc();
-            retry::pause(shutdown, backoff).await?;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff.wait(shutdown).await?;
         }
         Ok(())
     }
