@@ -6,6 +6,7 @@
 //! [`ADMIN_TOKEN_ENV`]). A service started without a token answers its admin endpoints `503`.
 
 pub mod api_keys;
+pub mod dlq;
 pub mod pipeline;
 pub mod relay;
 
