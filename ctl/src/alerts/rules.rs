@@ -213,6 +213,19 @@ fn pipeline(p: &Params) -> Vec<Rule> {
             ),
         ),
         rule(
+            "Chat4allDeadLettersWaiting",
+            format!("max by (channel) (chat4all_dlq_depth{{job=\"{EXPORTER_JOB}\"}}) > 0"),
+            Some(window.clone()),
+            "warning",
+            "Dead letters wait for an operator",
+            format!(
+                "{{{{ $value | humanize }}}} {{{{ $labels.channel }}}} dead letters have stood for {window} with their \
+                 delivery still FAILED. `chat4allctl dlq list --channel {{{{ $labels.channel }}}}` shows why; \
+                 `chat4allctl dlq replay --all --channel {{{{ $labels.channel }}}}` publishes them again once the \
+                 cause is fixed (nothing already delivered is delivered twice)."
+            ),
+        ),
+        rule(
             "Chat4allDeadLettersUnobserved",
             format!("absent(chat4all_router_dead_lettered_total{{job=\"{ROUTER_JOB}\"}})"),
             Some(prom_duration(p.down_for)),
