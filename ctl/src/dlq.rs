@@ -110,8 +110,10 @@ pub struct DlqReader {
 
 impl DlqReader {
     pub fn new(bootstrap: &str, timeout: Duration) -> anyhow::Result<Self> {
-        // No group: partitions are assigned, nothing is committed, no group shows up.
+        // librdkafka's assign() needs a group id, but nothing joins it (partitions are assigned,
+        // never subscribed) and nothing is committed, so no group shows up on the broker.
         let consumer: BaseConsumer = crate::kafka::client_config(bootstrap, "chat4allctl-dlq")
+            .set("group.id", "chat4allctl-dlq-reader")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .create()
