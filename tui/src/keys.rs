@@ -73,7 +73,7 @@ impl Command {
             Command::Kill => "kill the selected instance / the selected partition's owner",
             Command::Scale => "scale routers (prefilled with the current count)",
             Command::Repartition => "repartition chat-events (prefilled with one more partition)",
-            Command::Pipeline => "pipeline pane: relay, outbox, per channel age, rate, errors, DLQ (again: back)",
+            Command::Pipeline => "pipeline pane (relay, outbox, channels, DLQ, stalls); again: back",
         }
     }
 
