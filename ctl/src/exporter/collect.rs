@@ -228,6 +228,12 @@ pub async fn run_dlq(data: crate::paths::DataDir, interval: Duration, out: Arc<R
     loop {
         tick.tick().await;
         let stack = crate::stack::Stack::find(&data);
+        // Until the supervisor has written where the stack is, the defaults may name another
+        // stack on this machine: no figure rather than someone else's.
+        if stack.supervisor.is_none() && std::env::var_os("KAFKA_BOOTSTRAP").is_none() {
+            out.write().unwrap_or_else(|e| e.into_inner()).dlq = None;
+            continue;
+        }
         if reader.as_ref().is_none_or(|(b, _)| *b != stack.bootstrap) {
             reader = Some((stack.bootstrap.clone(), None));
         }
