@@ -90,6 +90,27 @@ impl Admin {
         self.call(&self.message, reqwest::Method::GET, path, None::<&()>).await
     }
 
+    /// The delivery status of each dead letter's delivery (`letters` at most
+    /// [`chat4all_contract::admin::dlq::MAX_LETTERS`]).
+    pub async fn dlq_status(
+        &self,
+        letters: &[chat4all_contract::admin::dlq::LetterKey],
+    ) -> Result<chat4all_contract::admin::dlq::StatusResponse, AdminError> {
+        use chat4all_contract::admin::dlq::{StatusRequest, DLQ_STATUS_PATH};
+        let req = StatusRequest { letters: letters.to_vec() };
+        self.call(&self.message, reqwest::Method::POST, DLQ_STATUS_PATH, Some(&req)).await
+    }
+
+    /// Replays dead letters: their deliveries still FAILED go back through the pipeline (none in
+    /// a dry run); the others are reported skipped.
+    pub async fn dlq_replay(
+        &self,
+        req: &chat4all_contract::admin::dlq::ReplayRequest,
+    ) -> Result<chat4all_contract::admin::dlq::ReplayResponse, AdminError> {
+        let path = chat4all_contract::admin::dlq::DLQ_REPLAY_PATH;
+        self.call(&self.message, reqwest::Method::POST, path, Some(req)).await
+    }
+
     pub async fn key_moves(&self, from: i32, to: i32) -> Result<KeyMoves, AdminError> {
         let path = format!("{KEY_MOVES_PATH}?from={from}&to={to}");
         self.call(&self.message, reqwest::Method::GET, &path, None::<&()>).await

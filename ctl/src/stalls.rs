@@ -115,6 +115,21 @@ pub fn line(stalls: &[Stall]) -> String {
     format!("stalls:   {}", parts.join("; "))
 }
 
+/// The dashboard's marker: the stage holding the oldest pending message, in a few words
+/// (`STALL relay paused`, `STALL telegram`), or `None` when nothing stalls.
+pub fn marker(stalls: &[Stall]) -> Option<String> {
+    let worst = stalls.iter().max_by(|a, b| a.oldest_seconds.total_cmp(&b.oldest_seconds))?;
+    let place = match (&worst.stage, &worst.channel) {
+        (Stage::RelayPaused, _) => "relay paused".to_string(),
+        (Stage::Relay, _) => "relay".to_string(),
+        (Stage::Routers, _) => "routers".to_string(),
+        (Stage::Channel, Some(c)) => c.clone(),
+        (Stage::Channel, None) => "a channel".to_string(),
+    };
+    let more = if stalls.len() > 1 { format!(" (+{} more)", stalls.len() - 1) } else { String::new() };
+    Some(format!("STALL {place} {:.0}s{more}", worst.oldest_seconds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +174,8 @@ mod tests {
         assert_eq!(s.len(), 1, "{s:?}");
         assert_eq!(s[0].stage, Stage::RelayPaused);
         assert!(line(&s).contains("repartition@h:1"), "{}", line(&s));
+        assert_eq!(marker(&s).as_deref(), Some("STALL relay paused 30s"));
+        assert_eq!(marker(&[]), None);
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub enum Parsed {
     Op(Op),
     Quit,
     Help,
+    /// `:pipeline` (the pipeline pane) or `:overview` (back to the dashboard).
+    View(crate::state::View),
 }
 
 /// Parses a command line (without the leading `:`). Errors are one line for the status bar.
@@ -72,6 +74,8 @@ pub fn parse(line: &str) -> Result<Parsed, String> {
     match (*verb, args) {
         ("q" | "quit" | "q!", []) => Ok(Parsed::Quit),
         ("help" | "h", []) => Ok(Parsed::Help),
+        ("pipeline" | "pipe" | "outbox" | "dlq", []) => Ok(Parsed::View(crate::state::View::Pipeline)),
+        ("overview" | "dashboard", []) => Ok(Parsed::View(crate::state::View::Overview)),
         (v @ ("kill" | "stop" | "start" | "restart"), [instance]) => {
             let verb = match v {
                 "kill" => "kill",
@@ -92,7 +96,9 @@ pub fn parse(line: &str) -> Result<Parsed, String> {
             Ok(Parsed::Op(Op::Repartition { topic: topic.to_string(), partitions }))
         }
         ("repartition", _) => Err("usage: repartition TOPIC N (e.g. repartition chat-events 4)".into()),
-        _ => Err(format!("unknown command {verb:?} (scale, kill, stop, start, restart, repartition, help, quit)")),
+        _ => Err(format!(
+            "unknown command {verb:?} (scale, kill, stop, start, restart, repartition, pipeline, overview, help, quit)"
+        )),
     }
 }
 
@@ -130,6 +136,8 @@ mod tests {
             Ok(Parsed::Op(Op::Repartition { topic: "chat-events".into(), partitions: 6 }))
         );
         assert_eq!(parse("q"), Ok(Parsed::Quit));
+        assert_eq!(parse("pipeline"), Ok(Parsed::View(crate::state::View::Pipeline)));
+        assert_eq!(parse("overview"), Ok(Parsed::View(crate::state::View::Overview)));
     }
 
     #[test]

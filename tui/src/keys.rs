@@ -20,10 +20,11 @@ pub enum Command {
     Kill,
     Scale,
     Repartition,
+    Pipeline,
 }
 
 impl Command {
-    pub const ALL: [Command; 12] = [
+    pub const ALL: [Command; 13] = [
         Command::Help,
         Command::Quit,
         Command::Down,
@@ -36,6 +37,7 @@ impl Command {
         Command::Kill,
         Command::Scale,
         Command::Repartition,
+        Command::Pipeline,
     ];
 
     /// The name used in the config file.
@@ -53,6 +55,7 @@ impl Command {
             Command::Kill => "kill",
             Command::Scale => "scale",
             Command::Repartition => "repartition",
+            Command::Pipeline => "pipeline",
         }
     }
 
@@ -70,6 +73,7 @@ impl Command {
             Command::Kill => "kill the selected instance / the selected partition's owner",
             Command::Scale => "scale routers (prefilled with the current count)",
             Command::Repartition => "repartition chat-events (prefilled with one more partition)",
+            Command::Pipeline => "pipeline pane (relay, outbox, channels, DLQ, stalls); again: back",
         }
     }
 
@@ -194,6 +198,7 @@ impl Default for KeyMap {
                 b(Key::ch('x'), Kill),
                 b(Key::ch('s'), Scale),
                 b(Key::ch('p'), Repartition),
+                b(Key::ch('o'), Pipeline),
             ],
         }
     }

@@ -10,6 +10,17 @@ use chat4all_ctl::view::GroupView;
 
 use crate::throughput::Counters;
 
+/// The pipeline as the pipeline pane shows it (the message-service's view, the connectors'
+/// rates, the DLQ depth, and where it stalls).
+#[derive(Debug, Clone)]
+pub struct PipelineSnap {
+    pub relay: chat4all_ctl::contract::admin::relay::RelayState,
+    pub channels: Vec<chat4all_ctl::pipeline::ChannelRow>,
+    pub stalls: Vec<chat4all_ctl::stalls::Stall>,
+    pub dlq: Option<chat4all_ctl::dlq::Depth>,
+    pub dlq_error: Option<String>,
+}
+
 /// Reachability of one dependency: `Ok(detail)` or `Err(reason)`.
 pub type Reach = Result<String, String>;
 
@@ -38,6 +49,8 @@ pub struct Snapshot {
     pub runtime: Reach,
     /// How long gathering this snapshot took, in milliseconds.
     pub took_ms: u64,
+    /// The pipeline, or why the message-service's view of it is unknown.
+    pub pipeline: Result<PipelineSnap, String>,
 }
 
 impl Snapshot {
@@ -56,6 +69,7 @@ impl Snapshot {
             redis: unknown(),
             runtime: unknown(),
             took_ms: 0,
+            pipeline: Err("not checked yet".to_string()),
         }
     }
 

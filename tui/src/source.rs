@@ -45,12 +45,27 @@ pub struct Source {
     runtime: Option<ProcessRuntime>,
     reader: Option<(Endpoints, GroupReader)>,
     redis: Option<(String, redis::aio::MultiplexedConnection)>,
+    /// The message-service's admin client (by its URL), the dead-letter reader (by bootstrap)
+    /// and the connectors' previous counters, for the pipeline pane.
+    admin: Option<(String, chat4all_ctl::admin::Admin)>,
+    dlq: Option<(String, Option<chat4all_ctl::dlq::DlqReader>)>,
+    rates: chat4all_ctl::rates::RateTracker,
 }
 
 impl Source {
     pub fn new(data: DataDir, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder().timeout(timeout).build()?;
-        Ok(Self { data, timeout, http, runtime: None, reader: None, redis: None })
+        Ok(Self {
+            data,
+            timeout,
+            http,
+            runtime: None,
+            reader: None,
+            redis: None,
+            admin: None,
+            dlq: None,
+            rates: Default::default(),
+        })
     }
 
     /// One look at everything.
@@ -88,14 +103,27 @@ impl Source {
             }
         };
         self.prime_reader(&endpoints).await;
-        let Self { reader, redis, http, timeout, .. } = self;
-        let (groups, events, health, counters, postgres) = tokio::join!(
+        let stack = chat4all_ctl::stack::Stack::find(&self.data);
+        if self.admin.as_ref().is_none_or(|(url, _)| *url != stack.api_url) {
+            self.admin = chat4all_ctl::admin::Admin::for_stack(&stack, self.timeout.min(Duration::from_secs(2)))
+                .ok()
+                .map(|a| (stack.api_url.clone(), a));
+        }
+        if self.dlq.as_ref().is_none_or(|(b, _)| *b != endpoints.bootstrap) {
+            self.dlq = Some((endpoints.bootstrap.clone(), None));
+        }
+        let Self { reader, redis, http, timeout, admin, dlq, .. } = self;
+        let (groups, events, health, counters, postgres, connectors, pipeline, depth) = tokio::join!(
             read_groups(reader),
             read_timeline(redis, &endpoints.redis_url),
             probe_all(http, &instances, *timeout),
             scrape_all(http, &instances),
             postgres_reachable(&endpoints.database_url, *timeout),
+            chat4all_ctl::rates::scrape(http, &instances),
+            read_pipeline(admin.as_ref().map(|(_, a)| a)),
+            read_depth(admin.as_ref().map(|(_, a)| a), dlq),
         );
+        let rates = self.rates.record(connectors);
         match groups {
             Ok(g) => {
                 s.groups = g;
@@ -112,6 +140,21 @@ impl Source {
         }
         s.postgres = postgres;
         s.instances = instances.into_iter().zip(health).map(|(info, health)| InstanceRow { info, health }).collect();
+        s.pipeline = pipeline.map(|p| {
+            let router_lag =
+                s.groups.iter().find(|g| g.group == chat4all_ctl::repartition::ROUTER_GROUP).map(|g| g.total_lag);
+            let (dlq, dlq_error) = match depth {
+                Ok(d) => (Some(d), None),
+                Err(e) => (None, Some(e)),
+            };
+            crate::snapshot::PipelineSnap {
+                stalls: chat4all_ctl::stalls::find(&p, router_lag, &services_down(&s.instances)),
+                channels: chat4all_ctl::pipeline::channel_rows(&p, rates.as_ref(), dlq.as_ref()),
+                relay: p.relay,
+                dlq,
+                dlq_error,
+            }
+        });
         s.actions = actions;
         s.counters = counters;
         s.took_ms = started.elapsed().as_millis() as u64;
@@ -189,6 +232,32 @@ async fn scrape_all(http: &reqwest::Client, instances: &[InstanceInfo]) -> BTree
         .zip(pages)
         .filter_map(|(i, page)| page.map(|p| (i.name.clone(), throughput::parse(&p))))
         .collect()
+}
+
+async fn read_pipeline(
+    admin: Option<&chat4all_ctl::admin::Admin>,
+) -> Result<chat4all_ctl::contract::admin::pipeline::Pipeline, String> {
+    let admin = admin.ok_or("no control token for the message-service's admin endpoints")?;
+    admin.pipeline().await.map_err(|e| e.to_string())
+}
+
+async fn read_depth(
+    admin: Option<&chat4all_ctl::admin::Admin>,
+    dlq: &mut Option<(String, Option<chat4all_ctl::dlq::DlqReader>)>,
+) -> Result<chat4all_ctl::dlq::Depth, String> {
+    let admin = admin.ok_or("no control token")?;
+    let (bootstrap, reader) = dlq.as_mut().ok_or("no broker")?;
+    chat4all_ctl::dlq::depth_now(admin, reader, bootstrap).await.map_err(|e| format!("{e:#}"))
+}
+
+/// Services none of whose instances is running and healthy (the stalls name them).
+fn services_down(rows: &[InstanceRow]) -> Vec<String> {
+    let mut services: BTreeMap<&str, bool> = BTreeMap::new();
+    for r in rows {
+        let ok = r.info.state.is_alive() && r.health == "up";
+        *services.entry(r.info.service.as_str()).or_default() |= ok;
+    }
+    services.into_iter().filter(|(_, ok)| !ok).map(|(s, _)| s.to_string()).collect()
 }
 
 /// PostgreSQL reachability: a TCP connection to the host and port of `url`.

@@ -45,6 +45,17 @@ impl Pane {
     }
 }
 
+/// What the body of the screen shows (k9s habit: one key, or `:pipeline`, switches views).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum View {
+    /// Instances, partitions, timeline and throughput.
+    #[default]
+    Overview,
+    /// The pipeline pane: relay, outbox, per channel oldest pending, deliveries/s, provider
+    /// errors, DLQ depth, and the stalls.
+    Pipeline,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Normal,
@@ -76,6 +87,7 @@ pub struct State {
     /// The filter applied to every pane.
     pub filter: String,
     pub focus: Pane,
+    pub view: View,
     selected: [usize; 3],
     pub data: Option<Snapshot>,
     pub throughput: throughput::History,
@@ -96,6 +108,7 @@ impl State {
             input: String::new(),
             filter: String::new(),
             focus: Pane::Instances,
+            view: View::Overview,
             selected: [0; 3],
             data: None,
             throughput: throughput::History::default(),
@@ -260,6 +273,10 @@ fn run_command(state: &mut State, line: &str) -> Option<Op> {
             state.mode = Mode::Help;
             None
         }
+        Ok(Parsed::View(v)) => {
+            state.view = v;
+            None
+        }
         Ok(Parsed::Op(op)) => propose(state, op),
         Err(e) => {
             state.error(e);
@@ -318,8 +335,12 @@ fn on_command(state: &mut State, cmd: Command) -> Option<Op> {
         Command::Back => {
             if state.filter.is_empty() {
                 state.notice = None;
+                state.view = View::Overview;
             }
             state.filter.clear();
+        }
+        Command::Pipeline => {
+            state.view = if state.view == View::Pipeline { View::Overview } else { View::Pipeline };
         }
         Command::Kill => match kill_target(state) {
             Some(instance) => return propose(state, Op::Act { verb: "kill", instance }),

@@ -128,3 +128,13 @@ fn before_any_data_and_tiny_terminals_do_not_panic() {
         render(&st, w, h);
     }
 }
+
+#[test]
+fn pipeline_pane_without_the_message_service_80x24() {
+    let mut st = state_with_data(false, 3);
+    update(&mut st, key('o'));
+    let screen = render(&st, 80, 24);
+    assert!(screen.contains("Pipeline"), "{screen}");
+    assert!(screen.contains("unknown: not checked yet"), "{screen}");
+    insta::assert_snapshot!(screen);
+}

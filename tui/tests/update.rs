@@ -270,3 +270,20 @@ fn an_operation_failure_is_shown_as_an_error() {
     update(&mut st, Action::Done(Err("kill nope: unknown instance".into())));
     assert_eq!(st.notice, Some(Notice::Error("kill nope: unknown instance".into())));
 }
+
+#[test]
+fn o_and_colon_pipeline_switch_to_the_pipeline_pane_and_esc_comes_back() {
+    use chat4all_tui::state::View;
+    let mut st = state_with_data(true, 1);
+    assert_eq!(st.view, View::Overview);
+    update(&mut st, key('o'));
+    assert_eq!(st.view, View::Pipeline, "o works in read-only mode too: it only looks");
+    update(&mut st, key('o'));
+    assert_eq!(st.view, View::Overview, "o again goes back");
+    update(&mut st, key(':'));
+    type_text(&mut st, "pipeline");
+    update(&mut st, code(KeyCode::Enter));
+    assert_eq!(st.view, View::Pipeline);
+    update(&mut st, code(KeyCode::Esc));
+    assert_eq!(st.view, View::Overview, "esc goes back");
+}

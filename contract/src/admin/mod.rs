@@ -7,6 +7,7 @@
 
 pub mod api_keys;
 pub mod deliveries;
+pub mod dlq;
 pub mod pipeline;
 pub mod relay;
 

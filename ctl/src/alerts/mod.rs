@@ -20,7 +20,8 @@ pub const ROUTER_JOB: &str = "chat4all-router-service";
 /// The scrape job of the message-service (outbox relay metrics).
 pub const MESSAGE_JOB: &str = "chat4all-message-service";
 /// The consumer groups of the platform: the default scope of the lag and ownership alerts.
-pub const DEFAULT_GROUPS: [&str; 2] = ["router-service", "message-service-status"];
+pub const DEFAULT_GROUPS: [&str; 5] =
+    ["router-service", "message-service-status", "whatsapp-connector", "telegram-connector", "instagram-connector"];
 
 /// What the operator tunes. [`Params::default`] is what `alerts emit` prints without flags and
 /// what `alerts/chat4all-rules.yml` holds.

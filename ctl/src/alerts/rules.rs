@@ -203,13 +203,31 @@ fn pipeline(p: &Params) -> Vec<Rule> {
         ),
         rule(
             "Chat4allDeadLetters",
-            format!("increase(chat4all_router_dead_lettered_total[{window}]) > 0"),
+            // The router dead-letters recipients that resolve to nobody, the connectors what is
+            // out of attempts.
+            format!(
+                "increase(chat4all_router_dead_lettered_total[{window}]) > 0 \
+                 or increase(chat4all_connector_dead_lettered_total[{window}]) > 0"
+            ),
             None,
             "warning",
             "Events sent to the dead-letter topic",
             format!(
                 "{{{{ $labels.instance }}}} sent {{{{ $value | humanize }}}} events to chat-events-dlq in the last \
-                 {window}: connectors fail past their retries, or events are malformed."
+                 {window}: deliveries failed past their attempts, recipients resolve to nobody, or events are malformed."
+            ),
+        ),
+        rule(
+            "Chat4allDeadLettersWaiting",
+            format!("max by (channel) (chat4all_dlq_depth{{job=\"{EXPORTER_JOB}\"}}) > 0"),
+            Some(window.clone()),
+            "warning",
+            "Dead letters wait for an operator",
+            format!(
+                "{{{{ $value | humanize }}}} {{{{ $labels.channel }}}} dead letters have stood for {window} with their \
+                 delivery still FAILED. `chat4allctl dlq list --channel {{{{ $labels.channel }}}}` shows why; \
+                 `chat4allctl dlq replay --all --channel {{{{ $labels.channel }}}}` publishes them again once the \
+                 cause is fixed (nothing already delivered is delivered twice)."
             ),
         ),
         rule(

@@ -6,6 +6,7 @@ mod apikey;
 mod bench;
 mod bench_gateway;
 mod bench_observe;
+mod dlq;
 mod drill;
 mod exporter;
 mod groups;
@@ -51,6 +52,8 @@ Examples:
   chat4allctl scale router=2
   chat4allctl lag --watch          lag, lag seconds and status, refreshed every second
   chat4allctl repartition chat-events --partitions 4 --dry-run
+  chat4allctl dlq list --since 1h  dead letters of the last hour, with the reason
+  chat4allctl dlq replay --all --dry-run
   chat4allctl down";
 
 #[derive(Debug, Parser)]
@@ -142,6 +145,10 @@ pub enum Command {
     BenchObserve(bench_observe::BenchObserveArgs),
     /// Drive the API at a fixed rate and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Dead letters: `dlq list [--channel C] [--since 1h]`, `dlq replay --id P:O ... | --all
+    /// [--dry-run]` (only deliveries still FAILED are replayed; nothing is delivered twice).
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Prometheus alert rules for the platform: `alerts emit` prints them.
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
@@ -203,6 +210,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Relay { command } => relay::relay(&cli, command.as_ref()).await,
         Command::BenchObserve(a) => bench_observe::bench_observe(&cli, a).await,
         Command::Bench(a) => bench::bench(&cli, a).await,
+        Command::Dlq(c) => dlq::dlq(&cli, c).await,
         Command::Alerts(c) => alerts::alerts(c),
         Command::Exporter(a) => exporter::exporter(&cli, a).await,
         Command::Drill(c) => drill::drill(&cli, c).await,

@@ -63,7 +63,17 @@ struct Status {
     stalls: Vec<chat4all_ctl::stalls::Stall>,
     #[serde(skip_serializing_if = "Option::is_none")]
     relay_error: Option<String>,
+    /// Per channel: oldest pending age, provider deliveries per second and error rate (from the
+    /// connectors' `chat4all_connector_deliveries_total`), DLQ depth.
+    channels: Vec<chat4all_ctl::pipeline::ChannelRow>,
+    /// Dead letters whose delivery is still FAILED (and the records on chat-events-dlq).
+    dlq: Option<chat4all_ctl::dlq::Depth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dlq_error: Option<String>,
 }
+
+/// The shortest window rates are measured over (a one-shot `status` waits for it).
+const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 async fn instance_rows(rt: &ProcessRuntime) -> anyhow::Result<Vec<InstanceRow>> {
     let list = rt.list().await?;
@@ -153,7 +163,17 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
     let rt = ProcessRuntime::connect(&data, cli.timeout)?;
     let reader = super::groups::reader(cli).await?;
     let admin = cli.admin();
-    let mut v = StatusView { rt, reader, admin, data_dir: data.root().display().to_string() };
+    let bootstrap = cli.stack().bootstrap;
+    let mut v = StatusView {
+        rt,
+        reader,
+        admin,
+        data_dir: data.root().display().to_string(),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(1)).build()?,
+        rates: chat4all_ctl::rates::RateTracker::default(),
+        dlq: None,
+        bootstrap,
+    };
     watch::show(cli, &mut v).await
 }
 
@@ -162,11 +182,19 @@ struct StatusView {
     reader: GroupReader,
     admin: anyhow::Result<chat4all_ctl::admin::Admin>,
     data_dir: String,
+    http: reqwest::Client,
+    rates: chat4all_ctl::rates::RateTracker,
+    dlq: Option<chat4all_ctl::dlq::DlqReader>,
+    bootstrap: String,
 }
 
 impl Render for StatusView {
     async fn render(&mut self, format: Format) -> anyhow::Result<String> {
         let instances = instance_rows(&self.rt).await?;
+        let infos: Vec<chat4all_ctl::runtime::InstanceInfo> = instances.iter().map(|r| r.info.clone()).collect();
+        if self.rates.age().is_none() {
+            self.rates.record(chat4all_ctl::rates::scrape(&self.http, &infos).await);
+        }
         let (groups, broker_error) = match self.reader.all().await {
             Ok(g) => (g.iter().map(group_row).collect(), None),
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
@@ -178,6 +206,21 @@ impl Render for StatusView {
             },
             Err(e) => (None, Some(format!("{e:#}"))),
         };
+        let (dlq, dlq_error) = match &self.admin {
+            Ok(admin) => match chat4all_ctl::dlq::depth_now(admin, &mut self.dlq, &self.bootstrap).await {
+                Ok(d) => (Some(d), None),
+                Err(e) => (None, Some(format!("{e:#}"))),
+            },
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+        if let Some(age) = self.rates.age().filter(|a| *a < RATE_WINDOW) {
+            tokio::time::sleep(RATE_WINDOW - age).await;
+        }
+        let rates = self.rates.record(chat4all_ctl::rates::scrape(&self.http, &infos).await);
+        let channels = pipeline
+            .as_ref()
+            .map(|p| chat4all_ctl::pipeline::channel_rows(p, rates.as_ref(), dlq.as_ref()))
+            .unwrap_or_default();
         let router_lag = groups.iter().find(|g: &&GroupRow| g.group == "router-service").map(|g| g.total_lag);
         let down = services_down(&instances);
         let stalls = pipeline.as_ref().map(|p| chat4all_ctl::stalls::find(p, router_lag, &down)).unwrap_or_default();
@@ -190,6 +233,9 @@ impl Render for StatusView {
             freshness,
             stalls,
             relay_error,
+            channels,
+            dlq,
+            dlq_error,
             data_dir: self.data_dir.clone(),
             supervisor_pid: self.rt.info.pid,
             control_url: self.rt.info.control_url.clone(),
@@ -219,8 +265,10 @@ impl Render for StatusView {
                     .map(|f| format!("{} {:.1}s", f.channel.label(), f.oldest_pending_seconds))
                     .collect();
                 out.push_str(&format!("pending:  oldest per channel: {}\n", ages.join(", ")));
+                out.push_str(&dlq_line(status.dlq.as_ref(), status.dlq_error.as_deref()));
                 out.push_str(&chat4all_ctl::stalls::line(&status.stalls));
-                out.push('\n');
+                out.push_str("\n\n");
+                out.push_str(&chat4all_ctl::pipeline::table(&status.channels));
             }
             (None, Some(e)) => out.push_str(&format!("relay:    UNKNOWN: {e}\n")),
             (None, None) => {}
@@ -230,6 +278,23 @@ impl Render for StatusView {
         out.push('\n');
         out.push_str(&group_table(&status.groups));
         Ok(out)
+    }
+}
+
+/// `dlq:` and the dead letters whose delivery is still FAILED, per channel.
+fn dlq_line(depth: Option<&chat4all_ctl::dlq::Depth>, error: Option<&str>) -> String {
+    match (depth, error) {
+        (Some(d), _) => {
+            let per: Vec<String> = d.channels.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            format!(
+                "dlq:      {} still FAILED ({}), {} records on chat-events-dlq\n",
+                d.total,
+                per.join(", "),
+                d.letters
+            )
+        }
+        (None, Some(e)) => format!("dlq:      UNKNOWN: {e}\n"),
+        (None, None) => "dlq:      UNKNOWN\n".into(),
     }
 }
 

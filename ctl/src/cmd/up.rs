@@ -217,7 +217,11 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
                 spec.kafka_bootstrap.clone(),
                 SAMPLE_INTERVAL,
             );
-            (Some(format!("http://{addr}/metrics")), Some((AbortOnDrop(server), AbortOnDrop(collector))))
+            let dlq = exporter.collect_dlq(data.clone(), SAMPLE_INTERVAL);
+            (
+                Some(format!("http://{addr}/metrics")),
+                Some((AbortOnDrop(server), AbortOnDrop(collector), AbortOnDrop(dlq))),
+            )
         }
         Err(e) => {
             tracing::warn!(error = format!("{e:#}"), "the exporter is not served");

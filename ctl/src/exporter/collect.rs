@@ -45,6 +45,8 @@ pub struct Extras {
     /// (topic, partition) -> log-end offset of every partition of every topic, so that topics no
     /// group reads (the dead-letter topic) have `kafka_topic_partition_current_offset` too.
     pub log_ends: BTreeMap<(String, i32), i64>,
+    /// The DLQ depth (`dlq::Depth`), when the dead-letter collector has one.
+    pub dlq: Option<crate::dlq::Depth>,
     pub error: Option<String>,
 }
 
@@ -213,5 +215,42 @@ pub async fn run(
         w.ready = ready;
         w.rebalances = counter.counts().clone();
         w.error = (!errors.is_empty()).then(|| errors.join("; "));
+    }
+}
+
+/// Keeps `out.dlq` up to date every `interval`: reads the new records of the dead-letter topic
+/// and asks the message-service which deliveries are still FAILED. The stack (its broker, its
+/// message-service, the control token) is found again each round from its data directory.
+pub async fn run_dlq(data: crate::paths::DataDir, interval: Duration, out: Arc<RwLock<Extras>>) {
+    let mut reader: Option<(String, Option<crate::dlq::DlqReader>)> = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let stack = crate::stack::Stack::find(&data);
+        // Until the supervisor has written where the stack is, the defaults may name another
+        // stack on this machine: no figure rather than someone else's.
+        if stack.supervisor.is_none() && std::env::var_os("KAFKA_BOOTSTRAP").is_none() {
+            out.write().unwrap_or_else(|e| e.into_inner()).dlq = None;
+            continue;
+        }
+        if reader.as_ref().is_none_or(|(b, _)| *b != stack.bootstrap) {
+            reader = Some((stack.bootstrap.clone(), None));
+        }
+        let depth = match crate::admin::Admin::for_stack(&stack, Duration::from_secs(5)) {
+            Ok(admin) => {
+                let (bootstrap, r) = reader.as_mut().expect("set above");
+                crate::dlq::depth_now(&admin, r, bootstrap).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let depth = match depth {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::debug!(error = format!("{e:#}"), "DLQ depth unknown");
+                None
+            }
+        };
+        out.write().unwrap_or_else(|e| e.into_inner()).dlq = depth;
     }
 }

@@ -76,6 +76,12 @@ impl Exporter {
         tokio::spawn(collect::run(source, redis_url, bootstrap, interval, self.extras.clone()))
     }
 
+    /// Starts keeping the DLQ depth (`chat4all_dlq_depth`) of the stack in `data` up to date; the
+    /// task stops when the handle is aborted.
+    pub fn collect_dlq(&self, data: crate::paths::DataDir, interval: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(collect::run_dlq(data, interval, self.extras.clone()))
+    }
+
     pub fn router(&self) -> Router {
         Router::new().route("/metrics", get(metrics)).route("/", get(index)).with_state(self.clone())
     }

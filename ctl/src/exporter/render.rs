@@ -153,6 +153,20 @@ pub fn render(latest: &Latest, extras: &Extras, now: DateTime<Utc>) -> String {
             topic_offset.get_or_create(&vec![("topic", topic.clone()), ("partition", partition.to_string())]).set(*end);
         }
     }
+    // Dead letters whose delivery is still FAILED, per channel (absent while unknown).
+    if let Some(d) = &extras.dlq {
+        let depth = int_family(
+            &mut reg,
+            "chat4all_dlq_depth",
+            "Dead letters on chat-events-dlq whose delivery is still FAILED (not replayed, not delivered since), per channel",
+        );
+        for (channel, n) in &d.channels {
+            depth.get_or_create(&vec![("channel", channel.clone())]).set(*n as i64);
+        }
+        let letters = Gauge::<i64>::default();
+        letters.set(d.letters as i64);
+        reg.register("chat4all_dlq_letters", "Records on chat-events-dlq (replayed or not)", letters);
+    }
     for (group, n) in &extras.rebalances {
         rebalances.get_or_create(&vec![("consumergroup", group.clone())]).inc_by(*n);
     }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod dlq;
 pub mod facts;
 pub mod freshness;
 pub use chat4all_contract::message as domain;
@@ -92,7 +93,8 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     let health = Health::default().postgres(pool.clone()).kafka(producer.clone());
     let ops = OpsState::new(&common, registry, health);
     let writer = writer::Writer::spawn(pool.clone(), 2, args.insert_batch, writer_metrics);
-    let app = api::routes(api::ApiState { pool: pool.clone(), writer, relay_wakeup: wakeup })
+    let app = api::routes(api::ApiState { pool: pool.clone(), writer, relay_wakeup: wakeup.clone() })
+        .merge(dlq::routes(pool.clone(), wakeup, &common.admin_token))
         .merge(admin::routes(pool, tracker, &common.admin_token))
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));

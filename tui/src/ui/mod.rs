@@ -1,9 +1,11 @@
 //! Drawing: a pure function of the state. Layout, top to bottom: instances, partitions,
-//! timeline beside the throughput chart, the status bar, and the prompt / key hints.
+//! timeline beside the throughput chart (or, in the pipeline view, the pipeline pane below the
+//! instances), the status bar, and the prompt / key hints.
 
 mod chart;
 mod instances;
 mod partitions;
+pub mod pipeline;
 mod popup;
 mod status;
 mod timeline;
@@ -14,7 +16,7 @@ use ratatui::widgets::{Block, BorderType, Borders};
 use ratatui::Frame;
 
 use crate::rows;
-use crate::state::{Mode, Pane, State};
+use crate::state::{Mode, Pane, State, View};
 
 /// The regions of the screen.
 struct Areas {
@@ -77,10 +79,20 @@ fn selected_style() -> Style {
 /// Draws the whole screen.
 pub fn draw(state: &State, frame: &mut Frame) {
     let a = layout(state, frame.area());
-    instances::draw(state, frame, a.instances);
-    partitions::draw(state, frame, a.partitions);
-    timeline::draw(state, frame, a.timeline);
-    chart::draw(state, frame, a.chart);
+    match state.view {
+        View::Overview => {
+            instances::draw(state, frame, a.instances);
+            partitions::draw(state, frame, a.partitions);
+            timeline::draw(state, frame, a.timeline);
+            chart::draw(state, frame, a.chart);
+        }
+        View::Pipeline => {
+            // The pipeline pane takes the body below the instances (which the stalls refer to).
+            let body = Rect { y: a.partitions.y, height: a.partitions.height + a.timeline.height, ..a.partitions };
+            instances::draw(state, frame, a.instances);
+            pipeline::draw(state, frame, body);
+        }
+    }
     status::draw_status(state, frame, a.status);
     status::draw_prompt(state, frame, a.prompt);
     match &state.mode {

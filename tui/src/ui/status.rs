@@ -27,6 +27,12 @@ pub fn draw_status(state: &State, frame: &mut Frame, area: Rect) {
     spans.extend(reach("postgres", d.map(|d| &d.postgres)));
     spans.extend(reach("redis", d.map(|d| &d.redis)));
     spans.extend(reach("runtime", d.map(|d| &d.runtime)));
+    // The stalls marker: the stage holding the oldest pending message, wherever it is.
+    if let Some(marker) = d.and_then(|d| d.pipeline.as_ref().ok()).and_then(|p| chat4all_ctl::stalls::marker(&p.stalls))
+    {
+        spans.push(Span::styled(marker, Style::default().fg(Color::White).bg(Color::Red).add_modifier(Modifier::BOLD)));
+        spans.push(Span::raw("  "));
+    }
     match d {
         None => spans.push(Span::styled("connecting...", Style::default().fg(Color::DarkGray))),
         Some(d) => match d.first_error() {
