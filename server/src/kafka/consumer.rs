@@ -160,13 +160,8 @@ impl BatchConsumer {
 
     /// Marks every message of `batch` as done: the next owner starts after them.
     pub fn store(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for m in batch {
-            let e = next.entry((m.topic(), m.partition())).or_insert(0);
-            *e = (*e).max(m.offset() + 1);
-        }
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
+        for ((topic, partition), offset) in next_offsets(batch) {
             tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
         }
         match self.inner.store_offsets(&tpl) {
@@ -183,5 +178,47 @@ impl BatchConsumer {
         }
         self.inner.unsubscribe();
         drop(self.inner);
+    }
+}
+
+/// Per partition of `batch`, the offset to store: one past its highest record (Kafka's committed
+/// offset is the next record to read), whatever order the records came in.
+fn next_offsets(batch: &[OwnedMessage]) -> BTreeMap<(&str, i32), i64> {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let e = next.entry((m.topic(), m.partition())).or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn record(topic: &str, partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(None, None, topic.to_string(), Timestamp::NotAvailable, partition, offset, None)
+    }
+
+    #[test]
+    fn the_stored_offset_is_one_past_each_partitions_highest_record() {
+        let batch = [
+            record("chat-events", 0, 7),
+            record("chat-events", 1, 3),
+            record("chat-events", 0, 9),
+            record("chat-events", 0, 8),
+            record("status-updates", 0, 41),
+        ];
+        let next = next_offsets(&batch);
+        assert_eq!(
+            next.into_iter().collect::<Vec<_>>(),
+            [(("chat-events", 0), 10), (("chat-events", 1), 4), (("status-updates", 0), 42)]
+        );
+    }
+
+    #[test]
+    fn an_empty_batch_stores_nothing() {
+        assert!(next_offsets(&[]).is_empty());
     }
 }

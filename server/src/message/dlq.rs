@@ -32,13 +32,19 @@ use crate::http::{AdminToken, AppError};
 struct DlqState {
     pool: PgPool,
     relay_wakeup: Arc<Notify>,
+    freshness: super::freshness::Tracker,
 }
 
-pub fn routes(pool: PgPool, relay_wakeup: Arc<Notify>, token: &AdminToken) -> Router {
+pub fn routes(
+    pool: PgPool,
+    relay_wakeup: Arc<Notify>,
+    freshness: super::freshness::Tracker,
+    token: &AdminToken,
+) -> Router {
     let router = Router::new()
         .route(DLQ_STATUS_PATH, post(status))
         .route(DLQ_REPLAY_PATH, post(replay))
-        .with_state(DlqState { pool, relay_wakeup });
+        .with_state(DlqState { pool, relay_wakeup, freshness });
     crate::http::guard(router, token)
 }
 
@@ -63,11 +69,14 @@ async fn replay(State(s): State<DlqState>, body: JsonBody<ReplayRequest>) -> Res
     let mut tx = s.pool.begin().await?;
     let found = statuses(&s.pool, &req.letters, !req.dry_run, Some(&mut tx)).await?;
     let (replayed, skipped) = decide(&req.letters, &found);
-    let mut outbox_rows = 0;
+    let (mut outbox_rows, mut lowest) = (0, None);
     if !req.dry_run && !replayed.is_empty() {
-        outbox_rows = reset_and_publish(&mut tx, &replayed).await?;
+        (outbox_rows, lowest) = reset_and_publish(&mut tx, &replayed).await?;
     }
     tx.commit().await?;
+    if let Some(seq) = lowest {
+        s.freshness.pending_again(seq);
+    }
     if outbox_rows > 0 {
         s.relay_wakeup.notify_one();
     }
@@ -162,7 +171,12 @@ fn columns<'a>(letters: impl Iterator<Item = &'a LetterKey>) -> (Vec<Uuid>, Vec<
 /// Resets the (locked, FAILED) deliveries of `letters` to PENDING, unrouted, and writes one
 /// outbox row per message carrying only those recipients, in the messages' accept order.
 /// Returns the rows written.
-async fn reset_and_publish(tx: &mut Transaction<'_, Postgres>, letters: &[LetterKey]) -> Result<usize, AppError> {
+/// Resets and republishes `letters`; returns the outbox rows written and the lowest `seq` of
+/// the messages made pending again.
+async fn reset_and_publish(
+    tx: &mut Transaction<'_, Postgres>,
+    letters: &[LetterKey],
+) -> Result<(usize, Option<i64>), AppError> {
     let (ids, users, chans) = columns(letters.iter());
     sqlx::query(
         "UPDATE deliveries d SET status = 'PENDING', routed_at = NULL, routed_by = NULL,
@@ -188,13 +202,14 @@ async fn reset_and_publish(tx: &mut Transaction<'_, Postgres>, letters: &[Letter
     }
     let message_ids: Vec<Uuid> = recipients.keys().copied().collect();
     let rows = sqlx::query(
-        "SELECT id, conversation_id, sender_id, channel, content, created_at FROM messages
+        "SELECT id, seq, conversation_id, sender_id, channel, content, created_at FROM messages
           WHERE id = ANY($1) ORDER BY seq",
     )
     .bind(&message_ids)
     .fetch_all(&mut **tx)
     .await?;
     let (mut keys, mut payloads) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+    let lowest: Option<i64> = rows.first().map(|r| r.get("seq"));
     for r in rows {
         let id: Uuid = r.get("id");
         let channel: String = r.get("channel");
@@ -224,7 +239,7 @@ async fn reset_and_publish(tx: &mut Transaction<'_, Postgres>, letters: &[Letter
     .execute(&mut **tx)
     .await?
     .rows_affected();
-    Ok(written as usize)
+    Ok((written as usize, lowest))
 }
 
 #[cfg(test)]
@@ -295,7 +310,7 @@ mod tests {
         let found = statuses(&pool, &letters, true, Some(&mut tx)).await.unwrap();
         let (replayed, skipped) = decide(&letters, &found);
         assert_eq!((replayed.len(), skipped.len()), (1, 1));
-        assert_eq!(reset_and_publish(&mut tx, &replayed).await.unwrap(), 1);
+        assert_eq!(reset_and_publish(&mut tx, &replayed).await.unwrap().0, 1);
         tx.commit().await.unwrap();
 
         let row = sqlx::query("SELECT status, routed_at IS NULL AS unrouted FROM deliveries WHERE message_id = $1 AND recipient_id = 'bob'")

@@ -41,15 +41,29 @@ struct ChannelLabel {
 /// The figures of one look, and when it was taken.
 pub type Figures = (Vec<ChannelFreshness>, Option<DateTime<Utc>>);
 
-/// The latest figures, shared with the admin endpoint.
+/// The latest figures, shared with the admin endpoints.
 #[derive(Clone, Default)]
 pub struct Tracker {
     inner: Arc<RwLock<Figures>>,
+    /// The lowest `seq` made pending again since the last look (a dead-letter replay): the
+    /// watermark goes back to it, or the replayed deliveries would be below it and unseen.
+    rewind: Arc<std::sync::Mutex<Option<i64>>>,
 }
 
 impl Tracker {
     pub fn snapshot(&self) -> Figures {
         self.inner.read().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Deliveries of the message `seq` are not final any more.
+    pub fn pending_again(&self, seq: i64) {
+        if let Ok(mut r) = self.rewind.lock() {
+            *r = Some(r.map_or(seq, |s| s.min(seq)));
+        }
+    }
+
+    fn take_rewind(&self) -> Option<i64> {
+        self.rewind.lock().ok().and_then(|mut r| r.take())
     }
 }
 
@@ -127,6 +141,11 @@ async fn look(pool: &PgPool, channel: Channel, low: i64) -> Result<Look, sqlx::E
 pub async fn run(pool: PgPool, tracker: Tracker, metrics: FreshnessMetrics, shutdown: Shutdown) {
     let mut low: BTreeMap<Channel, i64> = Channel::ALL.iter().map(|c| (*c, 0)).collect();
     while !shutdown.is_triggered() {
+        if let Some(seq) = tracker.take_rewind() {
+            for w in low.values_mut() {
+                *w = (*w).min(seq);
+            }
+        }
         let mut figures = Vec::with_capacity(Channel::ALL.len());
         let mut failed = false;
         for channel in Channel::ALL {
@@ -178,6 +197,17 @@ pub async fn run(pool: PgPool, tracker: Tracker, metrics: FreshnessMetrics, shut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replay_rewinds_the_watermark_to_its_lowest_message_once() {
+        let t = Tracker::default();
+        assert_eq!(t.take_rewind(), None);
+        t.pending_again(40);
+        t.pending_again(12);
+        t.pending_again(30);
+        assert_eq!(t.take_rewind(), Some(12));
+        assert_eq!(t.take_rewind(), None, "taken once");
+    }
 
     async fn message(pool: &PgPool, conversation: &str, channel: &str, status: &str, age_s: f64) -> (i64, Uuid) {
         let id = Uuid::new_v4();

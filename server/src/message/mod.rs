@@ -94,7 +94,7 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     let ops = OpsState::new(&common, registry, health);
     let writer = writer::Writer::spawn(pool.clone(), 2, args.insert_batch, writer_metrics);
     let app = api::routes(api::ApiState { pool: pool.clone(), writer, relay_wakeup: wakeup.clone() })
-        .merge(dlq::routes(pool.clone(), wakeup, &common.admin_token))
+        .merge(dlq::routes(pool.clone(), wakeup, tracker.clone(), &common.admin_token))
         .merge(admin::routes(pool, tracker, &common.admin_token))
         .merge(http::ops_routes(ops))
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
