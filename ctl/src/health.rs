@@ -29,3 +29,21 @@ pub async fn probe(http: &reqwest::Client, i: &InstanceInfo, timeout: Duration) 
         Err(_) => "unreachable".into(),
     }
 }
+
+/// The `/metrics` page of each of `instances` (every one is asked at once; one that does not
+/// answer 2xx within a second is left out).
+pub async fn metrics_pages<'a>(
+    http: &reqwest::Client,
+    instances: impl IntoIterator<Item = &'a InstanceInfo>,
+) -> Vec<(&'a InstanceInfo, String)> {
+    let targets: Vec<&InstanceInfo> = instances.into_iter().collect();
+    let pages = futures::future::join_all(targets.iter().map(|i| async move {
+        let r = http.get(format!("http://127.0.0.1:{}/metrics", i.port)).timeout(Duration::from_secs(1)).send().await;
+        match r {
+            Ok(r) if r.status().is_success() => r.text().await.ok(),
+            _ => None,
+        }
+    }))
+    .await;
+    targets.into_iter().zip(pages).filter_map(|(i, page)| Some((i, page?))).collect()
+}

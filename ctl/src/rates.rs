@@ -93,17 +93,8 @@ pub fn rates(prev: &Scrape, cur: &Scrape, seconds: f64) -> BTreeMap<String, Chan
 
 /// Scrapes every running connector's `/metrics` (a connector that does not answer is left out).
 pub async fn scrape(http: &reqwest::Client, instances: &[InstanceInfo]) -> Scrape {
-    let targets: Vec<&InstanceInfo> =
-        instances.iter().filter(|i| i.state.is_alive() && i.service.ends_with("-connector")).collect();
-    let pages = futures::future::join_all(targets.iter().map(|i| async move {
-        let r = http.get(format!("http://127.0.0.1:{}/metrics", i.port)).timeout(Duration::from_secs(1)).send().await;
-        match r {
-            Ok(r) if r.status().is_success() => r.text().await.ok(),
-            _ => None,
-        }
-    }))
-    .await;
-    targets.into_iter().zip(pages).filter_map(|(i, page)| page.map(|p| (i.name.clone(), parse(&p)))).collect()
+    let connectors = instances.iter().filter(|i| i.state.is_alive() && i.service.ends_with("-connector"));
+    crate::health::metrics_pages(http, connectors).await.into_iter().map(|(i, p)| (i.name.clone(), parse(&p))).collect()
 }
 
 /// Keeps the previous scrape so each call gives the rates since the last one.

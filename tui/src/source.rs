@@ -215,22 +215,13 @@ async fn probe_all(http: &reqwest::Client, instances: &[InstanceInfo], timeout: 
 
 /// Counters of the services that count messages (the API and the routers).
 async fn scrape_all(http: &reqwest::Client, instances: &[InstanceInfo]) -> BTreeMap<String, Counters> {
-    let targets: Vec<&InstanceInfo> = instances
+    let counting = instances
         .iter()
-        .filter(|i| i.state.is_alive() && matches!(i.service.as_str(), "message-service" | "router-service"))
-        .collect();
-    let pages = futures::future::join_all(targets.iter().map(|i| async move {
-        let r = http.get(format!("http://127.0.0.1:{}/metrics", i.port)).timeout(Duration::from_secs(1)).send().await;
-        match r {
-            Ok(r) if r.status().is_success() => r.text().await.ok(),
-            _ => None,
-        }
-    }))
-    .await;
-    targets
+        .filter(|i| i.state.is_alive() && matches!(i.service.as_str(), "message-service" | "router-service"));
+    chat4all_ctl::health::metrics_pages(http, counting)
+        .await
         .into_iter()
-        .zip(pages)
-        .filter_map(|(i, page)| page.map(|p| (i.name.clone(), throughput::parse(&p))))
+        .map(|(i, page)| (i.name.clone(), throughput::parse(&page)))
         .collect()
 }
 
