@@ -5,6 +5,7 @@
 pub mod config;
 pub mod connector;
 pub mod db;
+pub mod dead_letters;
 pub mod file;
 pub mod gateway;
 pub mod http;

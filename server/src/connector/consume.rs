@@ -18,9 +18,9 @@ use super::batch::{self, Pending};
 use super::deliver::Deliverer;
 use super::receipts;
 use super::wire::{DeliveryItem, Handoff};
-use crate::config::topics;
-use crate::events::{ChatEvent, DeadLetter, Recipient};
-use crate::kafka::Producer;
+use crate::dead_letters::DeadLetters;
+use crate::events::{ChatEvent, Recipient};
+use crate::kafka::{BatchWork, Producer};
 use crate::metrics::{latency_histogram, ChannelResultLabels};
 use crate::retry::{self, Backoff, Interrupted};
 use crate::shutdown::Shutdown;
@@ -84,12 +84,19 @@ pub struct Pipeline {
     pub unordered: bool,
     pub deliveries: Family<ChannelResultLabels, Counter>,
     pub metrics: PipelineMetrics,
+    pub dead_letters: DeadLetters,
 }
 
 /// One recipient of one hand-off.
 struct Work<'a> {
     item: DeliveryItem,
     event: &'a ChatEvent,
+}
+
+impl BatchWork for Pipeline {
+    async fn work(&self, batch: &[OwnedMessage], shutdown: &Shutdown) -> Result<(), Interrupted> {
+        self.deliver_batch(batch, shutdown).await
+    }
 }
 
 impl Pipeline {
@@ -112,7 +119,8 @@ impl Pipeline {
                         "malformed hand-off: dead-lettered");
                     let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
                     let payload = m.payload().unwrap_or_default().to_vec();
-                    retry::until_ok(shutdown, "dead-lettering", || self.dead_letter_raw(&key, &payload)).await?;
+                    retry::until_ok(shutdown, "dead-lettering", || self.dead_letters.unparseable(&key, &payload))
+                        .await?;
                 }
             }
         }
@@ -158,7 +166,11 @@ impl Pipeline {
             for (w, reason) in &settled.failed {
                 tracing::warn!(message_id = %w.item.message_id, recipient = %w.item.recipient_id, %reason,
                     "out of attempts: dead-lettered");
-                retry::until_ok(shutdown, "dead-lettering", || self.dead_letter(w, reason)).await?;
+                let recipient = Recipient { user_id: w.item.recipient_id.clone(), channel: w.item.channel };
+                retry::until_ok(shutdown, "dead-lettering", || {
+                    self.dead_letters.give_up(w.event, recipient.clone(), reason)
+                })
+                .await?;
                 let failed = [(&w.item, reason.as_str())];
                 retry::until_ok(shutdown, "reporting a failure", || {
                     receipts::publish_failed(&self.producer, &self.instance, &failed)
@@ -182,25 +194,6 @@ impl Pipeline {
             backoff.wait(shutdown).await?;
         }
         self.metrics.batch_seconds.observe(start.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    async fn dead_letter(&self, w: &Work<'_>, reason: &str) -> anyhow::Result<()> {
-        let letter = DeadLetter {
-            event: w.event.clone(),
-            recipient: Recipient { user_id: w.item.recipient_id.clone(), channel: w.item.channel },
-            reason: reason.to_string(),
-            instance: self.instance.clone(),
-            at: Utc::now(),
-        };
-        self.producer.send(topics::DEAD_LETTERS, &w.event.conversation_id, &serde_json::to_vec(&letter)?).await?;
-        self.metrics.dead_lettered.inc();
-        Ok(())
-    }
-
-    async fn dead_letter_raw(&self, key: &str, payload: &[u8]) -> anyhow::Result<()> {
-        self.producer.send(topics::DEAD_LETTERS, key, payload).await?;
-        self.metrics.dead_lettered.inc();
         Ok(())
     }
 }

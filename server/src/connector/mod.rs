@@ -29,9 +29,8 @@ pub use self::ledger::idempotency_key;
 use self::ledger::Ledger;
 use self::wire::{DeliveryRequest, DeliveryResponse, DELIVERIES_PATH};
 use crate::config::{topics, Common, ConnectorArgs};
-use crate::events::{RebalanceEvent, RebalanceKind};
 use crate::http::{self, AppError, Health, OpsState};
-use crate::kafka::{BatchConsumer, ConsumerSpec, Producer};
+use crate::kafka::{Batching, ConsumerSpec, GroupMember, Producer};
 use crate::metrics::{ChannelResultLabels, HttpMetrics, KafkaMetrics};
 use crate::shutdown::Shutdown;
 
@@ -93,6 +92,12 @@ pub async fn run(common: Common, args: ConnectorArgs, shutdown: Shutdown) -> any
         deliveries: deliveries.clone(),
     };
     let kafka_metrics = KafkaMetrics::register(&mut registry);
+    let pipeline_metrics = consume::PipelineMetrics::register(&mut registry);
+    let dead_letters = crate::dead_letters::DeadLetters {
+        producer: producer.clone(),
+        instance: common.instance.clone(),
+        counter: pipeline_metrics.dead_lettered.clone(),
+    };
     let pipeline = consume::Pipeline {
         deliverer,
         producer: producer.clone(),
@@ -100,7 +105,8 @@ pub async fn run(common: Common, args: ConnectorArgs, shutdown: Shutdown) -> any
         attempts: args.attempts.max(1),
         unordered: args.unsafe_no_holdback,
         deliveries,
-        metrics: consume::PipelineMetrics::register(&mut registry),
+        metrics: pipeline_metrics,
+        dead_letters,
     };
     if args.unsafe_no_holdback {
         tracing::warn!("UNSAFE test-only setting: no hold-back, a rejection can reorder a conversation");
@@ -113,11 +119,9 @@ pub async fn run(common: Common, args: ConnectorArgs, shutdown: Shutdown) -> any
         .layer(axum::middleware::from_fn_with_state(http_metrics, http::track_metrics));
     let server = tokio::spawn(http::serve(common.listen, app, shutdown.clone()));
 
-    // The consumer context reports rebalances; a clone of the sender carries the final `left`.
     let group = topics::connector_group(args.channel);
     let topic = topics::deliveries(args.channel);
-    let (rebalance_tx, rebalances) = tokio::sync::mpsc::unbounded_channel::<RebalanceEvent>();
-    let consumer = BatchConsumer::subscribe(
+    let member = GroupMember::join(
         &ConsumerSpec {
             bootstrap: &common.kafka_bootstrap,
             group,
@@ -129,35 +133,12 @@ pub async fn run(common: Common, args: ConnectorArgs, shutdown: Shutdown) -> any
             assignment_strategy: &args.consumer.assignment_strategy,
             metadata_refresh_ms: args.consumer.metadata_refresh_ms,
         },
-        rebalance_tx.clone(),
+        common.redis_url.clone(),
+        kafka_metrics,
     )?;
-    let reporter = tokio::spawn(crate::ops::run_reporter(common.redis_url.clone(), rebalances, kafka_metrics));
     tracing::info!(%topic, group, "delivering from the channel's topic");
-    while !shutdown.is_triggered() {
-        let batch = consumer.next_batch(args.batch.max(1), Duration::from_millis(5), &shutdown).await;
-        if batch.is_empty() {
-            continue;
-        }
-        if pipeline.deliver_batch(&batch, &shutdown).await.is_err() {
-            break;
-        }
-        if let Err(e) = consumer.store(&batch) {
-            tracing::warn!(error = format!("{e:#}"), "offsets not stored; the next owner redelivers (ledger)");
-        }
-    }
-    tracing::info!("leaving the consumer group");
-    consumer.close();
-    let _ = rebalance_tx.send(RebalanceEvent {
-        at: chrono::Utc::now(),
-        group: group.into(),
-        instance: common.instance.clone(),
-        member_id: String::new(),
-        kind: RebalanceKind::Left,
-        partitions: Vec::new(),
-        assignment: Vec::new(),
-    });
-    drop(rebalance_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(3), reporter).await;
+    let batching = Batching { max: args.batch, linger: Duration::from_millis(5) };
+    member.run(&pipeline, batching, &shutdown).await;
     producer.flush(Duration::from_secs(5));
     let _ = server.await;
     Ok(())

@@ -1,11 +1,14 @@
-//! Kafka clients: common configuration, the idempotent producer, and topic creation.
+//! Kafka clients: common configuration, the idempotent producer, the batch-consuming group
+//! member every consumer runs as, and topic creation.
 
 mod admin;
 mod consumer;
+mod member;
 mod producer;
 
 pub use admin::{ensure_topics, TopicSpec};
 pub use consumer::{BatchConsumer, ConsumerSpec, GroupProtocol};
+pub use member::{BatchWork, Batching, GroupMember};
 pub use producer::{OutRecord, Producer, REQUEST_ID_HEADER};
 
 use rdkafka::ClientConfig;

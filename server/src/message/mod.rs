@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::config::{topics, Common, MessageArgs};
 use crate::http::{self, Health, OpsState};
-use crate::kafka::{self, BatchConsumer, ConsumerSpec, Producer, TopicSpec};
+use crate::kafka::{self, ConsumerSpec, GroupMember, Producer, TopicSpec};
 use crate::metrics::{HttpMetrics, KafkaMetrics};
 use crate::shutdown::Shutdown;
 
@@ -68,8 +68,7 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     };
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
 
-    let (rebalance_tx, rebalances) = tokio::sync::mpsc::unbounded_channel();
-    let consumer = BatchConsumer::subscribe(
+    let member = GroupMember::join(
         &ConsumerSpec {
             bootstrap: &common.kafka_bootstrap,
             group: topics::STATUS_GROUP,
@@ -81,10 +80,12 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
             assignment_strategy: "cooperative-sticky",
             metadata_refresh_ms: 10_000,
         },
-        rebalance_tx,
+        common.redis_url.clone(),
+        kafka_metrics,
     )?;
-    tokio::spawn(crate::ops::run_reporter(common.redis_url.clone(), rebalances, kafka_metrics));
-    let status_task = tokio::spawn(status::run(consumer, pool.clone(), status_metrics, shutdown.clone()));
+    let applier = status::StatusApplier { pool: pool.clone(), metrics: status_metrics };
+    let status_shutdown = shutdown.clone();
+    let status_task = tokio::spawn(async move { member.run(&applier, status::BATCHING, &status_shutdown).await });
 
     let tracker = freshness::Tracker::default();
     let freshness_task =

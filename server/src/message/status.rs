@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use rdkafka::Message;
+use rdkafka::message::{Message, OwnedMessage};
 
 use super::store;
 use crate::events::{ReceiptBatch, StatusUpdate};
-use crate::kafka::BatchConsumer;
+use crate::kafka::{BatchWork, Batching};
+use crate::retry::Interrupted;
 use crate::shutdown::Shutdown;
 
 #[derive(Clone)]
@@ -26,14 +27,20 @@ impl StatusMetrics {
     }
 }
 
-pub async fn run(consumer: BatchConsumer, pool: sqlx::PgPool, metrics: StatusMetrics, shutdown: Shutdown) {
-    while !shutdown.is_triggered() {
-        let batch = consumer.next_batch(2000, Duration::from_millis(10), &shutdown).await;
-        if batch.is_empty() {
-            continue;
-        }
+/// Applies each batch of receipts; retries until PostgreSQL took them (receipts are never
+/// dropped because PostgreSQL hiccupped).
+pub struct StatusApplier {
+    pub pool: sqlx::PgPool,
+    pub metrics: StatusMetrics,
+}
+
+/// Most receipts records per batch, and how long a batch waits to fill.
+pub const BATCHING: Batching = Batching { max: 2000, linger: Duration::from_millis(10) };
+
+impl BatchWork for StatusApplier {
+    async fn work(&self, batch: &[OwnedMessage], shutdown: &Shutdown) -> Result<(), Interrupted> {
         let mut updates: Vec<StatusUpdate> = Vec::new();
-        for m in &batch {
+        for m in batch {
             let payload = m.payload().unwrap_or_default();
             match serde_json::from_slice::<ReceiptBatch>(payload) {
                 Ok(b) => updates.extend(b.updates),
@@ -41,26 +48,17 @@ pub async fn run(consumer: BatchConsumer, pool: sqlx::PgPool, metrics: StatusMet
                 Err(_) => match serde_json::from_slice::<StatusUpdate>(payload) {
                     Ok(u) => updates.push(u),
                     Err(e) => {
-                        metrics.malformed.inc();
+                        self.metrics.malformed.inc();
                         tracing::warn!(error = %e, offset = m.offset(), "malformed status update skipped");
                     }
                 },
             }
         }
-        // Retry until applied: receipts are never dropped because PostgreSQL hiccupped.
-        match crate::retry::until_ok(&shutdown, "applying status updates", || {
-            store::apply_status_updates(&pool, &updates)
+        let n = crate::retry::until_ok(shutdown, "applying status updates", || {
+            store::apply_status_updates(&self.pool, &updates)
         })
-        .await
-        {
-            Ok(n) => {
-                metrics.applied.inc_by(n);
-            }
-            Err(crate::retry::Interrupted) => return consumer.close(),
-        }
-        if let Err(e) = consumer.store(&batch) {
-            tracing::warn!(error = format!("{e:#}"), "storing status offsets");
-        }
+        .await?;
+        self.metrics.applied.inc_by(n);
+        Ok(())
     }
-    consumer.close();
 }

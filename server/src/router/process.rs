@@ -13,8 +13,9 @@ use super::store::{self, Key};
 use crate::channel::Channel;
 use crate::config::{topics, RouterArgs};
 use crate::connector::wire::{Handoff, HandoffRecipient};
+use crate::dead_letters::DeadLetters;
 use crate::events::ChatEvent;
-use crate::kafka::{OutRecord, Producer, REQUEST_ID_HEADER};
+use crate::kafka::{BatchWork, OutRecord, Producer, REQUEST_ID_HEADER};
 use crate::metrics::ChannelResultLabels;
 use crate::retry::{self, Backoff, Interrupted};
 use crate::shutdown::Shutdown;
@@ -26,6 +27,7 @@ pub struct Router {
     pub args: RouterArgs,
     pub instance: String,
     pub metrics: RouterMetrics,
+    pub dead_letters: DeadLetters,
 }
 
 /// One hand-off record to produce: an event's recipients on one channel.
@@ -36,6 +38,12 @@ struct Out {
     request_id: Option<String>,
     channel: Channel,
     keys: Vec<Key>,
+}
+
+impl BatchWork for Router {
+    async fn work(&self, batch: &[OwnedMessage], shutdown: &Shutdown) -> Result<(), Interrupted> {
+        self.route_batch(batch, shutdown).await
+    }
 }
 
 impl Router {
@@ -58,7 +66,7 @@ impl Router {
                         "malformed chat event: dead-lettered");
                     let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
                     let payload = m.payload().unwrap_or_default().to_vec();
-                    self.until_ok(shutdown, "dead-lettering", || self.dead_letter_raw(&key, &payload)).await?;
+                    self.until_ok(shutdown, "dead-lettering", || self.dead_letters.unparseable(&key, &payload)).await?;
                 }
             }
         }
@@ -137,7 +145,9 @@ impl Router {
             let request_id = events.iter().find(|(e, _)| e.message_id == key.0).and_then(|(_, r)| r.as_deref());
             tracing::warn!(message_id = %key.0, recipient = %key.1, request_id = request_id.unwrap_or("-"),
                 %reason, "recipient failed");
-            self.until_ok(shutdown, "dead-lettering", || self.dead_letter(ev, &key, &reason)).await?;
+            let recipient = crate::events::Recipient { user_id: key.1.clone(), channel: key.2 };
+            self.until_ok(shutdown, "dead-lettering", || self.dead_letters.give_up(ev, recipient.clone(), &reason))
+                .await?;
             self.until_ok(shutdown, "recording a failure", || {
                 store::mark_routed(&self.pool, std::slice::from_ref(&key), &self.instance, Some(&reason))
             })
@@ -183,25 +193,6 @@ impl Router {
             self.metrics.retries.inc();
             backoff.wait(shutdown).await?;
         }
-        Ok(())
-    }
-
-    async fn dead_letter(&self, event: &ChatEvent, key: &Key, reason: &str) -> anyhow::Result<()> {
-        let letter = crate::events::DeadLetter {
-            event: event.clone(),
-            recipient: crate::events::Recipient { user_id: key.1.clone(), channel: key.2 },
-            reason: reason.to_string(),
-            instance: self.instance.clone(),
-            at: Utc::now(),
-        };
-        self.producer.send(topics::DEAD_LETTERS, &event.conversation_id, &serde_json::to_vec(&letter)?).await?;
-        self.metrics.dead_lettered.inc();
-        Ok(())
-    }
-
-    async fn dead_letter_raw(&self, key: &str, payload: &[u8]) -> anyhow::Result<()> {
-        self.producer.send(topics::DEAD_LETTERS, key, payload).await?;
-        self.metrics.dead_lettered.inc();
         Ok(())
     }
 
