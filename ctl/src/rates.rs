@@ -1,5 +1,7 @@
 //! Per channel: deliveries per second and the provider's error rate, from the connectors' own
-//! Prometheus counters (`chat4all_connector_deliveries_total{channel,result}`, one series per
+//! Prometheus counters, and the outbox relay's publish rate, from the message-services'
+//! `chat4all_outbox_published_total` (only the relay leader publishes; the rate is the sum over
+//! instances, so a leadership change mid-interval is counted once). The connectors' counters are (`chat4all_connector_deliveries_total{channel,result}`, one series per
 //! result: `sent` (the provider took it), `duplicate` (answered from the ledger, no call),
 //! `failed` (the provider rejected it), `held`, `unavailable` (provider down or refusing)).
 //!
@@ -22,8 +24,26 @@ pub struct Counts {
     pub unavailable: f64,
 }
 
-/// Instance -> channel label -> counts.
-pub type Scrape = BTreeMap<String, BTreeMap<String, Counts>>;
+/// What one instance's `/metrics` page counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    /// Connector deliveries, by channel label.
+    pub channels: BTreeMap<String, Counts>,
+    /// Outbox records published to Kafka (message-service).
+    pub outbox_published: f64,
+}
+
+/// Instance -> what its page counts.
+pub type Scrape = BTreeMap<String, Page>;
+
+/// The rates over an interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rates {
+    pub channels: BTreeMap<String, ChannelRate>,
+    /// Outbox records the relay published to chat-events per second.
+    pub outbox_published_per_second: f64,
+}
 
 /// One channel's rates over an interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -34,21 +54,25 @@ pub struct ChannelRate {
     pub error_rate: Option<f64>,
 }
 
-/// The connector counters on one `/metrics` page, by channel label.
-pub fn parse(text: &str) -> BTreeMap<String, Counts> {
-    let mut out: BTreeMap<String, Counts> = BTreeMap::new();
+/// The counters of one `/metrics` page.
+pub fn parse(text: &str) -> Page {
+    let mut out = Page::default();
     for line in text.lines() {
         if line.starts_with('#') {
             continue;
         }
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
         let Ok(v) = value.trim().parse::<f64>() else { continue };
-        let Some((name, labels)) = series.split_once('{') else { continue };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        if name == "chat4all_outbox_published_total" {
+            out.outbox_published += v;
+            continue;
+        }
         if name != "chat4all_connector_deliveries_total" {
             continue;
         }
         let (Some(channel), Some(result)) = (label(labels, "channel"), label(labels, "result")) else { continue };
-        let c = out.entry(channel.to_ascii_lowercase()).or_default();
+        let c = out.channels.entry(channel.to_ascii_lowercase()).or_default();
         match result {
             "sent" => c.sent += v,
             "failed" => c.failed += v,
@@ -65,36 +89,44 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
     Some(&rest[..rest.find('"')?])
 }
 
-/// Rates between two scrapes `seconds` apart, per channel label.
-pub fn rates(prev: &Scrape, cur: &Scrape, seconds: f64) -> BTreeMap<String, ChannelRate> {
+/// Rates between two scrapes `seconds` apart.
+pub fn rates(prev: &Scrape, cur: &Scrape, seconds: f64) -> Rates {
     let mut sums: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut published = 0.0;
     let delta = |a: f64, b: f64| if b >= a { b - a } else { b };
-    for (instance, channels) in cur {
+    for (instance, page) in cur {
         let Some(before) = prev.get(instance) else { continue };
-        for (channel, c) in channels {
-            let p = before.get(channel).copied().unwrap_or_default();
+        published += delta(before.outbox_published, page.outbox_published);
+        for (channel, c) in &page.channels {
+            let p = before.channels.get(channel).copied().unwrap_or_default();
             let s = sums.entry(channel.clone()).or_default();
             s.sent += delta(p.sent, c.sent);
             s.failed += delta(p.failed, c.failed);
             s.unavailable += delta(p.unavailable, c.unavailable);
         }
     }
-    sums.into_iter()
+    let per_second = |n: f64| if seconds > 0.0 { n / seconds } else { 0.0 };
+    let channels = sums
+        .into_iter()
         .map(|(channel, s)| {
             let calls = s.sent + s.failed + s.unavailable;
             let rate = ChannelRate {
-                deliveries_per_second: if seconds > 0.0 { s.sent / seconds } else { 0.0 },
+                deliveries_per_second: per_second(s.sent),
                 error_rate: (calls > 0.0).then(|| (s.failed + s.unavailable) / calls),
             };
             (channel, rate)
         })
-        .collect()
+        .collect();
+    Rates { channels, outbox_published_per_second: per_second(published) }
 }
 
-/// Scrapes every running connector's `/metrics` (a connector that does not answer is left out).
+/// Scrapes every running connector's and message-service's `/metrics` (an instance that does
+/// not answer is left out).
 pub async fn scrape(http: &reqwest::Client, instances: &[InstanceInfo]) -> Scrape {
-    let connectors = instances.iter().filter(|i| i.state.is_alive() && i.service.ends_with("-connector"));
-    crate::health::metrics_pages(http, connectors).await.into_iter().map(|(i, p)| (i.name.clone(), parse(&p))).collect()
+    let counting = instances
+        .iter()
+        .filter(|i| i.state.is_alive() && (i.service.ends_with("-connector") || i.service == "message-service"));
+    crate::health::metrics_pages(http, counting).await.into_iter().map(|(i, p)| (i.name.clone(), parse(&p))).collect()
 }
 
 /// Keeps the previous scrape so each call gives the rates since the last one.
@@ -105,7 +137,7 @@ pub struct RateTracker {
 
 impl RateTracker {
     /// The rates since the previous call (`None` on the first call).
-    pub fn record(&mut self, scrape: Scrape) -> Option<BTreeMap<String, ChannelRate>> {
+    pub fn record(&mut self, scrape: Scrape) -> Option<Rates> {
         let now = std::time::Instant::now();
         let out = self.last.as_ref().map(|(t, prev)| rates(prev, &scrape, now.duration_since(*t).as_secs_f64()));
         self.last = Some((now, scrape));
@@ -133,33 +165,44 @@ chat4all_connector_deliveries_total{service="telegram-connector",instance="teleg
 chat4all_connector_deliveries_total{service="telegram-connector",instance="telegram-connector-1",channel="telegram",result="duplicate"} 4
 chat4all_connector_deliveries_total{service="telegram-connector",instance="telegram-connector-1",channel="telegram",result="unavailable"} 2
 http_requests_total{method="POST",route="/v1/deliveries",status="200"} 9
+chat4all_outbox_published_total 12
 "#;
 
     #[test]
     fn parses_the_connector_counters() {
         let c = parse(PAGE);
-        assert_eq!(c["telegram"], Counts { sent: 30.0, failed: 10.0, unavailable: 2.0 });
-        assert_eq!(c.len(), 1);
+        assert_eq!(c.channels["telegram"], Counts { sent: 30.0, failed: 10.0, unavailable: 2.0 });
+        assert_eq!(c.channels.len(), 1);
+        assert_eq!(c.outbox_published, 12.0);
     }
 
     #[test]
     fn rates_are_deltas_and_survive_a_restart() {
         let scrape = |sent: f64, failed: f64| -> Scrape {
-            [(
-                "telegram-connector-1".to_string(),
-                [("telegram".to_string(), Counts { sent, failed, unavailable: 0.0 })].into(),
-            )]
-            .into()
+            let channels = [("telegram".to_string(), Counts { sent, failed, unavailable: 0.0 })].into();
+            [("telegram-connector-1".to_string(), Page { channels, outbox_published: 0.0 })].into()
         };
-        let r = rates(&scrape(10.0, 0.0), &scrape(30.0, 20.0), 2.0);
+        let r = rates(&scrape(10.0, 0.0), &scrape(30.0, 20.0), 2.0).channels;
         assert_eq!(r["telegram"].deliveries_per_second, 10.0);
         assert_eq!(r["telegram"].error_rate, Some(0.5));
         // A restart: the counter went down, it counts from zero.
-        let r = rates(&scrape(100.0, 0.0), &scrape(4.0, 0.0), 1.0);
+        let r = rates(&scrape(100.0, 0.0), &scrape(4.0, 0.0), 1.0).channels;
         assert_eq!((r["telegram"].deliveries_per_second, r["telegram"].error_rate), (4.0, Some(0.0)));
         // Nothing called: no error rate.
-        let r = rates(&scrape(4.0, 0.0), &scrape(4.0, 0.0), 1.0);
+        let r = rates(&scrape(4.0, 0.0), &scrape(4.0, 0.0), 1.0).channels;
         assert_eq!(r["telegram"].error_rate, None);
-        assert!(rates(&Scrape::new(), &scrape(1.0, 1.0), 1.0).is_empty(), "a new instance counts from its next scrape");
+        assert!(
+            rates(&Scrape::new(), &scrape(1.0, 1.0), 1.0).channels.is_empty(),
+            "a new instance counts from its next scrape"
+        );
+    }
+
+    #[test]
+    fn the_publish_rate_sums_the_message_services() {
+        let page = |n: f64| Page { channels: BTreeMap::new(), outbox_published: n };
+        let prev: Scrape = [("message-service-1".into(), page(100.0)), ("message-service-2".into(), page(0.0))].into();
+        // Leadership moved from 1 to 2 within the interval: 1 published 50 more, 2 its first 30.
+        let cur: Scrape = [("message-service-1".into(), page(150.0)), ("message-service-2".into(), page(30.0))].into();
+        assert_eq!(rates(&prev, &cur, 2.0).outbox_published_per_second, 40.0);
     }
 }

@@ -104,6 +104,28 @@ impl Stack {
     pub async fn ctl(&self, args: &[&str]) -> Result<String> {
         ctl(&self.cfg, args).await
     }
+
+    /// The stack's exporter (`chat4allctl up` serves it), from `supervisor.json`.
+    pub fn exporter_url(&self) -> Result<String> {
+        let file = self.cfg.home.join("supervisor.json");
+        let sup: Value = serde_json::from_str(
+            &std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?,
+        )?;
+        sup["exporterUrl"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("{} has no exporterUrl: is it an older `up`? {sup}", file.display()))
+    }
+}
+
+/// The value of the first series on a Prometheus text page whose name and labels start with
+/// `series` (`chat4all_outbox_paused`, `chat4all_dlq_depth{channel="telegram"`).
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with([' ', '{', ',', '}']))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.trim().parse().ok())
 }
 
 /// A small pool on the platform's database; fails with "stack is not running" when unreachable.

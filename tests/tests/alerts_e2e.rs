@@ -37,13 +37,6 @@ fn port_of(url: &str) -> Result<u16> {
     hostport.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).ok_or_else(|| anyhow!("no port in {url}"))
 }
 
-/// The running stack's `supervisor.json`.
-fn supervisor_file(home: &Path) -> Result<Value> {
-    let path = home.join("supervisor.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(serde_json::from_str(&text)?)
-}
-
 struct Prometheus {
     _child: tokio::process::Child,
     base: String,
@@ -65,11 +58,7 @@ impl Prometheus {
         let dir = std::env::temp_dir().join(unique("chat4all-prometheus"));
         std::fs::create_dir_all(&dir)?;
         let dir = TempDir(dir);
-        let sup = supervisor_file(&stack.cfg.home)?;
-        let exporter = sup["exporterUrl"]
-            .as_str()
-            .ok_or_else(|| anyhow!("the stack's supervisor.json has no exporterUrl: is it an older `up`? {sup}"))?;
-        let exporter_port = port_of(exporter)?;
+        let exporter_port = port_of(&stack.exporter_url()?)?;
         let api_port = port_of(&stack.cfg.api_url)?;
         let routers = routers(stack).await?;
 

@@ -7,12 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use chat4all_tests::{unique, MessageBuilder, Stack, WHATSAPP};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
-use serde_json::Value;
 
 #[path = "support/routers.rs"]
 mod support;
@@ -79,9 +78,7 @@ fn exported(text: &str, name: &str, group: Option<&str>) -> BTreeMap<i32, i64> {
 #[tokio::test]
 async fn exporter_lag_equals_an_independent_clients_computation() -> Result<()> {
     let stack = Stack::connect().await?;
-    let sup: Value = serde_json::from_str(&std::fs::read_to_string(stack.cfg.home.join("supervisor.json"))?)?;
-    let url =
-        sup["exporterUrl"].as_str().ok_or_else(|| anyhow!("supervisor.json has no exporterUrl: {sup}"))?.to_string();
+    let url = stack.exporter_url()?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
 
     // A committed offset first, so that lag is defined.

@@ -1,11 +1,11 @@
-//! What Kafka lag cannot see, in `chat4allctl status -o json`: a paused relay and the age of the
-//! oldest pending delivery grow within seconds and name their stage; a stopped connector shows
-//! as its channel's stall alone.
+//! What Kafka lag cannot see, in `chat4allctl status -o json` and on the exporter: a paused relay
+//! and the age of the oldest pending delivery grow within seconds and name their stage; the
+//! relay's publish rate is measured; a stopped connector shows as its channel's stall alone.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use chat4all_tests::{unique, wait_for, wait_relay, MessageBuilder, Stack, TELEGRAM, WHATSAPP};
+use chat4all_tests::{metric, unique, wait_for, wait_relay, MessageBuilder, Stack, TELEGRAM, WHATSAPP};
 use serde_json::Value;
 
 async fn status(stack: &Stack) -> Result<Value> {
@@ -36,6 +36,8 @@ fn stages(status: &Value) -> Vec<(String, Option<String>)> {
 #[tokio::test]
 async fn stalls_are_seen_where_they_are() -> Result<()> {
     let stack = Stack::connect().await?;
+    let exporter = stack.exporter_url()?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
 
     // A pause (as a repartition whose process hangs would hold it): within 5 s of the first
     // waiting message, status shows the relay paused by its holder and the outbox aging.
@@ -51,13 +53,52 @@ async fn stalls_are_seen_where_they_are() -> Result<()> {
         Ok((ok.then(|| s.clone()), s.to_string()))
     })
     .await;
+    // The exporter serves the same figures (it samples every 2 s).
+    let exported = match &seen {
+        Ok(_) => wait_for("the exporter to serve the paused outbox", Duration::from_secs(6), || async {
+            let page = http.get(&exporter).send().await?.text().await?;
+            let paused = metric(&page, "chat4all_outbox_paused") == Some(1.0)
+                && metric(&page, "chat4all_outbox_backlog").unwrap_or(0.0) >= 1.0
+                && metric(&page, "chat4all_outbox_oldest_seconds").unwrap_or(0.0) > 0.0
+                && metric(&page, "chat4all_delivery_oldest_pending_seconds{channel=\"whatsapp\"").unwrap_or(0.0)
+                    > 0.0;
+            let lines: Vec<&str> =
+                page.lines().filter(|l| l.starts_with("chat4all_outbox") || l.contains("oldest_pending")).collect();
+            Ok((paused.then_some(()), lines.join("\n")))
+        })
+        .await
+        .map(|_| ()),
+        Err(_) => Ok(()),
+    };
     let resumed = stack.ctl(&["relay", "resume", "--by", "pipeline-health-test"]).await;
     let seen = seen?;
     resumed?;
+    exported?;
     ensure!(posted.elapsed() < Duration::from_secs(6), "took {:?}", posted.elapsed());
     ensure!(seen["relay"]["backlog"].as_i64().unwrap_or(0) >= 1, "backlog: {seen}");
     stack.api.wait_delivered(&[id], Instant::now() + Duration::from_secs(30)).await?;
     wait_relay(&stack, false, Duration::from_secs(5)).await?;
+
+    // Running again: under a steady 40 msg/s, status measures the relay's publish rate.
+    let conversation = unique("health-rate");
+    let sending = async {
+        let mut ids = Vec::new();
+        for i in 0..120 {
+            let m = MessageBuilder::new(&conversation).text(format!("m{i}")).to(&unique("r"), WHATSAPP);
+            ids.push(stack.api.post_message(&m.build()).await?.message_id()?);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        anyhow::Ok(ids)
+    };
+    let measuring = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        status(&stack).await
+    };
+    let (ids, s) = tokio::join!(sending, measuring);
+    let (ids, s) = (ids?, s?);
+    let rate = s["outboxPublishedPerSecond"].as_f64().unwrap_or(-1.0);
+    ensure!(rate > 5.0, "publish rate {rate} msg/s while ~30 msg/s were accepted: {s}");
+    stack.api.wait_delivered(&ids, Instant::now() + Duration::from_secs(30)).await?;
 
     // The telegram connector stopped: its channel's oldest pending delivery ages past the stall
     // threshold and is named; whatsapp, delivered from the same message, is not.

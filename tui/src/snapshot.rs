@@ -15,6 +15,8 @@ use crate::throughput::Counters;
 #[derive(Debug, Clone)]
 pub struct PipelineSnap {
     pub relay: chat4all_ctl::contract::admin::relay::RelayState,
+    /// Outbox records published per second (`None` until two scrapes).
+    pub outbox_published_per_second: Option<f64>,
     pub channels: Vec<chat4all_ctl::pipeline::ChannelRow>,
     pub stalls: Vec<chat4all_ctl::stalls::Stall>,
     pub dlq: Option<chat4all_ctl::dlq::Depth>,

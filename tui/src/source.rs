@@ -149,7 +149,8 @@ impl Source {
             };
             crate::snapshot::PipelineSnap {
                 stalls: chat4all_ctl::stalls::find(&p, router_lag, &services_down(&s.instances)),
-                channels: chat4all_ctl::pipeline::channel_rows(&p, rates.as_ref(), dlq.as_ref()),
+                channels: chat4all_ctl::pipeline::channel_rows(&p, rates.as_ref().map(|r| &r.channels), dlq.as_ref()),
+                outbox_published_per_second: rates.as_ref().map(|r| r.outbox_published_per_second),
                 relay: p.relay,
                 dlq,
                 dlq_error,

@@ -75,12 +75,12 @@ pub async fn exporter(cli: &Cli, args: &ExporterArgs) -> anyhow::Result<()> {
         obs,
     ));
     let collector = exporter.collect(source, redis_url, bootstrap.clone(), args.sample_interval);
-    let dlq_collector = exporter.collect_dlq(cli.data(), args.sample_interval);
+    let pipeline_collector = exporter.collect_pipeline(cli.data(), args.sample_interval);
     eprintln!("chat4allctl exporter: http://{addr}/metrics (broker {bootstrap})");
     chat4all_ctl::signals::Interrupt::install().wait().await;
     sampler.abort();
     collector.abort();
-    dlq_collector.abort();
+    pipeline_collector.abort();
     server.abort();
     Ok(())
 }

@@ -56,13 +56,14 @@ pub async fn relay(cli: &Cli, command: Option<&RelayCommand>) -> anyhow::Result<
     };
     match cli.output {
         Format::Json => println!("{}", output::json(&state)),
-        Format::Table => print!("{}", describe(&state)),
+        Format::Table => print!("{}", describe(&state, None)),
     }
     Ok(())
 }
 
 /// The relay in a few lines (also `status`'s relay line, its first).
-pub fn describe(s: &RelayState) -> String {
+/// The relay in three lines; `published_per_second` (when measured) joins the outbox line.
+pub fn describe(s: &RelayState, published_per_second: Option<f64>) -> String {
     let leader = match (&s.leader, s.leader_since) {
         (Some(l), Some(since)) => format!("{l} (epoch {}, since {})", s.leader_epoch, since.format("%H:%M:%S")),
         (Some(l), None) => l.clone(),
@@ -74,5 +75,9 @@ pub fn describe(s: &RelayState) -> String {
         }
         None => "running".into(),
     };
-    format!("relay:    {pause}\nleader:   {leader}\noutbox:   {} rows, oldest {:.1}s\n", s.backlog, s.oldest_seconds)
+    let rate = published_per_second.map(|r| format!(", publishing {r:.1}/s")).unwrap_or_default();
+    format!(
+        "relay:    {pause}\nleader:   {leader}\noutbox:   {} rows, oldest {:.1}s{rate}\n",
+        s.backlog, s.oldest_seconds
+    )
 }

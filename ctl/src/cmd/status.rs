@@ -57,6 +57,9 @@ struct Status {
     groups: Vec<GroupRow>,
     /// The outbox relay (what Kafka lag cannot see: messages not yet on the topic).
     relay: Option<chat4all_contract::admin::relay::RelayState>,
+    /// Outbox records the relay published per second over the last second or more (from the
+    /// message-services' `chat4all_outbox_published_total`).
+    outbox_published_per_second: Option<f64>,
     /// Per channel, the oldest delivery that is not final yet.
     freshness: Vec<chat4all_contract::admin::pipeline::ChannelFreshness>,
     /// The stage holding the oldest pending message, if anything stalls.
@@ -219,7 +222,7 @@ impl Render for StatusView {
         let rates = self.rates.record(chat4all_ctl::rates::scrape(&self.http, &infos).await);
         let channels = pipeline
             .as_ref()
-            .map(|p| chat4all_ctl::pipeline::channel_rows(p, rates.as_ref(), dlq.as_ref()))
+            .map(|p| chat4all_ctl::pipeline::channel_rows(p, rates.as_ref().map(|r| &r.channels), dlq.as_ref()))
             .unwrap_or_default();
         let router_lag = groups.iter().find(|g: &&GroupRow| g.group == "router-service").map(|g| g.total_lag);
         let down = services_down(&instances);
@@ -229,6 +232,7 @@ impl Render for StatusView {
             None => (None, Vec::new()),
         };
         let status = Status {
+            outbox_published_per_second: rates.as_ref().map(|r| r.outbox_published_per_second),
             relay,
             freshness,
             stalls,
@@ -258,7 +262,7 @@ impl Render for StatusView {
         }
         match (&status.relay, &status.relay_error) {
             (Some(r), _) => {
-                out.push_str(&super::relay::describe(r));
+                out.push_str(&super::relay::describe(r, status.outbox_published_per_second));
                 let ages: Vec<String> = status
                     .freshness
                     .iter()

@@ -217,10 +217,10 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
                 spec.kafka_bootstrap.clone(),
                 SAMPLE_INTERVAL,
             );
-            let dlq = exporter.collect_dlq(data.clone(), SAMPLE_INTERVAL);
+            let pipeline = exporter.collect_pipeline(data.clone(), SAMPLE_INTERVAL);
             (
                 Some(format!("http://{addr}/metrics")),
-                Some((AbortOnDrop(server), AbortOnDrop(collector), AbortOnDrop(dlq))),
+                Some((AbortOnDrop(server), AbortOnDrop(collector), AbortOnDrop(pipeline))),
             )
         }
         Err(e) => {

@@ -45,8 +45,11 @@ pub struct Extras {
     /// (topic, partition) -> log-end offset of every partition of every topic, so that topics no
     /// group reads (the dead-letter topic) have `kafka_topic_partition_current_offset` too.
     pub log_ends: BTreeMap<(String, i32), i64>,
-    /// The DLQ depth (`dlq::Depth`), when the dead-letter collector has one.
+    /// The DLQ depth (`dlq::Depth`), when the pipeline collector has one.
     pub dlq: Option<crate::dlq::Depth>,
+    /// The message-service's pipeline view (outbox relay, oldest pending per channel), when the
+    /// pipeline collector has one.
+    pub pipeline: Option<chat4all_contract::admin::pipeline::Pipeline>,
     pub error: Option<String>,
 }
 
@@ -218,10 +221,15 @@ pub async fn run(
     }
 }
 
-/// Keeps `out.dlq` up to date every `interval`: reads the new records of the dead-letter topic
-/// and asks the message-service which deliveries are still FAILED. The stack (its broker, its
-/// message-service, the control token) is found again each round from its data directory.
-pub async fn run_dlq(data: crate::paths::DataDir, interval: Duration, out: Arc<RwLock<Extras>>) {
+/// A figure read, or `None` (logged) when it could not be.
+fn known<T>(what: &str, r: anyhow::Result<T>) -> Option<T> {
+    r.map_err(|e| tracing::debug!(error = format!("{e:#}"), "{what} unknown")).ok()
+}
+
+/// Keeps the pipeline's figures in `out` up to date: the message-service's pipeline view (relay
+/// state, outbox backlog and oldest row, oldest pending delivery per channel) and the DLQ depth.
+/// A figure that cannot be read is absent (no series) rather than stale.
+pub async fn run_pipeline(data: crate::paths::DataDir, interval: Duration, out: Arc<RwLock<Extras>>) {
     let mut reader: Option<(String, Option<crate::dlq::DlqReader>)> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -231,26 +239,25 @@ pub async fn run_dlq(data: crate::paths::DataDir, interval: Duration, out: Arc<R
         // Until the supervisor has written where the stack is, the defaults may name another
         // stack on this machine: no figure rather than someone else's.
         if stack.supervisor.is_none() && std::env::var_os("KAFKA_BOOTSTRAP").is_none() {
-            out.write().unwrap_or_else(|e| e.into_inner()).dlq = None;
+            let mut o = out.write().unwrap_or_else(|e| e.into_inner());
+            (o.dlq, o.pipeline) = (None, None);
             continue;
         }
         if reader.as_ref().is_none_or(|(b, _)| *b != stack.bootstrap) {
             reader = Some((stack.bootstrap.clone(), None));
         }
-        let depth = match crate::admin::Admin::for_stack(&stack, Duration::from_secs(5)) {
+        let (depth, pipeline) = match crate::admin::Admin::for_stack(&stack, Duration::from_secs(5)) {
             Ok(admin) => {
                 let (bootstrap, r) = reader.as_mut().expect("set above");
-                crate::dlq::depth_now(&admin, r, bootstrap).await
+                tokio::join!(crate::dlq::depth_now(&admin, r, bootstrap), async {
+                    admin.pipeline().await.map_err(anyhow::Error::from)
+                })
             }
-            Err(e) => Err(e.into()),
+            Err(e) => (Err(anyhow::Error::from(e)), Err(anyhow::anyhow!("no admin client"))),
         };
-        let depth = match depth {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::debug!(error = format!("{e:#}"), "DLQ depth unknown");
-                None
-            }
-        };
-        out.write().unwrap_or_else(|e| e.into_inner()).dlq = depth;
+        let depth = known("DLQ depth", depth);
+        let pipeline = known("pipeline", pipeline);
+        let mut o = out.write().unwrap_or_else(|e| e.into_inner());
+        (o.dlq, o.pipeline) = (depth, pipeline);
     }
 }

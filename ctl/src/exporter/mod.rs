@@ -1,6 +1,7 @@
 //! The metrics exporter of the control plane (`chat4allctl exporter`, and inside `up`): consumer
-//! lag and offsets under kafka_exporter's names, partition ownership, rebalance counts and
-//! instance states. A scrape renders the latest observation: it never waits for the broker.
+//! lag and offsets under kafka_exporter's names, partition ownership, rebalance counts,
+//! instance states, and the pipeline's health before and after the topic (outbox, oldest pending
+//! delivery per channel, DLQ depth). A scrape renders the latest observation: it never waits for the broker.
 
 pub mod bench;
 pub mod collect;
@@ -76,10 +77,10 @@ impl Exporter {
         tokio::spawn(collect::run(source, redis_url, bootstrap, interval, self.extras.clone()))
     }
 
-    /// Starts keeping the DLQ depth (`chat4all_dlq_depth`) of the stack in `data` up to date; the
-    /// task stops when the handle is aborted.
-    pub fn collect_dlq(&self, data: crate::paths::DataDir, interval: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(collect::run_dlq(data, interval, self.extras.clone()))
+    /// Starts keeping the pipeline's figures of the stack in `data` up to date (outbox, oldest
+    /// pending per channel, DLQ depth); the task stops when the handle is aborted.
+    pub fn collect_pipeline(&self, data: crate::paths::DataDir, interval: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(collect::run_pipeline(data, interval, self.extras.clone()))
     }
 
     pub fn router(&self) -> Router {

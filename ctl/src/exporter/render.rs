@@ -167,6 +167,31 @@ pub fn render(latest: &Latest, extras: &Extras, now: DateTime<Utc>) -> String {
         letters.set(d.letters as i64);
         reg.register("chat4all_dlq_letters", "Records on chat-events-dlq (replayed or not)", letters);
     }
+    // Before and after the topic: the outbox and the oldest delivery not final, per channel, as
+    // the message-service computes them (its own /metrics has the same series under its job).
+    if let Some(p) = &extras.pipeline {
+        let backlog = Gauge::<i64>::default();
+        backlog.set(p.relay.backlog);
+        reg.register("chat4all_outbox_backlog", "Outbox records not yet published", backlog);
+        let oldest = Gauge::<f64, AtomicU64>::default();
+        oldest.set(p.relay.oldest_seconds);
+        reg.register(
+            "chat4all_outbox_oldest_seconds",
+            "Age of the oldest unpublished outbox record (0 when empty)",
+            oldest,
+        );
+        let paused = Gauge::<i64>::default();
+        paused.set(i64::from(p.relay.paused.is_some()));
+        reg.register("chat4all_outbox_paused", "1 while a pause lease holds the outbox relay", paused);
+        let pending = float_family(
+            &mut reg,
+            "chat4all_delivery_oldest_pending_seconds",
+            "Age of the oldest delivery not final yet (not delivered, failed or dead-lettered), per channel",
+        );
+        for c in &p.channels {
+            pending.get_or_create(&vec![("channel", c.channel.label().to_string())]).set(c.oldest_pending_seconds);
+        }
+    }
     for (group, n) in &extras.rebalances {
         rebalances.get_or_create(&vec![("consumergroup", group.clone())]).inc_by(*n);
     }

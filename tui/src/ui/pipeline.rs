@@ -1,5 +1,5 @@
 //! The pipeline pane: what Kafka lag cannot see. The outbox relay (state, pause lease, leader),
-//! the outbox backlog and its oldest row, per channel the oldest delivery not final, provider
+//! the outbox backlog, its oldest row and the publish rate, per channel the oldest delivery not final, provider
 //! deliveries per second and error rate (the connectors' counters), the DLQ depth (dead letters
 //! still FAILED), and the stage that holds the oldest pending message.
 
@@ -39,7 +39,11 @@ pub fn lines(p: &PipelineSnap) -> Vec<Line<'static>> {
     };
     let mut out = vec![
         Line::from(vec![label("relay"), relay, Span::styled(format!("   lease holder/leader: {leader}"), dim)]),
-        Line::from(vec![label("outbox"), Span::raw(format!("{} rows, oldest {:.1}s", r.backlog, r.oldest_seconds))]),
+        Line::from(vec![
+            label("outbox"),
+            Span::raw(format!("{} rows, oldest {:.1}s", r.backlog, r.oldest_seconds)),
+            Span::raw(p.outbox_published_per_second.map(|v| format!(", publishing {v:.1}/s")).unwrap_or_default()),
+        ]),
     ];
     let dlq = match (&p.dlq, &p.dlq_error) {
         (Some(d), _) => {
@@ -109,6 +113,7 @@ mod tests {
                 leader_since: Some(now),
                 leader_epoch: 2,
             },
+            outbox_published_per_second: Some(0.0),
             channels: vec![ChannelRow {
                 channel: "telegram".into(),
                 oldest_pending_seconds: 8.5,
@@ -128,7 +133,7 @@ mod tests {
         };
         let t = text(&lines(&p));
         assert!(t.contains("PAUSED by repartition@h:1"), "{t}");
-        assert!(t.contains("12 rows, oldest 8.5s"), "{t}");
+        assert!(t.contains("12 rows, oldest 8.5s, publishing 0.0/s"), "{t}");
         assert!(t.contains("unknown: broker down"), "{t}");
         assert!(t.contains("telegram") && t.contains("100.0%"), "{t}");
         assert!(t.contains("STALL    outbox 8s"), "{t}");
