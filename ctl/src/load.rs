@@ -235,6 +235,21 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// `len` deterministic pseudo-random bytes (xorshift64 from `seed`): upload bodies that no
+/// layer can compress or deduplicate, reproducible from their seed.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

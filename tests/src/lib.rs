@@ -652,6 +652,41 @@ pub async fn set_provider_faults(cfg: &Config, channel: &str, faults: &Faults) -
     ensure_ok(status, &url, &body)
 }
 
+/// Puts providers back to healthy (no faults) when dropped: a test that sets faults holds one,
+/// so they end with the test even when it fails.
+pub struct HealthyOnDrop {
+    cfg: Config,
+    channels: Vec<&'static str>,
+}
+
+impl HealthyOnDrop {
+    pub fn new(cfg: &Config, channels: &[&'static str]) -> Self {
+        Self { cfg: cfg.clone(), channels: channels.to_vec() }
+    }
+
+    /// Every channel's provider.
+    pub fn all(cfg: &Config) -> Self {
+        Self::new(cfg, &[WHATSAPP, TELEGRAM, INSTAGRAM])
+    }
+}
+
+impl Drop for HealthyOnDrop {
+    fn drop(&mut self) {
+        let cfg = self.cfg.clone();
+        let channels = std::mem::take(&mut self.channels);
+        // A test's runtime may be shutting down: a thread of its own with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                for ch in channels {
+                    let _ = set_provider_faults(&cfg, ch, &Faults::default()).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Database checks
 // ---------------------------------------------------------------------------------------------

@@ -13,29 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use chat4all_tests::{
     assert_delivered_exactly_once, ctl_run, provider_summary, set_provider_faults, unique, wait_for, Config,
-    DeliveryKey, Faults, MessageBuilder, Stack, INSTAGRAM,
+    DeliveryKey, Faults, HealthyOnDrop, MessageBuilder, Stack, INSTAGRAM,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
 /// Messages of the test, each to one Instagram recipient.
 const MESSAGES: usize = 4;
-
-/// Puts the Instagram provider back to healthy when the test ends, even by failing.
-struct HealthyOnDrop(Config);
-
-impl Drop for HealthyOnDrop {
-    fn drop(&mut self) {
-        let cfg = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async {
-                let _ = set_provider_faults(&cfg, INSTAGRAM, &Faults::default()).await;
-            })
-        })
-        .join();
-    }
-}
 
 /// `chat4allctl ARGS -o json`, which must exit 0, parsed.
 async fn ctl_json(cfg: &Config, args: &[&str]) -> Result<Value> {
@@ -81,7 +65,7 @@ fn letters_in(answer: &Value, field: &str, ids: &BTreeSet<Uuid>) -> BTreeSet<Str
 async fn dead_letters_are_listed_and_replayed_exactly_once() -> Result<()> {
     let stack = Stack::connect().await?;
     let cfg = stack.cfg.clone();
-    let _healthy = HealthyOnDrop(cfg.clone());
+    let _healthy = HealthyOnDrop::new(&cfg, &[INSTAGRAM]);
     let run = unique("dlq");
 
     // A provider that rejects everything: every delivery uses up its attempts and is dead-lettered.

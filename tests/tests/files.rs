@@ -9,26 +9,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use chat4all_ctl::load::pseudo_random_bytes as bytes;
 use chat4all_tests::{unique, Config, Stack};
 use gateway_client::{reply, Gw};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 const MIB: usize = 1024 * 1024;
-
-/// Deterministic pseudo-random bytes (xorshift), incompressible enough for a disk test.
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn sha_hex(b: &[u8]) -> String {
     format!("{:x}", Sha256::digest(b))

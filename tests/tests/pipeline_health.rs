@@ -60,8 +60,7 @@ async fn stalls_are_seen_where_they_are() -> Result<()> {
             let paused = metric(&page, "chat4all_outbox_paused") == Some(1.0)
                 && metric(&page, "chat4all_outbox_backlog").unwrap_or(0.0) >= 1.0
                 && metric(&page, "chat4all_outbox_oldest_seconds").unwrap_or(0.0) > 0.0
-                && metric(&page, "chat4all_delivery_oldest_pending_seconds{channel=\"whatsapp\"").unwrap_or(0.0)
-                    > 0.0;
+                && metric(&page, "chat4all_delivery_oldest_pending_seconds{channel=\"whatsapp\"").unwrap_or(0.0) > 0.0;
             let lines: Vec<&str> =
                 page.lines().filter(|l| l.starts_with("chat4all_outbox") || l.contains("oldest_pending")).collect();
             Ok((paused.then_some(()), lines.join("\n")))

@@ -13,30 +13,12 @@ use anyhow::{ensure, Context, Result};
 use chat4all_contract::provider::{Metadata, SendRequest, SendResult, SendStatus, SEND_PATH};
 use chat4all_tests::{
     ctl, ctl_run, provider_faults, provider_record, provider_summary, provider_summary_of, provider_url,
-    set_provider_faults, unique, Config, Faults, RecordOutcome, INSTAGRAM,
+    set_provider_faults, unique, Config, Faults, HealthyOnDrop, RecordOutcome, INSTAGRAM,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Puts every provider back to healthy when a test ends, even by failing.
-struct HealthyOnDrop(Config);
-
-impl Drop for HealthyOnDrop {
-    fn drop(&mut self) {
-        let cfg = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(async {
-                for ch in ["WHATSAPP", "TELEGRAM", INSTAGRAM] {
-                    let _ = set_provider_faults(&cfg, ch, &Faults::default()).await;
-                }
-            })
-        })
-        .join();
-    }
-}
 
 fn message(conversation: &str, recipient: &str) -> SendRequest {
     SendRequest {
@@ -73,7 +55,7 @@ async fn send(cfg: &Config, key: Option<&str>, m: &SendRequest) -> Result<(u16, 
 async fn each_fault_changes_the_record_as_its_contract_says() -> Result<()> {
     let _turn = SERIAL.lock().await;
     let cfg = Config::from_env();
-    let _healthy = HealthyOnDrop(cfg.clone());
+    let _healthy = HealthyOnDrop::all(&cfg);
     let run = unique("prov");
     let conv = format!("{run}-c0");
     let set = |f: Faults| {
@@ -155,7 +137,7 @@ async fn bench(cfg: &Config, extra: &[&str]) -> Result<Value> {
 async fn a_bench_with_providers_rejecting_ten_percent_loses_nothing_and_restores_the_faults() -> Result<()> {
     let _turn = SERIAL.lock().await;
     let cfg = Config::from_env();
-    let _healthy = HealthyOnDrop(cfg.clone());
+    let _healthy = HealthyOnDrop::all(&cfg);
     let r = bench(&cfg, &["--provider-failure-rate", "0.1"]).await?;
     println!("bench: {}", serde_json::to_string(&r)?);
     let run_id = r["runId"].as_str().context("runId")?;
@@ -179,7 +161,7 @@ async fn a_bench_with_providers_rejecting_ten_percent_loses_nothing_and_restores
 async fn without_idempotency_timeouts_after_the_work_become_duplicate_deliveries() -> Result<()> {
     let _turn = SERIAL.lock().await;
     let cfg = Config::from_env();
-    let _healthy = HealthyOnDrop(cfg.clone());
+    let _healthy = HealthyOnDrop::all(&cfg);
     // Done, then answered after the connector gave up (its timeout is 2 s): the connector asks
     // again with the same key, which this provider no longer honours.
     ctl(&cfg, &["provider", "faults", "all", "--timeout-rate", "0.3", "--hang-ms", "2500", "--no-idempotency"]).await?;
@@ -213,7 +195,7 @@ async fn the_provider_command_refuses_bad_input_with_exit_2() -> Result<()> {
 async fn a_kill_active_drill_with_providers_rejecting_ten_percent_loses_nothing() -> Result<()> {
     let _turn = SERIAL.lock().await;
     let cfg = Config::from_env();
-    let _healthy = HealthyOnDrop(cfg.clone());
+    let _healthy = HealthyOnDrop::all(&cfg);
     let run = ctl_run(&cfg, &["drill", "kill-active", "--provider-failure-rate", "0.1", "-o", "json"], &[]).await?;
     let r: Value = serde_json::from_str(&run.stdout)
         .with_context(|| format!("the drill printed no JSON (exit {}): {}", run.code, run.stderr))?;

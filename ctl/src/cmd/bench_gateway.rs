@@ -115,19 +115,6 @@ async fn phase(
     }
 }
 
-fn bytes(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 /// MiB/s of `n` sequential uploads of `data` to `url`; the file ids.
 async fn uploads(
     http: &reqwest::Client,
@@ -226,7 +213,10 @@ async fn run(
     let direct = latency(&direct.lock().expect("hist"), *de.lock().expect("e"));
     let gateway_l = latency(&via.lock().expect("hist"), *ge.lock().expect("e"));
 
-    let data = axum::body::Bytes::from(bytes(args.upload_mib * 1024 * 1024));
+    let data = axum::body::Bytes::from(chat4all_ctl::load::pseudo_random_bytes(
+        args.upload_mib * 1024 * 1024,
+        0x9e37_79b9_7f4a_7c15,
+    ));
     let (up_direct, _) = uploads(&http, &format!("{file_direct}/api/v1/files"), None, &data, args.uploads).await?;
     let (up_gw, ids) = uploads(&http, &format!("{gateway}/api/v1/files"), Some(key), &data, args.uploads).await?;
     let start = Instant::now();

@@ -78,7 +78,7 @@ impl ConsumerContext for ReportingContext {
     }
 }
 
-pub use chat4all_contract::group::GroupProtocol;
+pub use chat4all_contract::group::{ConsumerTuning, GroupProtocol};
 
 /// Settings of a batch consumer.
 pub struct ConsumerSpec<'a> {
@@ -87,11 +87,9 @@ pub struct ConsumerSpec<'a> {
     pub instance: &'a str,
     pub topics: &'a [&'a str],
     pub protocol: GroupProtocol,
-    /// Classic protocol only (KIP-848 members get these from the broker).
-    pub session_timeout_ms: u32,
-    pub heartbeat_interval_ms: u32,
-    pub assignment_strategy: &'a str,
-    pub metadata_refresh_ms: u32,
+    /// Session, heartbeat and assignor apply to the classic protocol only (KIP-848 members get
+    /// them from the broker); the metadata refresh to both.
+    pub tuning: &'a ConsumerTuning,
 }
 
 pub struct BatchConsumer {
@@ -109,12 +107,12 @@ impl BatchConsumer {
             // Offsets are stored by us, only once the work for an event is recorded.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("topic.metadata.refresh.interval.ms", spec.metadata_refresh_ms.to_string());
+            .set("topic.metadata.refresh.interval.ms", spec.tuning.metadata_refresh_ms.to_string());
         match spec.protocol {
             GroupProtocol::Classic => {
-                cfg.set("session.timeout.ms", spec.session_timeout_ms.to_string())
-                    .set("heartbeat.interval.ms", spec.heartbeat_interval_ms.to_string())
-                    .set("partition.assignment.strategy", spec.assignment_strategy);
+                cfg.set("session.timeout.ms", spec.tuning.session_timeout_ms.to_string())
+                    .set("heartbeat.interval.ms", spec.tuning.heartbeat_interval_ms.to_string())
+                    .set("partition.assignment.strategy", &spec.tuning.assignment_strategy);
             }
             // librdkafka refuses the classic session settings with KIP-848: the broker's
             // group.consumer.* settings apply, and the broker's assignor assigns.

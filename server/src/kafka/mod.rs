@@ -7,7 +7,7 @@ mod member;
 mod producer;
 
 pub use admin::{ensure_topics, TopicSpec};
-pub use consumer::{BatchConsumer, ConsumerSpec, GroupProtocol};
+pub use consumer::{BatchConsumer, ConsumerSpec, ConsumerTuning, GroupProtocol};
 pub use member::{BatchWork, Batching, GroupMember};
 pub use producer::{OutRecord, Producer, REQUEST_ID_HEADER};
 

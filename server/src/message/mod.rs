@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::config::{topics, Common, MessageArgs};
 use crate::http::{self, Health, OpsState};
-use crate::kafka::{self, ConsumerSpec, GroupMember, Producer, TopicSpec};
+use crate::kafka::{self, ConsumerSpec, ConsumerTuning, GroupMember, Producer, TopicSpec};
 use crate::metrics::{HttpMetrics, KafkaMetrics};
 use crate::shutdown::Shutdown;
 
@@ -68,6 +68,14 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     };
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
 
+    // Receipts are applied by whichever message-service holds the partition; a failover of
+    // this group costs seconds of status lag, not messages, so it keeps Kafka-like timeouts.
+    let status_tuning = ConsumerTuning {
+        session_timeout_ms: 10_000,
+        heartbeat_interval_ms: 3_000,
+        assignment_strategy: "cooperative-sticky".into(),
+        metadata_refresh_ms: 10_000,
+    };
     let member = GroupMember::join(
         &ConsumerSpec {
             bootstrap: &common.kafka_bootstrap,
@@ -75,10 +83,7 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
             instance: &common.instance,
             topics: &[topics::STATUS_UPDATES],
             protocol: common.group_protocol,
-            session_timeout_ms: 10_000,
-            heartbeat_interval_ms: 3_000,
-            assignment_strategy: "cooperative-sticky",
-            metadata_refresh_ms: 10_000,
+            tuning: &status_tuning,
         },
         common.redis_url.clone(),
         kafka_metrics,
