@@ -65,6 +65,10 @@ pub enum Service {
     UserService(UserArgs),
     /// Uploads and downloads, content-addressed by SHA-256 on disk, metadata in PostgreSQL.
     FileService(FileArgs),
+    /// Not a service: measures PostgreSQL's rate for the platform's accept and routing
+    /// statements alone on a scratch database (`<name>_ceiling`, dropped after) and prints it as
+    /// JSON (`chat4allctl bench --ceilings` runs it).
+    DbCeiling(crate::ceiling::CeilingArgs),
 }
 
 impl Service {
@@ -76,6 +80,7 @@ impl Service {
             Service::ApiGateway(_) => "api-gateway".into(),
             Service::UserService(_) => "user-service".into(),
             Service::FileService(_) => "file-service".into(),
+            Service::DbCeiling(_) => "db-ceiling".into(),
         }
     }
 
@@ -91,6 +96,7 @@ impl Service {
             Service::ApiGateway(_) => 8080,
             Service::UserService(_) => 8083,
             Service::FileService(_) => 8084,
+            Service::DbCeiling(_) => 0,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and the pieces they share: configuration, the database, Kafka clients, wire formats, HTTP
 //! plumbing, metrics and graceful shutdown.
 
+pub mod ceiling;
 pub mod config;
 pub mod connector;
 pub mod db;

@@ -25,6 +25,9 @@ fn main() -> ExitCode {
             Service::ApiGateway(args) => chat4all_server::gateway::run(common, args, shutdown).await,
             Service::UserService(args) => chat4all_server::user::run(common, args, shutdown).await,
             Service::FileService(args) => chat4all_server::file::run(common, args, shutdown).await,
+            Service::DbCeiling(args) => chat4all_server::ceiling::run(&common.database_url, &args).await.map(|c| {
+                println!("{}", serde_json::to_string(&c).expect("the ceiling serializes"));
+            }),
         }
     });
     match result {

@@ -44,9 +44,10 @@ use chat4all_contract::provider::RecordEntry;
 use crate::admin::Admin;
 use crate::providers::{self, Providers};
 
+pub mod ceilings;
 mod report;
 
-pub use report::{BenchReport, LatencySummary, MAX_ACCEPT_P99_MS, MAX_END_TO_END_P95_MS, MIN_RATE_FRACTION};
+pub use report::{BenchReport, LatencySummary, Targets};
 
 /// Conversations the messages are spread over, round-robin.
 pub const CONVERSATIONS: u64 = 1_000;
@@ -76,6 +77,8 @@ pub struct BenchOptions {
     pub provider_urls: Vec<(Channel, String)>,
     /// The providers' reject rate for the run (restored after); None leaves them as they are.
     pub provider_failure_rate: Option<f64>,
+    /// What `--check` holds the run to; None: [`Targets::for_rate`].
+    pub targets: Option<Targets>,
 }
 
 impl Default for BenchOptions {
@@ -92,6 +95,7 @@ impl Default for BenchOptions {
                 .map(|ch| (ch, format!("http://127.0.0.1:{}", crate::providers::default_port(ch))))
                 .collect(),
             provider_failure_rate: None,
+            targets: None,
         }
     }
 }
@@ -412,6 +416,8 @@ fn build_report(
         drain_secs,
         accept_latency_ms: LatencySummary::from_micros(&tally.accept_latency),
         end_to_end_latency_ms: LatencySummary::from_micros(&stats.end_to_end),
+        targets: opts.targets.unwrap_or_else(|| Targets::for_rate(opts.rate)),
+        ceilings: None,
     }
 }
 
@@ -537,6 +543,8 @@ mod tests {
             drain_secs: 0.4,
             accept_latency_ms: lat(3.0, 10.0, 40.0, 90.0),
             end_to_end_latency_ms: lat(50.0, 200.0, 400.0, 900.0),
+            targets: Targets::for_rate(2000),
+            ceilings: None,
         }
     }
 
@@ -555,19 +563,20 @@ mod tests {
             (BenchReport { accepted_per_sec: 1959.0, ..base.clone() }, "accepted"),
             (
                 BenchReport {
-                    accept_latency_ms: LatencySummary { p99: 100.0, ..base.accept_latency_ms },
+                    accept_latency_ms: LatencySummary { p99: 50.0, ..base.accept_latency_ms },
                     ..base.clone()
                 },
                 "accept latency p99",
             ),
             (
                 BenchReport {
-                    end_to_end_latency_ms: LatencySummary { p95: 1000.5, ..base.end_to_end_latency_ms },
+                    end_to_end_latency_ms: LatencySummary { p95: 250.5, ..base.end_to_end_latency_ms },
                     ..base.clone()
                 },
                 "end-to-end latency p95",
             ),
             (BenchReport { lost: 1, ..base.clone() }, "lost"),
+            (BenchReport { client_behind: 1, ..base.clone() }, "fell behind"),
             (BenchReport { duplicate_deliveries: 2, ..base.clone() }, "duplicate"),
             (BenchReport { order_violations: 1, ..base.clone() }, "order"),
             (BenchReport { duplicate_requests: 9, lost: 1, ..base.clone() }, "lost"),
@@ -584,11 +593,26 @@ mod tests {
             lost: 5,
             duplicate_deliveries: 1,
             order_violations: 1,
+            client_behind: 4,
             accept_latency_ms: LatencySummary { p99: 500.0, ..base.accept_latency_ms },
             end_to_end_latency_ms: LatencySummary { p95: 5000.0, ..base.end_to_end_latency_ms },
             ..base
         };
-        assert_eq!(all_bad.meets_targets().len(), 6);
+        assert_eq!(all_bad.meets_targets().len(), 7);
+    }
+
+    #[test]
+    fn a_trickle_is_held_to_a_tighter_end_to_end_target() {
+        assert_eq!(Targets::for_rate(100).max_end_to_end_p95_ms, 30.0);
+        assert_eq!(Targets::for_rate(101).max_end_to_end_p95_ms, 250.0);
+        let r = BenchReport {
+            target_rate: 100,
+            accepted_per_sec: 100.0,
+            targets: Targets::for_rate(100),
+            end_to_end_latency_ms: LatencySummary { p95: 31.0, ..passing_report().end_to_end_latency_ms },
+            ..passing_report()
+        };
+        assert!(r.meets_targets()[0].contains("p95 31.0 ms >= 30 ms"), "{:?}", r.meets_targets());
     }
 
     #[test]

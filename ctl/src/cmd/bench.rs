@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::Cli;
+use chat4all_ctl::bench::ceilings::{self, Ceilings};
 use chat4all_ctl::bench::{self, BenchOptions};
 use chat4all_ctl::error::ConditionNotMet;
 use chat4all_ctl::output::{self, parse_duration, Format};
@@ -30,9 +31,23 @@ pub struct BenchArgs {
     /// faults after it.
     #[arg(long, value_parser = super::up::parse_rate)]
     pub provider_failure_rate: Option<f64>,
-    /// Exit 1 when a target (rate, p99 accept < 100 ms, p95 end-to-end < 1 s, zero loss) is missed.
+    /// Exit 1 when a target is missed: accepted >= 98% of --rate, accept p99 under
+    /// --max-accept-p99, end-to-end p95 under --max-end-to-end-p95, the load generator never
+    /// behind its schedule, nothing lost, duplicated or out of order.
     #[arg(long)]
     pub check: bool,
+    /// Accept latency p99 target of --check [default: 50ms].
+    #[arg(long, value_parser = parse_duration)]
+    pub max_accept_p99: Option<Duration>,
+    /// End-to-end latency p95 target of --check [default: 250ms; 30ms at 100 msg/s or less].
+    #[arg(long, value_parser = parse_duration)]
+    pub max_end_to_end_p95: Option<Duration>,
+    /// After the run, measure the ceilings beside it on this machine and print our throughput as
+    /// a share of each: Kafka's own producer (ProducerPerformance from the installed jars, our
+    /// record size and settings) and PostgreSQL for the accept and routing statements alone
+    /// (`chat4all-server db-ceiling`, on a scratch database). About 20 s more.
+    #[arg(long)]
+    pub ceilings: bool,
 }
 
 pub async fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
@@ -54,12 +69,16 @@ pub async fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         duration: args.duration,
         drain_timeout: args.drain_timeout,
         concurrency: args.concurrency,
+        targets: Some(targets(args)),
         ..BenchOptions::default()
     };
     // Facts for up to 10,000 messages per request: more time than one small read.
     let admin =
         chat4all_ctl::admin::Admin::for_stack(&cli.stack(), cli.timeout.max(std::time::Duration::from_secs(30)))?;
-    let report = bench::run(&opts, &admin).await?;
+    let mut report = bench::run(&opts, &admin).await?;
+    if args.ceilings {
+        report.ceilings = Some(measure_ceilings(cli, &report).await);
+    }
     match cli.output {
         Format::Json => println!("{}", output::json(&report)),
         Format::Table => println!("{}", report.to_markdown()),
@@ -69,4 +88,50 @@ pub async fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         return Err(ConditionNotMet(format!("targets missed: {}", failed.join("; "))).into());
     }
     Ok(())
+}
+
+fn targets(args: &BenchArgs) -> bench::Targets {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut t = bench::Targets::for_rate(args.rate);
+    if let Some(d) = args.max_accept_p99 {
+        t.max_accept_p99_ms = ms(d);
+    }
+    if let Some(d) = args.max_end_to_end_p95 {
+        t.max_end_to_end_p95_ms = ms(d);
+    }
+    t
+}
+
+/// Records the producer ceiling writes: a few seconds of Kafka at full speed.
+const PRODUCER_RECORDS: u64 = 500_000;
+/// Messages the database ceiling writes and routes.
+const DATABASE_MESSAGES: u64 = 20_000;
+
+/// Both ceilings, one after the other (never beside each other or the run: each alone).
+async fn measure_ceilings(cli: &Cli, report: &bench::BenchReport) -> Ceilings {
+    let stack = cli.stack();
+    let mut c = Ceilings {
+        records_per_message: 1 + report.recipients.min(chat4all_ctl::contract::channel::Channel::ALL.len()) as u32,
+        ..Ceilings::default()
+    };
+    let database = match super::up::sibling_bin("CHAT4ALL_SERVER_BIN", "chat4all-server") {
+        Ok(bin) => ceilings::database(&bin, &stack.database_url, DATABASE_MESSAGES, report.recipients).await,
+        Err(e) => Err(e),
+    };
+    match database {
+        Ok(d) => c.database = Some(d),
+        Err(e) => c.errors.push(format!("PostgreSQL: {e:#}")),
+    }
+    let record_bytes = c.database.as_ref().map(|d| d.event_bytes).unwrap_or(500);
+    let partitions = chat4all_ctl::kafka::Observer::new(&stack.bootstrap, cli.timeout)
+        .and_then(|o| o.topics())
+        .ok()
+        .and_then(|t| t.into_iter().find(|(name, _)| name == chat4all_ctl::contract::names::topics::CHAT_EVENTS))
+        .map(|(_, n)| n)
+        .unwrap_or(1);
+    match ceilings::producer(&stack.bootstrap, partitions, record_bytes, PRODUCER_RECORDS).await {
+        Ok(p) => c.producer = Some(p),
+        Err(e) => c.errors.push(format!("Kafka producer: {e:#}")),
+    }
+    c.with_shares(report.accepted_per_sec)
 }

@@ -81,7 +81,7 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 /// A workspace binary: `$env`, else beside chat4allctl.
-fn sibling_bin(env: &str, name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling_bin(env: &str, name: &str) -> anyhow::Result<PathBuf> {
     if let Ok(p) = std::env::var(env) {
         return Ok(PathBuf::from(p));
     }

@@ -40,6 +40,16 @@ impl NewRow {
         &self.conversation_id
     }
 
+    /// Size of the chat event the relay publishes for this message.
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
+    /// The message's deliveries: (message, recipient, channel).
+    pub fn keys(&self) -> impl Iterator<Item = (Uuid, String, Channel)> + '_ {
+        self.recipients.iter().filter_map(|(user, ch)| Some((self.id, user.clone(), ch.parse().ok()?)))
+    }
+
     /// `request_id`: the caller's request id (from the api-gateway), published as a Kafka header.
     pub fn new(id: Uuid, msg: &NewMessage, request_id: Option<&str>) -> Self {
         let created_at = Utc::now();

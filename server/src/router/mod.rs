@@ -5,7 +5,7 @@
 
 mod metrics;
 mod process;
-mod store;
+pub(crate) mod store;
 
 use std::time::Duration;
 
