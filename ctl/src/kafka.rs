@@ -227,8 +227,20 @@ impl Observer {
                     name: t.name().to_string(),
                     internal: t.name().starts_with("__"),
                     partitions: t.partitions().iter().map(|p| (p.id(), p.leader())).collect(),
+                    replicas: t
+                        .partitions()
+                        .iter()
+                        .map(|p| wire::Replicas {
+                            partition: p.id(),
+                            leader: p.leader(),
+                            replicas: p.replicas().to_vec(),
+                            isr: p.isr().to_vec(),
+                            offline: vec![],
+                        })
+                        .collect(),
                 })
                 .collect(),
+            racks: Default::default(),
         })
     }
 

@@ -3,7 +3,7 @@
 //! has every message and its versions, so the pairs we use are named here.
 
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DescribeQuorumRequest, DescribeQuorumResponse,
     DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, LeaveGroupRequest,
     LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse,
     MetadataRequest, MetadataResponse, OffsetFetchRequest, OffsetFetchResponse,
@@ -35,6 +35,7 @@ exchanges! {
     ConsumerGroupDescribe: ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse,
     LeaveGroup: LeaveGroupRequest => LeaveGroupResponse,
     Metadata: MetadataRequest => MetadataResponse,
+    DescribeQuorum: DescribeQuorumRequest => DescribeQuorumResponse,
 }
 
 #[cfg(test)]
