@@ -3,6 +3,7 @@
 //! instance states. A scrape renders the latest observation: it never waits for the broker.
 
 pub mod bench;
+pub mod brokers;
 pub mod collect;
 pub mod render;
 
