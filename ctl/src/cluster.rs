@@ -153,7 +153,8 @@ mod tests {
     fn a_dead_broker_is_listed_as_not_alive() {
         let q = Quorum { leader: 2, leader_epoch: 3, voters: vec![1, 2, 3], observers: vec![] };
         let v = ClusterView::build(&cluster(), Some(&q));
-        let ids: Vec<(i32, bool, bool, usize)> = v.brokers.iter().map(|b| (b.id, b.alive, b.controller, b.leads)).collect();
+        let ids: Vec<(i32, bool, bool, usize)> =
+            v.brokers.iter().map(|b| (b.id, b.alive, b.controller, b.leads)).collect();
         assert_eq!(ids, vec![(1, true, false, 2), (2, true, true, 0), (3, false, false, 0)]);
         assert_eq!(v.brokers[2].address, None);
         assert_eq!(v.brokers[2].replicas, 2);

@@ -195,7 +195,7 @@ fn kafka_cluster(p: &Params) -> Vec<Rule> {
             "warning",
             "Partitions under-replicated",
             format!(
-                "{{{{ $value }}}} partitions of {{{{ $labels.topic }}}} have fewer in-sync replicas than replicas                  for {down}: one more broker lost may stop writes (min.insync.replicas).                  `chat4allctl topics describe --under-replicated` names them."
+                "{{{{ $value }}}} partitions of {{{{ $labels.topic }}}} have fewer in-sync replicas than replicas for {down}: one more broker lost may stop writes (min.insync.replicas). `chat4allctl topics describe --under-replicated` names them."
             ),
         ),
         rule(
@@ -204,7 +204,7 @@ fn kafka_cluster(p: &Params) -> Vec<Rule> {
             None,
             "critical",
             "Partitions without a leader",
-            "{{ $value }} partitions of {{ $labels.topic }} have no leader: nothing can be written to or read              from them until a replica's broker returns."
+            "{{ $value }} partitions of {{ $labels.topic }} have no leader: nothing can be written to or read from them until a replica's broker returns."
                 .into(),
         ),
         rule(
@@ -214,7 +214,7 @@ fn kafka_cluster(p: &Params) -> Vec<Rule> {
             "critical",
             "No active Kafka controller",
             format!(
-                "The KRaft quorum has had no active controller for {down}: no leader can be elected and no                  topic changed (a majority of the controllers is down; `chat4allctl brokers`)."
+                "The KRaft quorum has had no active controller for {down}: no leader can be elected and no topic changed (a majority of the controllers is down; `chat4allctl brokers`)."
             ),
         ),
         rule(
@@ -224,7 +224,7 @@ fn kafka_cluster(p: &Params) -> Vec<Rule> {
             "critical",
             "Kafka broker down",
             format!(
-                "Broker {{{{ $labels.broker }}}} is a voter or holds replicas but has not been in the cluster's                  metadata for {down} (`chat4allctl brokers`)."
+                "Broker {{{{ $labels.broker }}}} is a voter or holds replicas but has not been in the cluster's metadata for {down} (`chat4allctl brokers`)."
             ),
         ),
     ]

@@ -65,7 +65,9 @@ impl Render for TopicsView {
         let partitions: Vec<&Partition> = view
             .partitions
             .iter()
-            .filter(|p| if self.topics.is_empty() { !p.topic.starts_with("__") } else { self.topics.contains(&p.topic) })
+            .filter(
+                |p| if self.topics.is_empty() { !p.topic.starts_with("__") } else { self.topics.contains(&p.topic) },
+            )
             .filter(|p| !self.under_replicated || p.under_replicated)
             .collect();
         Ok(match format {

@@ -276,7 +276,12 @@ impl DrillReport {
             let _ = writeln!(s, "| broker back -> first delivery routed | {} |", secs(b.resume_ms));
             if let Some(k) = &b.leader_kill {
                 let _ = writeln!(s, "| killed | {} (leader of {}) |", k.victim, k.partition);
-                let _ = writeln!(s, "| leader election (kill -> new leader {}) | {} |", output_id(k.new_leader), secs(k.leader_election_ms));
+                let _ = writeln!(
+                    s,
+                    "| leader election (kill -> new leader {}) | {} |",
+                    output_id(k.new_leader),
+                    secs(k.leader_election_ms)
+                );
                 let _ = writeln!(
                     s,
                     "| under-replicated (kill -> every ISR full, {} partitions) | {} |",

@@ -32,23 +32,19 @@ pub fn register(reg: &mut Registry, view: Option<&ClusterView>) {
         "1 while the KRaft quorum has an active controller (DescribeQuorum), 0 otherwise",
         controllers,
     );
-    let up = family(reg, "chat4all_kafka_broker_up", "1 while a broker is in Metadata, 0 for a voter or replica it left");
+    let up =
+        family(reg, "chat4all_kafka_broker_up", "1 while a broker is in Metadata, 0 for a voter or replica it left");
     for b in &v.brokers {
         up.get_or_create(&vec![("broker", b.id.to_string())]).set(i64::from(b.alive));
     }
     let leader = family(reg, "kafka_topic_partition_leader", "Leader Broker ID of this Topic/Partition");
     let replicas = family(reg, "kafka_topic_partition_replicas", "Number of Replicas for this Topic/Partition");
-    let isr = family(reg, "kafka_topic_partition_in_sync_replica", "Number of In-Sync Replicas for this Topic/Partition");
-    let under = family(
-        reg,
-        "kafka_topic_partition_under_replicated_partition",
-        "1 if Topic/Partition is under Replicated",
-    );
-    let preferred = family(
-        reg,
-        "kafka_topic_partition_leader_is_preferred",
-        "1 if Topic/Partition is using the Preferred Broker",
-    );
+    let isr =
+        family(reg, "kafka_topic_partition_in_sync_replica", "Number of In-Sync Replicas for this Topic/Partition");
+    let under =
+        family(reg, "kafka_topic_partition_under_replicated_partition", "1 if Topic/Partition is under Replicated");
+    let preferred =
+        family(reg, "kafka_topic_partition_leader_is_preferred", "1 if Topic/Partition is using the Preferred Broker");
     for p in &v.partitions {
         let l: Labels = vec![("topic", p.topic.clone()), ("partition", p.replicas.partition.to_string())];
         leader.get_or_create(&l).set(i64::from(p.replicas.leader));
@@ -66,10 +62,16 @@ mod tests {
 
     #[test]
     fn kafka_exporter_names_labels_and_a_dead_broker() {
-        let reps = vec![Replicas { partition: 0, leader: 2, replicas: vec![1, 2, 3], isr: vec![2, 3], offline: vec![1] }];
+        let reps =
+            vec![Replicas { partition: 0, leader: 2, replicas: vec![1, 2, 3], isr: vec![2, 3], offline: vec![1] }];
         let c = Cluster {
             brokers: vec![(2, "h:2".into()), (3, "h:3".into())],
-            topics: vec![TopicMeta { name: "chat-events".into(), internal: false, partitions: vec![(0, 2)], replicas: reps }],
+            topics: vec![TopicMeta {
+                name: "chat-events".into(),
+                internal: false,
+                partitions: vec![(0, 2)],
+                replicas: reps,
+            }],
             racks: Default::default(),
         };
         let q = Quorum { leader: 3, leader_epoch: 1, voters: vec![1, 2, 3], observers: vec![] };

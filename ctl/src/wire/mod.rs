@@ -30,8 +30,8 @@ pub use groups::{
     ConsumerGroup, ConsumerMember, LeaveResult, ListedGroup,
 };
 pub use metadata::{cluster, Cluster, Replicas, TopicMeta};
-pub use quorum::{describe_quorum, Quorum};
 pub use offsets::{committed_offsets, find_coordinator, find_coordinators, log_end_offsets, Committed};
+pub use quorum::{describe_quorum, Quorum};
 pub use versions::ApiRange;
 
 /// Kafka API keys used by callers that only ask whether the broker supports one.
