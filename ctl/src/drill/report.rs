@@ -279,7 +279,7 @@ impl DrillReport {
                 let _ = writeln!(
                     s,
                     "| leader election (kill -> new leader {}) | {} |",
-                    output_id(k.new_leader),
+                    crate::output::or_dash(k.new_leader),
                     secs(k.leader_election_ms)
                 );
                 let _ = writeln!(
@@ -431,8 +431,4 @@ mod tests {
         let c = judge(&plan, &[kill(0, None)], None, &traffic(0), &counts(0, 0), true);
         assert!(!c[0].passed);
     }
-}
-
-fn output_id(id: Option<i32>) -> String {
-    id.map(|i| i.to_string()).unwrap_or_else(|| "-".into())
 }
