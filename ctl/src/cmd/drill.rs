@@ -22,7 +22,8 @@ pub enum DrillCommand {
     /// Kill a random router COUNT times, INTERVAL apart, under sustained load; each victim is
     /// started again half an interval after its kill, so N routers stay.
     KillRandom(KillRandomArgs),
-    /// Stop and start the broker under load: nothing accepted may be lost.
+    /// Stop and start the broker under load: nothing accepted may be lost. On a cluster
+    /// (`up --brokers 3`) a rolling restart: one node at a time, each back in sync before the next.
     BrokerRestart(BrokerRestartArgs),
     /// On a cluster (`up --brokers 3`): SIGKILL the broker leading --leader-of under load (default
     /// 100 msg/s), start it again after --down; reports the leader election, the under-replicated

@@ -354,9 +354,16 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
             let load = ctx.load(interval, 0, None);
             tokio::time::sleep(Duration::from_secs(3)).await;
             let stopped = Utc::now();
-            ctx.stack.rt.act("broker", "stop").await.context("stopping the broker")?;
-            tokio::time::sleep(Duration::from_secs_f64(*down_secs)).await;
-            ctx.stack.rt.act("broker", "start").await.context("starting the broker")?;
+            let nodes = super::broker::broker_instances(&ctx.stack.rt).await?;
+            if nodes.len() > 1 {
+                // A cluster: rolling, one node at a time, each back in sync before the next.
+                let (bootstrap, timeout) = (&ctx.stack.bootstrap, ctx.stack.timeout);
+                super::broker::rolling_restart(&ctx.stack.rt, bootstrap, timeout, &nodes).await?;
+            } else {
+                ctx.stack.rt.act("broker", "stop").await.context("stopping the broker")?;
+                tokio::time::sleep(Duration::from_secs_f64(*down_secs)).await;
+                ctx.stack.rt.act("broker", "start").await.context("starting the broker")?;
+            }
             let started = Utc::now();
             broker = Some((stopped, started));
             tokio::time::sleep(Duration::from_secs(5)).await;
