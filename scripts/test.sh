@@ -35,3 +35,9 @@ cargo test -p chat4all-tests --tests -- --test-threads=4 --skip repartition
 # Last: it changes the stack for good (more partitions, a new topic generation).
 echo "== repartition under traffic"
 cargo test -p chat4all-tests --test repartition
+
+# A three-broker cluster on its own stack (ports +700, target/cluster-stack, its own database);
+# the test takes its stack down itself. The default stack is stopped first: two cores.
+echo "== three-broker cluster (kill the leader of chat-events-0 under 1,000 msg/s)"
+"$CTL" down >/dev/null
+cargo test -p chat4all-tests --test cluster -- --ignored

@@ -61,6 +61,16 @@ pub struct Node {
     pub controller_port: u16,
     /// This node's directory: `server.properties`, `log4j2.properties`, `data/`.
     pub dir: PathBuf,
+    /// The controller quorum of a cluster: (node id, controller port) of every voter, this node
+    /// included. Empty for a single node (a standalone quorum of itself).
+    pub voters: Vec<(u32, u16)>,
+}
+
+/// Client and controller ports of node `id` (1-based) of a local cluster: node 1 keeps the single
+/// node's ports (9092/9093 + offset), node 2 takes the next two (9094/9095), node 3 the two after.
+pub fn node_ports(id: u32, kafka: u16, controller: u16) -> (u16, u16) {
+    let step = 2 * (id.saturating_sub(1) as u16);
+    (kafka + step, controller + step)
 }
 
 impl Node {
@@ -78,17 +88,61 @@ impl Node {
         self.data_dir().join("meta.properties")
     }
 
-    /// `server.properties` of a single combined node.
+    fn is_cluster(&self) -> bool {
+        self.voters.len() > 1
+    }
+
+    /// `server.properties` of a combined node: the single node of the default stack, or one of
+    /// the nodes of `up --brokers 3`.
     pub fn server_properties(&self) -> String {
+        if self.is_cluster() {
+            self.properties(&self.cluster_part())
+        } else {
+            self.properties(&single_part(self.controller_port))
+        }
+    }
+
+    /// The settings of a node of a cluster: the static quorum and three replicas of everything.
+    fn cluster_part(&self) -> String {
+        let voters: Vec<String> = self.voters.iter().map(|(id, p)| format!("{id}@127.0.0.1:{p}")).collect();
+        let n = self.voters.len();
+        format!(
+            "\
+# One JVM is both broker and KRaft controller (combined mode), one of {n} nodes; the controllers
+# form a static quorum (a majority must run for the cluster to take writes).
+controller.quorum.voters={voters}
+",
+            voters = voters.join(",")
+        ) + "
+# Every partition has three replicas and an acknowledged write (acks=all) is on at least two:
+# one broker may die without losing a record or refusing a write.
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+# A crashed broker is fenced (its partitions get new leaders) when it misses heartbeats for
+# this long; Kafka's 9 s would be a 9 s write stall per crash. Heartbeats every 500 ms.
+broker.session.timeout.ms=3000
+broker.heartbeat.interval.ms=500
+# A broker back from a crash takes its partitions' leadership back once in sync (the default,
+# spelled out: `topics describe` shows whether each leader is the preferred one).
+auto.leader.rebalance.enable=true
+leader.imbalance.check.interval.seconds=30
+"
+    }
+
+    fn properties(&self, roles_and_replication: &str) -> String {
         let data = self.data_dir().display().to_string();
         let (port, cport, id) = (self.port, self.controller_port, self.id);
         format!(
             "\
 # Written by chat4allctl at every start of the broker; edit ctl/src/broker.rs instead.
-# One JVM is both broker and KRaft controller (combined mode): the local stack has one node.
 process.roles=broker,controller
 node.id={id}
-controller.quorum.bootstrap.servers=127.0.0.1:{cport}
+{roles_and_replication}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
@@ -96,12 +150,6 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
 
-# One node: every internal topic has one replica.
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
 # Group offsets and coordinators live in __consumer_offsets; the stack has a handful of groups,
 # and each partition is a log with its own segment files and coordinator shard to load at start.
 offsets.topic.num.partitions=4
@@ -132,6 +180,30 @@ group.consumer.min.heartbeat.interval.ms=500
 group.consumer.heartbeat.interval.ms=500
 "
         )
+    }
+
+    /// The KRaft cluster id to format with: a new one for a single node; for a cluster the one
+    /// every node shares, written once beside the nodes' directories (`broker-cluster.id`).
+    fn cluster_id(&self) -> anyhow::Result<String> {
+        if !self.is_cluster() {
+            return Ok(new_cluster_id());
+        }
+        let file = self.dir.with_file_name("broker-cluster.id");
+        if let Ok(id) = std::fs::read_to_string(&file) {
+            return Ok(id.trim().to_string());
+        }
+        // Nodes are prepared at once: write aside and link, so the first wins and nobody reads a
+        // half-written id.
+        let tmp = self.dir.with_file_name(format!("broker-cluster.id.{}", self.id));
+        std::fs::write(&tmp, new_cluster_id()).with_context(|| format!("writing {}", tmp.display()))?;
+        let linked = std::fs::hard_link(&tmp, &file);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("writing {}", file.display())),
+        }
+        Ok(std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?.trim().to_string())
     }
 
     /// Kafka logs through SLF4J to log4j2; this config sends everything to stdout, which the
@@ -192,10 +264,11 @@ logger.statechange.level = WARN
         ]
     }
 
-    /// Arguments of `kafka-storage format` for this node (standalone: the node is the whole
-    /// controller quorum, named by `controller.quorum.bootstrap.servers`).
+    /// Arguments of `kafka-storage format` for this node (a single node is `--standalone`: the
+    /// whole controller quorum, named by `controller.quorum.bootstrap.servers`; a cluster node
+    /// takes no flag, its quorum is `controller.quorum.voters`).
     pub fn format_args(&self, libs: &Path, cluster_id: &str) -> Vec<String> {
-        vec![
+        let mut args = vec![
             format!("-Dlog4j2.configurationFile={}", self.log4j_file().display()),
             "-cp".into(),
             classpath(libs),
@@ -205,8 +278,11 @@ logger.statechange.level = WARN
             cluster_id.into(),
             "-c".into(),
             self.config_file().display().to_string(),
-            "--standalone".into(),
-        ]
+        ];
+        if !self.is_cluster() {
+            args.push("--standalone".into());
+        }
+        args
     }
 
     /// Formats the node's storage unless it already is: a stack's topics, messages and offsets
@@ -217,7 +293,7 @@ logger.statechange.level = WARN
             return Ok(());
         }
         let out = std::process::Command::new(java())
-            .args(self.format_args(libs, &new_cluster_id()))
+            .args(self.format_args(libs, &self.cluster_id()?))
             .output()
             .with_context(|| format!("running {} (is a Java 17+ runtime installed?)", java().display()))?;
         if !out.status.success() {
@@ -231,6 +307,21 @@ logger.statechange.level = WARN
         }
         Ok(())
     }
+}
+
+/// The settings of the single node of the default stack.
+fn single_part(cport: u16) -> String {
+    format!(
+        "\
+# One JVM is both broker and KRaft controller (combined mode): the local stack has one node.
+controller.quorum.bootstrap.servers=127.0.0.1:{cport}
+# One node: every internal topic has one replica.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1"
+    )
 }
 
 /// A new KRaft cluster id: 16 random bytes in URL-safe base64 without padding, as
@@ -250,7 +341,43 @@ mod tests {
     use super::*;
 
     fn node() -> Node {
-        Node { id: 1, port: 9592, controller_port: 9593, dir: PathBuf::from("/tmp/stack/broker") }
+        Node { id: 1, port: 9592, controller_port: 9593, dir: PathBuf::from("/tmp/stack/broker"), voters: vec![] }
+    }
+
+    fn cluster_node(id: u32) -> Node {
+        let (port, controller_port) = node_ports(id, 9592, 9593);
+        let voters = (1..=3).map(|i| (i, node_ports(i, 9592, 9593).1)).collect();
+        Node { id, port, controller_port, dir: PathBuf::from(format!("/tmp/stack/broker-{id}")), voters }
+    }
+
+    #[test]
+    fn cluster_nodes_have_their_own_ports_and_one_quorum() {
+        let p = cluster_node(2).server_properties();
+        assert!(p.contains("node.id=2\n"), "{p}");
+        assert!(p.contains("listeners=PLAINTEXT://127.0.0.1:9594,CONTROLLER://127.0.0.1:9595\n"), "{p}");
+        assert!(p.contains("controller.quorum.voters=1@127.0.0.1:9593,2@127.0.0.1:9595,3@127.0.0.1:9597\n"), "{p}");
+        assert!(!p.contains("controller.quorum.bootstrap.servers"), "a static quorum names its voters only");
+        for line in ["default.replication.factor=3", "min.insync.replicas=2", "offsets.topic.replication.factor=3"] {
+            assert!(p.lines().any(|l| l == line), "{line} missing");
+        }
+        assert!(!cluster_node(3).format_args(Path::new("/l"), "id").contains(&"--standalone".to_string()));
+        assert!(node().format_args(Path::new("/l"), "id").contains(&"--standalone".to_string()));
+        // The single node stays as it was: one replica of everything.
+        let single = node().server_properties();
+        assert!(single.lines().any(|l| l == "offsets.topic.replication.factor=1"));
+        assert!(!single.contains("default.replication.factor"));
+    }
+
+    #[test]
+    fn cluster_nodes_share_one_cluster_id() {
+        let root = std::env::temp_dir().join(format!("c4a-cid-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let ids: Vec<String> = (1..=3)
+            .map(|i| Node { dir: root.join(format!("broker-{i}")), ..cluster_node(i) }.cluster_id().unwrap())
+            .collect();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(ids[0].len(), 22);
+        assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
     }
 
     #[test]

@@ -227,8 +227,20 @@ impl Observer {
                     name: t.name().to_string(),
                     internal: t.name().starts_with("__"),
                     partitions: t.partitions().iter().map(|p| (p.id(), p.leader())).collect(),
+                    replicas: t
+                        .partitions()
+                        .iter()
+                        .map(|p| wire::Replicas {
+                            partition: p.id(),
+                            leader: p.leader(),
+                            replicas: p.replicas().to_vec(),
+                            isr: p.isr().to_vec(),
+                            offline: vec![],
+                        })
+                        .collect(),
                 })
                 .collect(),
+            racks: Default::default(),
         })
     }
 
@@ -256,10 +268,21 @@ impl Observer {
     /// Every consumer group (both protocols), described.
     pub fn groups(&self) -> anyhow::Result<Vec<GroupInfo>> {
         let mut listed: BTreeMap<String, wire::ListedGroup> = BTreeMap::new();
+        // A broker of a cluster that just died stays in Metadata until the controller fences
+        // it; the groups it coordinated are moving to the survivors, which list them.
+        let mut failed = None;
+        let mut answered = false;
         for broker in self.brokers() {
-            let groups =
-                wire::list_groups(&broker, self.timeout).with_context(|| format!("listing groups on {broker}"))?;
-            listed.extend(groups.into_iter().map(|g| (g.group.clone(), g)));
+            match wire::list_groups(&broker, self.timeout) {
+                Ok(groups) => {
+                    answered = true;
+                    listed.extend(groups.into_iter().map(|g| (g.group.clone(), g)));
+                }
+                Err(e) => failed = Some(anyhow::Error::new(e).context(format!("listing groups on {broker}"))),
+            }
+        }
+        if let (false, Some(e)) = (answered, failed) {
+            return Err(e);
         }
         let names: Vec<String> = listed.keys().cloned().collect();
         self.learn_coordinators(&names);

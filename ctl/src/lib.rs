@@ -7,6 +7,7 @@ pub mod admin;
 pub mod alerts;
 pub mod bench;
 pub mod broker;
+pub mod cluster;
 pub mod control;
 pub mod dlq;
 pub mod drill;

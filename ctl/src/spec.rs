@@ -114,12 +114,10 @@ impl ServiceKind {
         matches!(self, ServiceKind::RouterService)
     }
 
-    /// Instance name of replica `n` (1-based). The broker is a single `broker`.
+    /// Instance name of replica `n` (1-based): `router-service-2`, `broker-3`. The single broker of
+    /// a one-node stack is `broker` ([`StackSpec::instance_name`]).
     pub fn instance_name(self, n: u32) -> String {
-        match self {
-            ServiceKind::Broker => "broker".into(),
-            _ => format!("{}-{n}", self.name()),
-        }
+        format!("{}-{n}", self.name())
     }
 }
 
@@ -235,8 +233,11 @@ pub struct StackSpec {
     pub provider_reject_rate: f64,
     /// Kafka's jars (`broker::locate_libs`); None when not installed.
     pub kafka_libs: Option<PathBuf>,
-    /// The broker node's directory (config, log4j2 config, data).
+    /// The broker node's directory (config, log4j2 config, data); the nodes of a cluster live
+    /// beside it in `broker-1`, `broker-2`, ...
     pub broker_data: PathBuf,
+    /// Embedded Kafka nodes: 1 (the default, instance `broker`) or 3 (`broker-1..3`).
+    pub brokers: u32,
     pub ports: Ports,
     pub database_url: String,
     pub redis_url: String,
@@ -269,9 +270,22 @@ pub struct Launch {
 }
 
 impl StackSpec {
+    /// The name of replica `n` of `kind`; a one-node stack's broker is `broker`, as it always was.
+    pub fn instance_name(&self, kind: ServiceKind, n: u32) -> String {
+        if kind == ServiceKind::Broker && self.brokers <= 1 {
+            return "broker".into();
+        }
+        kind.instance_name(n)
+    }
+
+    /// The client addresses of the embedded nodes, in node order (the services' bootstrap list).
+    pub fn broker_addresses(&self) -> Vec<String> {
+        (1..=self.brokers.max(1)).map(|n| format!("127.0.0.1:{}", self.port_of(ServiceKind::Broker, n))).collect()
+    }
+
     pub fn port_of(&self, kind: ServiceKind, n: u32) -> u16 {
         match kind {
-            ServiceKind::Broker => self.ports.kafka,
+            ServiceKind::Broker => crate::broker::node_ports(n, self.ports.kafka, self.ports.kafka_controller).0,
             ServiceKind::WhatsappProvider => self.ports.whatsapp_provider,
             ServiceKind::TelegramProvider => self.ports.telegram_provider,
             ServiceKind::InstagramProvider => self.ports.instagram_provider,
@@ -286,13 +300,19 @@ impl StackSpec {
         }
     }
 
-    /// The embedded broker's KRaft node.
-    pub fn broker_node(&self) -> crate::broker::Node {
+    /// Node `n` (1-based) of the embedded broker.
+    pub fn broker_node(&self, n: u32) -> crate::broker::Node {
+        let (kafka, controller) = (self.ports.kafka, self.ports.kafka_controller);
+        let (port, controller_port) = crate::broker::node_ports(n, kafka, controller);
+        if self.brokers <= 1 {
+            return crate::broker::Node { id: 1, port, controller_port, dir: self.broker_data.clone(), voters: vec![] };
+        }
         crate::broker::Node {
-            id: 1,
-            port: self.ports.kafka,
-            controller_port: self.ports.kafka_controller,
-            dir: self.broker_data.clone(),
+            id: n,
+            port,
+            controller_port,
+            dir: self.broker_data.with_file_name(format!("broker-{n}")),
+            voters: (1..=self.brokers).map(|i| (i, crate::broker::node_ports(i, kafka, controller).1)).collect(),
         }
     }
 
@@ -305,16 +325,17 @@ impl StackSpec {
                     crate::broker::KAFKA_VERSION
                 )
             })?;
+            let node = self.broker_node(n);
             return Ok(Launch {
                 program: crate::broker::java(),
-                args: self.broker_node().jvm_args(&libs),
+                args: node.jvm_args(&libs),
                 env: vec![],
                 port,
-                cwd: Some(self.broker_data.clone()),
+                cwd: Some(node.dir.clone()),
                 probe: Probe::Kafka,
             });
         }
-        let instance = kind.instance_name(n);
+        let instance = self.instance_name(kind, n);
         if let Some(channel) = kind.provider_channel() {
             let args = vec![
                 "--instance".to_string(),
@@ -391,7 +412,11 @@ mod tests {
     #[test]
     fn instance_names() {
         assert_eq!(ServiceKind::RouterService.instance_name(2), "router-service-2");
-        assert_eq!(ServiceKind::Broker.instance_name(1), "broker");
+        assert_eq!(ServiceKind::Broker.instance_name(1), "broker-1");
+        assert_eq!(spec(0).instance_name(ServiceKind::Broker, 1), "broker", "one node keeps its name");
+        let cluster = StackSpec { brokers: 3, ..spec(0) };
+        assert_eq!(cluster.instance_name(ServiceKind::Broker, 3), "broker-3");
+        assert_eq!(cluster.instance_name(ServiceKind::RouterService, 1), "router-service-1");
         assert_eq!(ServiceKind::ApiGateway.instance_name(1), "api-gateway-1");
     }
 
@@ -412,6 +437,7 @@ mod tests {
             provider_reject_rate: 0.1,
             kafka_libs: None,
             broker_data: "/tmp/stack/broker".into(),
+            brokers: 1,
             ports: Ports::with_offset(offset),
             database_url: "postgres://x".into(),
             redis_url: "redis://x".into(),
@@ -419,6 +445,20 @@ mod tests {
             embedded_broker: true,
             group_protocol: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_cluster_has_three_nodes_with_their_own_ports_and_dirs() {
+        let s = StackSpec { brokers: 3, ..spec(700) };
+        assert_eq!(s.broker_addresses(), ["127.0.0.1:9792", "127.0.0.1:9794", "127.0.0.1:9796"]);
+        let n2 = s.broker_node(2);
+        assert_eq!((n2.id, n2.port, n2.controller_port), (2, 9794, 9795));
+        assert_eq!(n2.dir, PathBuf::from("/tmp/stack/broker-2"));
+        assert_eq!(n2.voters, vec![(1, 9793), (2, 9795), (3, 9797)]);
+        let one = spec(700);
+        assert_eq!(one.broker_addresses(), ["127.0.0.1:9792"]);
+        assert_eq!(one.broker_node(1).dir, PathBuf::from("/tmp/stack/broker"));
+        assert!(one.broker_node(1).voters.is_empty());
     }
 
     #[test]

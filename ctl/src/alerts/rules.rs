@@ -27,6 +27,7 @@ pub(super) fn all(p: &Params) -> Vec<RuleGroup> {
         RuleGroup { name: "chat4all-instances".into(), interval: interval.clone(), rules: instances(p) },
         RuleGroup { name: "chat4all-pipeline".into(), interval: interval.clone(), rules: pipeline(p) },
         RuleGroup { name: "chat4all-outbox".into(), interval: interval.clone(), rules: outbox(p) },
+        RuleGroup { name: "chat4all-kafka-cluster".into(), interval: interval.clone(), rules: kafka_cluster(p) },
         RuleGroup { name: "chat4all-exporter".into(), interval, rules: exporter(p) },
     ]
 }
@@ -178,6 +179,53 @@ fn instances(p: &Params) -> Vec<Rule> {
             "The exporter reports no instance state (chat4all_instance_up): it runs without a supervisor to \
              ask, so instance-down alerts cannot fire."
                 .into(),
+        ),
+    ]
+}
+
+/// The Kafka cluster (kafka_exporter's replica series and ours, `exporter/brokers.rs`). A single
+/// broker has nothing to be under-replicated against; these matter for `up --brokers 3`.
+fn kafka_cluster(p: &Params) -> Vec<Rule> {
+    let down = prom_duration(p.down_for);
+    vec![
+        rule(
+            "Chat4allKafkaUnderReplicatedPartitions",
+            "sum by (topic) (kafka_topic_partition_under_replicated_partition) > 0".into(),
+            Some(down.clone()),
+            "warning",
+            "Partitions under-replicated",
+            format!(
+                "{{{{ $value }}}} partitions of {{{{ $labels.topic }}}} have fewer in-sync replicas than replicas for {down}: one more broker lost may stop writes (min.insync.replicas). `chat4allctl topics describe --under-replicated` names them."
+            ),
+        ),
+        rule(
+            "Chat4allKafkaOfflinePartitions",
+            "count by (topic) (kafka_topic_partition_leader < 0) > 0".into(),
+            None,
+            "critical",
+            "Partitions without a leader",
+            "{{ $value }} partitions of {{ $labels.topic }} have no leader: nothing can be written to or read from them until a replica's broker returns."
+                .into(),
+        ),
+        rule(
+            "Chat4allKafkaNoActiveController",
+            "chat4all_kafka_active_controllers == 0".into(),
+            Some(down.clone()),
+            "critical",
+            "No active Kafka controller",
+            format!(
+                "The KRaft quorum has had no active controller for {down}: no leader can be elected and no topic changed (a majority of the controllers is down; `chat4allctl brokers`)."
+            ),
+        ),
+        rule(
+            "Chat4allKafkaBrokerDown",
+            "chat4all_kafka_broker_up == 0".into(),
+            Some(down.clone()),
+            "critical",
+            "Kafka broker down",
+            format!(
+                "Broker {{{{ $labels.broker }}}} is a voter or holds replicas but has not been in the cluster's metadata for {down} (`chat4allctl brokers`)."
+            ),
         ),
     ]
 }

@@ -1,4 +1,4 @@
-//! `drill`: the fault drills (kill-active, kill-random, broker-restart) with a report and a
+//! `drill`: the fault drills (kill-active, kill-random, broker-restart, kill-broker) with a report and a
 //! verdict; exit code 1 when a criterion fails.
 
 use std::time::Duration;
@@ -22,8 +22,25 @@ pub enum DrillCommand {
     /// Kill a random router COUNT times, INTERVAL apart, under sustained load; each victim is
     /// started again half an interval after its kill, so N routers stay.
     KillRandom(KillRandomArgs),
-    /// Stop and start the broker under load: nothing accepted may be lost.
+    /// Stop and start the broker under load: nothing accepted may be lost. On a cluster
+    /// (`up --brokers 3`) a rolling restart: one node at a time, each back in sync before the next.
     BrokerRestart(BrokerRestartArgs),
+    /// On a cluster (`up --brokers 3`): SIGKILL the broker leading --leader-of under load (default
+    /// 100 msg/s), start it again after --down; reports the leader election, the under-replicated
+    /// time and accepted / delivered / duplicated / lost.
+    KillBroker(KillBrokerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KillBrokerArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The partition whose leader dies, TOPIC-N.
+    #[arg(long, default_value = "chat-events-0", value_parser = chat4all_ctl::drill::broker::parse_partition)]
+    pub leader_of: (String, i32),
+    /// How long the killed broker stays down (from the kill).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub down: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +146,10 @@ pub async fn drill(cli: &Cli, cmd: &DrillCommand) -> anyhow::Result<()> {
         }
         DrillCommand::BrokerRestart(a) => {
             (plan(Scenario::BrokerRestart { down_secs: a.down.as_secs_f64() }, &a.common, Some(100)), &a.common)
+        }
+        DrillCommand::KillBroker(a) => {
+            let leader_of = format!("{}-{}", a.leader_of.0, a.leader_of.1);
+            (plan(Scenario::KillBroker { leader_of, down_secs: a.down.as_secs_f64() }, &a.common, Some(100)), &a.common)
         }
     };
     plan.validate().map_err(usage)?;

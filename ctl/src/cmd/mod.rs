@@ -6,6 +6,7 @@ mod apikey;
 mod bench;
 mod bench_gateway;
 mod bench_observe;
+mod brokers;
 mod dlq;
 mod drill;
 mod exporter;
@@ -15,6 +16,7 @@ mod provider;
 mod relay;
 mod repartition;
 mod status;
+mod topics;
 mod up;
 mod watch;
 
@@ -54,6 +56,9 @@ Examples:
   chat4allctl repartition chat-events --partitions 4 --dry-run
   chat4allctl dlq list --since 1h  dead letters of the last hour, with the reason
   chat4allctl dlq replay --all --dry-run
+  chat4allctl up --brokers 3 --detach   a three-node Kafka cluster (broker-1..3)
+  chat4allctl brokers              which broker is alive, controls, leads what
+  chat4allctl topics describe chat-events --under-replicated
   chat4allctl down";
 
 #[derive(Debug, Parser)]
@@ -119,6 +124,11 @@ pub enum Command {
     Lag(lag::LagArgs),
     /// The rebalance timeline: assigned / revoked partitions per instance, with the cause.
     Events(groups::EventsArgs),
+    /// The Kafka cluster's brokers: id, address, rack, controller, alive, partitions led.
+    Brokers,
+    /// Topics: `topics describe chat-events` (leader, replicas, ISR, under-replicated per partition).
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
     /// The instances of the local stack.
     #[command(alias = "ps")]
     Instances,
@@ -197,6 +207,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down => up::down(&cli).await,
         Command::Status => status::status(&cli).await,
         Command::Instances => status::instances(&cli).await,
+        Command::Brokers => brokers::brokers(&cli).await,
+        Command::Topics(c) => topics::topics(&cli, c).await,
         Command::Groups(c) => groups::groups(&cli, c).await,
         Command::Lag(a) => lag::lag(&cli, a).await,
         Command::Events(a) => groups::events(&cli, a).await,

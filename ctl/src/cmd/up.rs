@@ -26,6 +26,12 @@ pub struct UpArgs {
     /// Router instances to start (consumer group `router-service`).
     #[arg(long, default_value_t = 3)]
     pub routers: u32,
+    /// Kafka nodes to run: 1 (instance `broker`) or 3 (`broker-1..3`: one KRaft quorum,
+    /// replication factor 3 and min.insync.replicas 2 for every topic; node N listens on
+    /// 9092 + 2(N-1) + port offset). A stack keeps its data per node count: `--brokers 3` on a
+    /// stack that ran with one starts an empty cluster.
+    #[arg(long, env = "CHAT4ALL_BROKERS", default_value_t = 1)]
+    pub brokers: u32,
     /// Start in the background and return once every instance is healthy.
     #[arg(short, long)]
     pub detach: bool,
@@ -147,6 +153,9 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     if args.routers == 0 || args.routers > 32 {
         return Err(usage("--routers must be from 1 to 32"));
     }
+    if args.brokers != 1 && args.brokers != 3 {
+        return Err(usage(format!("--brokers {} is not supported: 1 or 3", args.brokers)));
+    }
     let database_url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chat4all");
     let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379");
     require_reachable("PostgreSQL", &database_url, 5432).await?;
@@ -163,25 +172,29 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
             chat4all_ctl::broker::tools_root().display()
         )));
     }
+    if external.is_some() && args.brokers != 1 {
+        return Err(usage("--brokers runs embedded Kafka nodes; with KAFKA_BOOTSTRAP set the stack uses that cluster"));
+    }
     std::fs::create_dir_all(data.logs_dir()).with_context(|| format!("creating {}", data.root().display()))?;
     std::fs::create_dir_all(data.broker_dir())?;
     if args.detach && !args.supervise {
         return detach(cli, args, &data).await;
     }
-    let ports = Ports::with_offset(args.port_offset);
-    let spec = StackSpec {
+    let mut spec = StackSpec {
         server_bin,
         provider_bin,
         provider_reject_rate: args.provider_failure_rate,
         kafka_libs,
         broker_data: data.broker_dir(),
-        kafka_bootstrap: external.clone().unwrap_or_else(|| format!("127.0.0.1:{}", ports.kafka)),
+        brokers: args.brokers,
+        kafka_bootstrap: String::new(),
         embedded_broker: external.is_none(),
         group_protocol: args.group_protocol,
-        ports,
+        ports: Ports::with_offset(args.port_offset),
         database_url,
         redis_url,
     };
+    spec.kafka_bootstrap = external.unwrap_or_else(|| spec.broker_addresses().join(","));
     supervise(&data, spec, args).await
 }
 
@@ -294,6 +307,8 @@ async fn detach(cli: &Cli, args: &UpArgs, data: &DataDir) -> anyhow::Result<()> 
         .arg("--supervise")
         .arg("--routers")
         .arg(args.routers.to_string())
+        .arg("--brokers")
+        .arg(args.brokers.to_string())
         .arg("--control-port")
         .arg(args.control_port.unwrap_or(7070 + args.port_offset).to_string())
         .arg("--port-offset")

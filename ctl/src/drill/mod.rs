@@ -9,6 +9,7 @@
 //! * [`report`]: the verdict and the report in Markdown and JSON;
 //! * [`run`]: the scenarios.
 
+pub mod broker;
 pub mod count;
 pub mod load;
 pub mod observe;

@@ -29,6 +29,9 @@ pub enum Scenario {
     KillRandom { count: u32, interval_secs: f64 },
     /// Stop and start the broker under load.
     BrokerRestart { down_secs: f64 },
+    /// On a cluster: SIGKILL the broker leading `leader_of` (`chat-events-0`) under load, start
+    /// it again after `down_secs`.
+    KillBroker { leader_of: String, down_secs: f64 },
 }
 
 impl Scenario {
@@ -37,6 +40,7 @@ impl Scenario {
             Scenario::KillActive => "kill-active",
             Scenario::KillRandom { .. } => "kill-random",
             Scenario::BrokerRestart { .. } => "broker-restart",
+            Scenario::KillBroker { .. } => "kill-broker",
         }
     }
 }

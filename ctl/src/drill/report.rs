@@ -54,6 +54,9 @@ pub struct BrokerOutage {
     pub first_processed_at: Option<DateTime<Utc>>,
     /// Broker back -> first delivery routed.
     pub resume_ms: Option<i64>,
+    /// kill-broker: the leader election and the under-replicated time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader_kill: Option<super::broker::LeaderKill>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -271,6 +274,21 @@ impl DrillReport {
         if let Some(b) = &self.broker {
             let _ = writeln!(s, "| broker down | {} |", secs(Some(b.down_ms)));
             let _ = writeln!(s, "| broker back -> first delivery routed | {} |", secs(b.resume_ms));
+            if let Some(k) = &b.leader_kill {
+                let _ = writeln!(s, "| killed | {} (leader of {}) |", k.victim, k.partition);
+                let _ = writeln!(
+                    s,
+                    "| leader election (kill -> new leader {}) | {} |",
+                    crate::output::or_dash(k.new_leader),
+                    secs(k.leader_election_ms)
+                );
+                let _ = writeln!(
+                    s,
+                    "| under-replicated (kill -> every ISR full, {} partitions) | {} |",
+                    k.under_replicated_partitions,
+                    secs(k.under_replicated_ms)
+                );
+            }
         }
         let t = &self.traffic;
         let _ = writeln!(s, "| requests sent | {} |", t.sent);

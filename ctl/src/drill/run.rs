@@ -307,6 +307,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
     let mut kills: Vec<Kill> = Vec::new();
     let mut restarts: Vec<DateTime<Utc>> = Vec::new();
     let mut broker: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    let mut leader_kill = None;
 
     let traffic_start = Utc::now();
     let mut tally: Tally = match &plan.scenario {
@@ -353,18 +354,39 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
             let load = ctx.load(interval, 0, None);
             tokio::time::sleep(Duration::from_secs(3)).await;
             let stopped = Utc::now();
-            ctx.stack.rt.act("broker", "stop").await.context("stopping the broker")?;
-            tokio::time::sleep(Duration::from_secs_f64(*down_secs)).await;
-            ctx.stack.rt.act("broker", "start").await.context("starting the broker")?;
+            let nodes = super::broker::broker_instances(&ctx.stack.rt).await?;
+            if nodes.len() > 1 {
+                // A cluster: rolling, one node at a time, each back in sync before the next.
+                let (bootstrap, timeout) = (&ctx.stack.bootstrap, ctx.stack.timeout);
+                super::broker::rolling_restart(&ctx.stack.rt, bootstrap, timeout, &nodes).await?;
+            } else {
+                ctx.stack.rt.act("broker", "stop").await.context("stopping the broker")?;
+                tokio::time::sleep(Duration::from_secs_f64(*down_secs)).await;
+                ctx.stack.rt.act("broker", "start").await.context("starting the broker")?;
+            }
             let started = Utc::now();
             broker = Some((stopped, started));
             tokio::time::sleep(Duration::from_secs(5)).await;
             load.stop().await
         }
+        Scenario::KillBroker { leader_of, down_secs } => {
+            let load = ctx.load(interval, 0, None);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let down = Duration::from_secs_f64(*down_secs);
+            let (k, started, isr) =
+                super::broker::kill_leader(&ctx.stack.rt, &ctx.stack.bootstrap, ctx.stack.timeout, leader_of, down)
+                    .await?;
+            broker = Some((k.killed_at, started));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let tally = load.stop().await;
+            leader_kill = Some(isr.await.unwrap_or(k));
+            tally
+        }
     };
     let traffic_detail = format!("{} sent, {} accepted, {} failed", tally.sent, tally.accepted.len(), tally.failed);
     let fault_detail = match &plan.scenario {
         Scenario::BrokerRestart { .. } => "broker stopped and started while traffic flowed".to_string(),
+        Scenario::KillBroker { leader_of, .. } => format!("the leader of {leader_of} killed and started again"),
         _ => kills
             .iter()
             .map(|k| format!("{} {:?} at {}", k.victim, k.method, k.at.format("%T%.3f")))
@@ -473,6 +495,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
                 down_ms: (started - stopped).num_milliseconds(),
                 first_processed_at: first.as_ref().map(|f| f.0),
                 resume_ms: first.as_ref().map(|f| (f.0 - started).num_milliseconds()),
+                leader_kill: leader_kill.clone(),
             };
             let mut push = |at: DateTime<Utc>, event: &str, detail: String| {
                 entries.push(timeline::Entry {
@@ -482,7 +505,18 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
                     detail,
                 })
             };
-            push(stopped, "broker stop requested", "SIGTERM through the control plane".into());
+            match &leader_kill {
+                Some(k) => {
+                    push(stopped, "broker killed", format!("{} (leader of {}), SIGKILL", k.victim, k.partition));
+                    if let (Some(at), Some(l)) = (k.elected_at, k.new_leader) {
+                        push(at, "new leader elected", format!("broker {l} leads {}", k.partition));
+                    }
+                    if let Some(ms) = k.under_replicated_ms {
+                        push(k.killed_at + chrono::Duration::milliseconds(ms), "every ISR full again", String::new());
+                    }
+                }
+                None => push(stopped, "broker stop requested", "SIGTERM through the control plane".into()),
+            }
             push(started, "broker started", format!("down {:.2} s", o.down_ms as f64 / 1000.0));
             if let Some((at, by)) = first {
                 push(at, "first delivery routed after the restart", by);

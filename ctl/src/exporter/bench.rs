@@ -107,6 +107,7 @@ pub fn synthetic(groups: usize, partitions: usize, samples: usize) -> (Latest, E
         instances,
         rebalances: (0..groups).map(|g| (format!("group-{g}"), 12)).collect(),
         log_ends: [(("dead-letters".to_string(), 0), 7)].into_iter().collect(),
+        cluster: None,
         dlq: None,
         pipeline: None,
         error: None,

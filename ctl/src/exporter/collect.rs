@@ -45,6 +45,8 @@ pub struct Extras {
     /// (topic, partition) -> log-end offset of every partition of every topic, so that topics no
     /// group reads (the dead-letter topic) have `kafka_topic_partition_current_offset` too.
     pub log_ends: BTreeMap<(String, i32), i64>,
+    /// The brokers and replicas (kafka_exporter's broker series); None when unreadable.
+    pub cluster: Option<crate::cluster::ClusterView>,
     /// The DLQ depth (`dlq::Depth`), when the pipeline collector has one.
     pub dlq: Option<crate::dlq::Depth>,
     /// The message-service's pipeline view (outbox relay, oldest pending per channel), when the
@@ -162,6 +164,7 @@ pub async fn run(
         }
     };
     let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().expect("HTTP client builds");
+    let cluster_observer = crate::kafka::Observer::new(&bootstrap, Duration::from_secs(2)).ok().map(Arc::new);
     let mut counter = RebalanceCounter::default();
     let mut redis: Option<redis::aio::MultiplexedConnection> = None;
     let mut tick = tokio::time::interval(interval);
@@ -211,8 +214,19 @@ pub async fn run(
             }
             None => BTreeMap::new(),
         };
+        let cluster = match &cluster_observer {
+            Some(o) => match crate::cluster::observe(o.clone(), Duration::from_secs(2)).await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    errors.push(format!("cluster: {e:#}"));
+                    None
+                }
+            },
+            None => None,
+        };
         let mut w = out.write().unwrap_or_else(|e| e.into_inner());
         w.log_ends = ends;
+        w.cluster = cluster;
         // A runtime that does not answer reports no instances (rather than the last known states).
         w.instances = instances.unwrap_or_default();
         w.ready = ready;

@@ -4,6 +4,7 @@
 //! delivery per channel, DLQ depth). A scrape renders the latest observation: it never waits for the broker.
 
 pub mod bench;
+pub mod brokers;
 pub mod collect;
 pub mod render;
 

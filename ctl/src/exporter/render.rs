@@ -218,6 +218,8 @@ pub fn render(latest: &Latest, extras: &Extras, now: DateTime<Utc>) -> String {
     error.set(i64::from(latest.error.is_some()));
     reg.register("chat4all_exporter_sample_error", "1 when the last observation of the broker failed", error);
 
+    super::brokers::register(&mut reg, extras.cluster.as_ref());
+
     let mut out = String::with_capacity(16 * 1024);
     if prometheus_client::encoding::text::encode(&mut out, &reg).is_err() {
         out.clear();

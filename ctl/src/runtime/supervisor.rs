@@ -121,7 +121,12 @@ impl Supervisor {
     /// Starts the whole stack in dependency order and waits until every instance is live.
     pub async fn start_stack(self: &Arc<Self>, routers: u32) -> anyhow::Result<()> {
         if self.spec.embedded_broker {
-            self.start(ServiceKind::Broker, 1).await?;
+            // Together: a node of a cluster serves requests only once a majority of the
+            // controller quorum runs, so waiting for each in turn would wait forever.
+            let nodes = (1..=self.spec.brokers.max(1)).map(|n| self.start(ServiceKind::Broker, n));
+            for r in futures::future::join_all(nodes).await {
+                r?;
+            }
         }
         // The providers first: they depend on nothing, and the connectors call them.
         let providers = [ServiceKind::WhatsappProvider, ServiceKind::TelegramProvider, ServiceKind::InstagramProvider];
@@ -150,7 +155,7 @@ impl Supervisor {
 
     /// Starts replica `n` of `kind` and waits until it answers its health probe.
     pub async fn start(self: &Arc<Self>, kind: ServiceKind, n: u32) -> anyhow::Result<()> {
-        let name = kind.instance_name(n);
+        let name = self.spec.instance_name(kind, n);
         let launch = self.spec.launch(kind, n)?;
         let run = {
             let mut slots = self.slots.lock().expect("slots lock");
@@ -174,12 +179,12 @@ impl Supervisor {
             slot.run
         };
         let log_start = std::fs::metadata(self.data.log_file(&name)).map(|m| m.len()).unwrap_or(0);
-        if let Err(e) = self.ports_free(kind, &launch).await {
+        if let Err(e) = self.ports_free(kind, n, &launch).await {
             self.set_exit(&name, run, InstanceState::Exited, format!("failed to start: {e:#}"));
             return Err(e);
         }
         if kind == ServiceKind::Broker {
-            if let Err(e) = self.prepare_broker().await {
+            if let Err(e) = self.prepare_broker(n).await {
                 self.set_exit(&name, run, InstanceState::Exited, format!("failed to start: {e:#}"));
                 return Err(e);
             }
@@ -213,10 +218,10 @@ impl Supervisor {
 
     /// Refuses to start an instance whose port something else answers on: its health probe would
     /// talk to that other process (another stack's broker, say) and call this one healthy.
-    async fn ports_free(&self, kind: ServiceKind, launch: &Launch) -> anyhow::Result<()> {
+    async fn ports_free(&self, kind: ServiceKind, n: u32, launch: &Launch) -> anyhow::Result<()> {
         let mut ports = vec![launch.port];
         if kind == ServiceKind::Broker {
-            ports.push(self.spec.ports.kafka_controller);
+            ports.push(self.spec.broker_node(n).controller_port);
         }
         for port in ports {
             let probe =
@@ -231,8 +236,8 @@ impl Supervisor {
     }
 
     /// Writes the broker's configuration and formats its storage on first use.
-    async fn prepare_broker(&self) -> anyhow::Result<()> {
-        let node = self.spec.broker_node();
+    async fn prepare_broker(&self, n: u32) -> anyhow::Result<()> {
+        let node = self.spec.broker_node(n);
         let libs = self.spec.kafka_libs.clone().ok_or_else(|| anyhow::anyhow!("Apache Kafka is not installed"))?;
         tokio::task::spawn_blocking(move || node.ensure_formatted(&libs)).await.context("formatting task")?
     }
@@ -500,12 +505,12 @@ impl Supervisor {
             let starts = to_start.iter().map(|n| self.start(kind, *n));
             for (n, r) in to_start.iter().zip(futures::future::join_all(starts).await) {
                 r?;
-                result.started.push(kind.instance_name(*n));
+                result.started.push(self.spec.instance_name(kind, *n));
             }
         } else {
             let to_stop: Vec<u32> = alive.iter().rev().take((before - replicas) as usize).copied().collect();
             let stops = to_stop.iter().map(|n| {
-                let name = kind.instance_name(*n);
+                let name = self.spec.instance_name(kind, *n);
                 async move { self.stop(&name).await.map(|_| name) }
             });
             for r in futures::future::join_all(stops).await {

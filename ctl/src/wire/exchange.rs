@@ -4,9 +4,10 @@
 
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
-    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, OffsetFetchRequest, OffsetFetchResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetFetchRequest,
+    OffsetFetchResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message};
 
@@ -35,6 +36,7 @@ exchanges! {
     ConsumerGroupDescribe: ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse,
     LeaveGroup: LeaveGroupRequest => LeaveGroupResponse,
     Metadata: MetadataRequest => MetadataResponse,
+    DescribeQuorum: DescribeQuorumRequest => DescribeQuorumResponse,
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The Kafka protocol for the requests the admin side of librdkafka does not expose (or exposes
 //! without the fields we need): ApiVersions, FindCoordinator, OffsetFetch, ListOffsets,
-//! ListGroups, DescribeGroups, ConsumerGroupDescribe, LeaveGroup, Metadata. Messages are the
+//! ListGroups, DescribeGroups, ConsumerGroupDescribe, LeaveGroup, Metadata, DescribeQuorum. Messages are the
 //! `kafka-protocol` crate's, generated from Kafka's own message specs; this module picks the
 //! version ([`versions`]), keeps connections ([`pool`]) and turns answers into our types.
 //!
@@ -14,6 +14,7 @@ pub mod groups;
 pub mod metadata;
 pub mod offsets;
 mod pool;
+pub mod quorum;
 #[cfg(test)]
 mod testing;
 pub mod versions;
@@ -28,8 +29,9 @@ pub use groups::{
     consumer_group_describe, decode_assignment, describe_groups, leave_group, list_groups, ClassicGroup, ClassicMember,
     ConsumerGroup, ConsumerMember, LeaveResult, ListedGroup,
 };
-pub use metadata::{cluster, Cluster, TopicMeta};
+pub use metadata::{cluster, Cluster, Replicas, TopicMeta};
 pub use offsets::{committed_offsets, find_coordinator, find_coordinators, log_end_offsets, Committed};
+pub use quorum::{describe_quorum, Quorum};
 pub use versions::ApiRange;
 
 /// Kafka API keys used by callers that only ask whether the broker supports one.
@@ -43,6 +45,7 @@ pub mod api {
     pub const LIST_GROUPS: i16 = 16;
     pub const API_VERSIONS: i16 = 18;
     pub const CREATE_PARTITIONS: i16 = 37;
+    pub const DESCRIBE_QUORUM: i16 = 55;
     pub const CONSUMER_GROUP_DESCRIBE: i16 = 69;
 }
 
