@@ -25,6 +25,7 @@ use crate::lag::{LagHistory, Rules};
 use crate::providers::Providers;
 use crate::runtime::client::ProcessRuntime;
 use crate::runtime::InstanceState;
+use crate::runtime::Verb;
 use crate::view::GroupReader;
 
 const GROUP: &str = topics::ROUTER_GROUP;
@@ -168,7 +169,7 @@ impl Ctx<'_> {
         let (at, detail) = match self.plan.kill {
             KillMethod::Operator => {
                 let at = Utc::now();
-                (at, self.stack.rt.act(victim, "kill").await?)
+                (at, self.stack.rt.act(victim, Verb::Kill).await?)
             }
             KillMethod::Freeze => {
                 let pid = self.pid_of(victim).await?;
@@ -342,7 +343,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
                 let now = ctx.sample().await.unwrap_or_else(|_| before.clone());
                 kills.push(ctx.kill(&victim, &now).await?);
                 tokio::time::sleep(every / 2).await;
-                let r = ctx.stack.rt.act(&victim, "start").await;
+                let r = ctx.stack.rt.act(&victim, Verb::Start).await;
                 restarts.push(Utc::now());
                 r.with_context(|| format!("restarting {victim} after the kill"))?;
             }
@@ -353,9 +354,9 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
             let load = ctx.load(interval, 0, None);
             tokio::time::sleep(Duration::from_secs(3)).await;
             let stopped = Utc::now();
-            ctx.stack.rt.act("broker", "stop").await.context("stopping the broker")?;
+            ctx.stack.rt.act("broker", Verb::Stop).await.context("stopping the broker")?;
             tokio::time::sleep(Duration::from_secs_f64(*down_secs)).await;
-            ctx.stack.rt.act("broker", "start").await.context("starting the broker")?;
+            ctx.stack.rt.act("broker", Verb::Start).await.context("starting the broker")?;
             let started = Utc::now();
             broker = Some((stopped, started));
             tokio::time::sleep(Duration::from_secs(5)).await;
