@@ -30,8 +30,14 @@ echo "== starting the stack in $CHAT4ALL_HOME"
 "$CTL" up --detach
 
 echo "== integration tests"
-cargo test -p chat4all-tests --tests -- --test-threads=4 --skip repartition
+cargo test -p chat4all-tests --tests -- --test-threads=4 --skip repartition --skip docker_runtime
 
 # Last: it changes the stack for good (more partitions, a new topic generation).
 echo "== repartition under traffic"
 cargo test -p chat4all-tests --test repartition
+
+# The docker runtime on a real engine (its own stack: Compose project, data directory, database,
+# ports); bootstrap installs and starts dockerd only when asked.
+echo "== docker runtime"
+scripts/bootstrap.sh --docker
+cargo test -p chat4all-tests --test docker

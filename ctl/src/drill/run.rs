@@ -23,9 +23,7 @@ use crate::admin::Admin;
 use crate::error::usage;
 use crate::lag::{LagHistory, Rules};
 use crate::providers::Providers;
-use crate::runtime::client::ProcessRuntime;
-use crate::runtime::InstanceState;
-use crate::runtime::Verb;
+use crate::runtime::{InstanceState, Runtime, Verb};
 use crate::view::GroupReader;
 
 const GROUP: &str = topics::ROUTER_GROUP;
@@ -39,7 +37,10 @@ const LAG_GRACE: Duration = Duration::from_secs(15);
 /// Where the stack is.
 #[derive(Clone)]
 pub struct Stack {
-    pub rt: ProcessRuntime,
+    /// The runtime the drill kills and starts through (process or docker).
+    pub rt: std::sync::Arc<dyn Runtime>,
+    /// What the running stack wrote about itself (the providers' URLs).
+    pub info: Option<crate::control::SupervisorFile>,
     pub api_url: String,
     /// The message-service's admin API: the deliveries' progress and facts.
     pub admin: Admin,
@@ -267,7 +268,7 @@ fn consumer_tuning() -> ConsumerTuning {
 /// share for the run and get their faults back after it (also when the drill fails).
 pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport> {
     plan.validate().map_err(usage)?;
-    let providers = Providers::of_stack(Some(&stack.rt.info), stack.timeout);
+    let providers = Providers::of_stack(stack.info.as_ref(), stack.timeout);
     let Some(rate) = plan.provider_failure_rate else { return run_drill(stack, plan, &providers).await };
     let restore = providers.with_reject_rate(rate).await.context("setting the providers' reject rate")?;
     let result = run_drill(stack, plan, &providers).await;
@@ -535,7 +536,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
             .into_iter()
             .filter(|(t, _)| t.starts_with(topics::CHAT_EVENTS) && t != topics::DEAD_LETTERS)
             .collect(),
-        group_protocol: stack.rt.info.group_protocol.clone().unwrap_or_else(|| "classic".into()),
+        group_protocol: stack.info.as_ref().and_then(|i| i.group_protocol.clone()).unwrap_or_else(|| "classic".into()),
         session_timeout_ms: tuning.session_timeout_ms,
         heartbeat_interval_ms: tuning.heartbeat_interval_ms,
         assignment_strategy: tuning.assignment_strategy,

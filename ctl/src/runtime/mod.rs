@@ -195,6 +195,16 @@ pub trait Runtime: Send + Sync {
     /// Started / exited events of every instance from now on.
     fn events(&self) -> BoxStream<'_, anyhow::Result<InstanceEvent>>;
 
+    /// The offset history the supervisor samples (the docker runtime runs no sampler: empty).
+    fn lag_history(&self) -> BoxFuture<'_, anyhow::Result<crate::lag::LagHistory>> {
+        Box::pin(async { Ok(crate::lag::LagHistory::default()) })
+    }
+
+    /// The runtime's log of operator actions (the supervisor's; the docker runtime keeps none).
+    fn actions(&self) -> BoxFuture<'_, anyhow::Result<Vec<Action>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// Adds an operator action to the runtime's action log (the supervisor keeps one, which the
     /// timeline shows; the engine keeps none of ours, so the docker runtime drops it).
     fn record_action<'a>(

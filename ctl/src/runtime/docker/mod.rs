@@ -570,6 +570,78 @@ impl DockerRuntime {
             .try_flatten()
             .boxed()
     }
+
+    /// The container's log from now on, across its restarts (the engine ends a follow when the
+    /// container stops; this waits for the next run and attaches again). Lines carry the engine's
+    /// timestamps while read, so a line is never shown twice; they are stripped before output.
+    fn follow_across_runs(&self, name: &str) -> LogStream<'static> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<anyhow::Result<bytes::Bytes>>(64);
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let mut last = Utc::now();
+            loop {
+                let c = match this.find(&name).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if !c.running() {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                let since = last.timestamp() as i32;
+                let opts = LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .follow(true)
+                    .timestamps(true)
+                    .since(since)
+                    .build();
+                let mut logs = this.docker.logs(&c.id, Some(opts));
+                while let Some(chunk) = logs.next().await {
+                    let chunk = match chunk {
+                        Ok(o) => o.into_bytes(),
+                        Err(e) => {
+                            let _ = tx.send(Err(engine_error(e, "reading logs"))).await;
+                            return;
+                        }
+                    };
+                    let (fresh, newest) = strip_seen(&chunk, last);
+                    last = newest;
+                    if !fresh.is_empty() && tx.send(Ok(fresh.into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).boxed()
+    }
+}
+
+/// The lines of a timestamped log chunk written after `seen`, without their timestamps, and the
+/// newest timestamp in it (`2026-12-03T19:17:08.745276123Z message`).
+pub fn strip_seen(chunk: &[u8], seen: DateTime<Utc>) -> (Vec<u8>, DateTime<Utc>) {
+    let mut out = Vec::new();
+    let mut newest = seen;
+    for line in chunk.split_inclusive(|b| *b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let Some((ts, rest)) = text.split_once(' ') else { continue };
+        let Some(at) = parse_time(ts) else {
+            out.extend_from_slice(line);
+            continue;
+        };
+        if at > seen {
+            out.extend_from_slice(rest.as_bytes());
+            newest = newest.max(at);
+        }
+    }
+    (out, newest)
 }
 
 /// How a ctl service tells it is ready (the supervisor's probes).
@@ -612,7 +684,7 @@ impl Runtime for DockerRuntime {
     }
 
     fn follow<'a>(&'a self, name: &'a str) -> LogStream<'a> {
-        self.log_stream(name, true, "0".into())
+        self.follow_across_runs(name)
     }
 
     /// The engine's `start` and `die` events of the project's containers.
@@ -731,6 +803,17 @@ mod tests {
         assert_eq!(t.port(), 8092);
         let c = clone_config(&t, 3);
         assert_eq!(c.cmd.unwrap(), ["--instance", "router-service-3", "--listen", "0.0.0.0:8093", "router-service"]);
+    }
+
+    #[test]
+    fn a_followed_log_drops_what_was_seen_and_the_timestamps() {
+        let seen = parse_time("2026-12-03T19:17:08.5Z").unwrap();
+        let chunk = b"2026-12-03T19:17:08.4Z old\n2026-12-03T19:17:08.6Z new one\n2026-12-03T19:17:09Z two\n";
+        let (out, newest) = strip_seen(chunk, seen);
+        assert_eq!(String::from_utf8(out).unwrap(), "new one\ntwo\n");
+        assert_eq!(newest, parse_time("2026-12-03T19:17:09Z").unwrap());
+        let (again, _) = strip_seen(chunk, newest);
+        assert!(again.is_empty());
     }
 
     #[test]
