@@ -2,7 +2,8 @@
 //! containers; `groups describe` shows 3 router containers, one owner and 2 standbys; `kill` of the
 //! owner's container (exit 137, read back from the engine with the docker CLI) moves ownership;
 //! `scale router=4` then `=2` adds and removes containers; `restart` runs a new process in the same
-//! container; `logs -f` streams what the container writes; `down` removes every container.
+//! container; `logs -f` streams what the container writes; the default `drill kill-active`
+//! passes; `down` removes every container.
 //!
 //! Needs a Docker engine (`scripts/bootstrap.sh --docker` starts one) and fails without one. The
 //! stack has its own data directory, Compose project, database, Redis database and port offset,
@@ -36,19 +37,29 @@ impl DockerStack {
     /// `chat4allctl ARGS` against the docker stack, whatever it exits with.
     async fn run(&self, args: &[&str]) -> Result<CtlRun> {
         let env = [
-            ("CHAT4ALL_RUNTIME", "docker"),
-            ("CHAT4ALL_COMPOSE_PROJECT", PROJECT),
-            ("CHAT4ALL_PORT_OFFSET", OFFSET),
-            ("DATABASE_URL", DATABASE_URL),
-            ("REDIS_URL", REDIS_URL),
-            // Whatever the process stack of the other tests exported: this stack is found by its
-            // own data directory.
-            ("KAFKA_BOOTSTRAP", ""),
-            ("CHAT4ALL_API_URL", ""),
-            ("CHAT4ALL_GATEWAY_URL", ""),
-            ("CHAT4ALL_ADMIN_TOKEN", ""),
+            ("CHAT4ALL_HOME", self.cfg.home.to_string_lossy().into_owned()),
+            ("CHAT4ALL_RUNTIME", "docker".into()),
+            ("CHAT4ALL_COMPOSE_PROJECT", PROJECT.into()),
+            ("CHAT4ALL_PORT_OFFSET", OFFSET.into()),
+            ("DATABASE_URL", DATABASE_URL.into()),
+            ("REDIS_URL", REDIS_URL.into()),
         ];
-        ctl_run(&self.cfg, args, &env).await
+        let mut cmd = tokio::process::Command::new(&self.cfg.ctl);
+        cmd.args(args).stdin(std::process::Stdio::null()).kill_on_drop(true);
+        // Whatever the process stack of the other tests exported: this stack is found by its own
+        // data directory.
+        for k in ["KAFKA_BOOTSTRAP", "CHAT4ALL_API_URL", "CHAT4ALL_GATEWAY_URL", "CHAT4ALL_ADMIN_TOKEN"] {
+            cmd.env_remove(k);
+        }
+        cmd.envs(env);
+        let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+            .await
+            .with_context(|| format!("chat4allctl {} did not finish within 180 s", args.join(" ")))??;
+        Ok(CtlRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
     }
 
     /// `chat4allctl ARGS`, which must succeed; its stdout.
@@ -147,7 +158,8 @@ async fn docker_runtime_up_kill_scale_restart_logs_down() -> Result<()> {
     let down = stack.json(&["down"]).await;
     result?;
     let down = down?;
-    ensure!(down["removed"].as_array().map(Vec::len) == Some(13), "down: {down}");
+    // 11 platform containers and 3 routers (the drill scaled back to 3).
+    ensure!(down["removed"].as_array().map(Vec::len) == Some(14), "down: {down}");
     ensure!(router_containers()?.is_empty(), "containers left after down: {:?}", router_containers()?);
     Ok(())
 }
@@ -230,6 +242,13 @@ async fn scenario(stack: &DockerStack) -> Result<()> {
     ensure!(text.contains("\"message\":\"stopped\""), "logs -f saw no graceful stop:\n{text}");
     ensure!(text.contains("\"message\":\"listening\""), "logs -f saw no new run:\n{text}");
     settled(stack, 2).await?;
+
+    // The default drill on Docker: the owner's container killed under traffic, nothing lost,
+    // duplicated or reordered (the drill scales back to 3 routers first).
+    let drill = stack.json(&["drill", "kill-active"]).await?;
+    ensure!(drill["passed"] == true, "drill kill-active on docker: {}", drill["criteria"]);
+    let detail = drill["kills"][0]["kill"]["detail"].as_str().unwrap_or_default();
+    ensure!(detail.contains("exit code 137"), "the drill's kill was a container kill: {detail}");
 
     // An unknown instance: exit 2, one line naming the project.
     let bad = stack.run(&["kill", "router-service-9"]).await?;
