@@ -7,6 +7,9 @@
 #     once (about 10 s; scripts/kafka/pom.xml names the artifacts). Installed even when
 #     KAFKA_BOOTSTRAP points at an existing Kafka: the tests run Kafka's own tools from it;
 #   - tmux, for the dashboard's end-to-end test;
+#   - only with CHAT4ALL_DOCKER=1 or --docker (the Docker runtime's tests): Debian's docker.io and
+#     docker-compose, and a dockerd started where no engine answers on $DOCKER_HOST (default
+#     unix:///var/run/docker.sock). `up` without `--runtime docker` never needs any of it;
 #   - the workspace binaries (cargo build --workspace).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,11 +111,41 @@ ensure_tmux() {
   command -v tmux >/dev/null || apt_install tmux
 }
 
+docker_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+ensure_docker() {
+  # DESIGN.md section 7: dockerd runs as root here with no iptables (no NAT is needed: nothing is
+  # published beyond the host and nothing is pulled); containers talk over a user bridge network.
+  local host=${DOCKER_HOST:-unix:///var/run/docker.sock}
+  docker_answers && return 0
+  command -v dockerd >/dev/null || apt_install docker.io
+  command -v docker-compose >/dev/null || apt_install docker-compose
+  docker_answers && return 0
+  local log=/var/log/chat4all-dockerd.log
+  say "starting dockerd on $host (log $log)"
+  # setsid: the engine outlives this script and the shell that ran it.
+  setsid dockerd --iptables=false --ip-masq=false --storage-driver=overlay2 -H "$host" \
+    >"$log" 2>&1 </dev/null &
+  for _ in $(seq 1 60); do docker_answers && return 0; sleep 0.5; done
+  tail -n 20 "$log" >&2
+  say "dockerd did not answer on $host after 30s"
+  return 1
+}
+
+want_docker=${CHAT4ALL_DOCKER:-0}
+for arg in "$@"; do
+  case "$arg" in
+    --docker) want_docker=1 ;;
+    *) say "unknown argument: $arg (only --docker)"; exit 2 ;;
+  esac
+done
+
 ensure_postgres
 ensure_redis
 ensure_kafka
 ensure_promtool
 ensure_tmux
+if [ "$want_docker" = 1 ]; then ensure_docker; fi
 say "building the workspace"
 cargo build --workspace --quiet
 say "ready"

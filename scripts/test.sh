@@ -30,7 +30,7 @@ echo "== starting the stack in $CHAT4ALL_HOME"
 "$CTL" up --detach
 
 echo "== integration tests"
-cargo test -p chat4all-tests --tests -- --test-threads=4 --skip repartition
+cargo test -p chat4all-tests --tests -- --test-threads=4 --skip repartition --skip docker_runtime
 
 # Last: it changes the stack for good (more partitions, a new topic generation).
 echo "== repartition under traffic"
@@ -41,3 +41,9 @@ cargo test -p chat4all-tests --test repartition
 echo "== three-broker cluster (kill the leader of chat-events-0 under 1,000 msg/s)"
 "$CTL" down >/dev/null
 cargo test -p chat4all-tests --test cluster -- --ignored
+
+# The docker runtime on a real engine (its own stack: Compose project, data directory, database,
+# ports); bootstrap installs and starts dockerd only when asked.
+echo "== docker runtime"
+scripts/bootstrap.sh --docker
+cargo test -p chat4all-tests --test docker

@@ -4,6 +4,22 @@
 use std::time::Duration;
 
 use crate::runtime::InstanceInfo;
+use crate::spec::Probe;
+
+/// Whether the instance on `port` passes its readiness probe (an HTTP path answers 2xx, or the
+/// broker serves a Kafka ApiVersions request: it accepts connections before it serves).
+pub async fn ready(http: &reqwest::Client, port: u16, probe: Probe) -> bool {
+    match probe {
+        Probe::Http(path) => {
+            let url = format!("http://127.0.0.1:{port}{path}");
+            matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
+        }
+        Probe::Kafka => {
+            let addr = format!("127.0.0.1:{port}");
+            crate::wire::api_versions(&addr, Duration::from_millis(800)).await.is_ok()
+        }
+    }
+}
 
 /// `up`, `down (postgres,kafka)`, `unreachable`, or `-` for an instance that is not running.
 pub async fn probe(http: &reqwest::Client, i: &InstanceInfo, timeout: Duration) -> String {

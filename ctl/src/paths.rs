@@ -22,6 +22,11 @@ impl DataDir {
     pub fn supervisor_file(&self) -> PathBuf {
         self.root.join("supervisor.json")
     }
+    /// Written by `up --runtime docker`: where the docker stack's broker and services are (the
+    /// supervisor file's fields; pid 0, the engine's socket as the control URL).
+    pub fn docker_stack_file(&self) -> PathBuf {
+        self.root.join("docker-stack.json")
+    }
     /// Bearer token of the control API (mode 0600).
     pub fn token_file(&self) -> PathBuf {
         self.root.join("control.token")

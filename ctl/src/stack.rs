@@ -27,8 +27,10 @@ pub struct Stack {
 
 impl Stack {
     pub fn find(data: &DataDir) -> Self {
+        // A docker stack (`up --runtime docker`) describes itself the same way, in its own file.
+        let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok().and_then(|t| serde_json::from_str(&t).ok());
         let supervisor: Option<SupervisorFile> =
-            std::fs::read_to_string(data.supervisor_file()).ok().and_then(|t| serde_json::from_str(&t).ok());
+            read(data.supervisor_file()).or_else(|| read(data.docker_stack_file()));
         let token = std::fs::read_to_string(data.token_file()).ok().map(|t| t.trim().to_string());
         Self::with_supervisor(supervisor, token)
     }

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use chat4all_ctl::paths::DataDir;
 use chat4all_ctl::repartition::{self, Target};
-use chat4all_ctl::runtime::client::ProcessRuntime;
+use chat4all_ctl::runtime::{self, Verb};
 
 use crate::command::Op;
 use crate::state::Action;
@@ -27,10 +27,13 @@ pub async fn run(op: Op, data: DataDir, timeout: Duration, tx: mpsc::Sender<Acti
 }
 
 async fn execute(op: &Op, data: &DataDir, timeout: Duration, tx: &mpsc::Sender<Action>) -> anyhow::Result<String> {
-    let rt = ProcessRuntime::connect(data, ACT_TIMEOUT)?;
+    let target =
+        runtime::Target { data: data.clone(), project: runtime::docker::default_project(), timeout: ACT_TIMEOUT };
+    let rt = runtime::connect(None, &target).await?;
     match op {
         Op::Act { verb, instance } => {
-            let message = rt.act(instance, verb).await?;
+            let typed = Verb::parse(verb).ok_or_else(|| anyhow::anyhow!("unknown action {verb:?}"))?;
+            let message = rt.act(instance, typed).await?;
             Ok(if message.is_empty() { format!("{verb} {instance}: done") } else { message })
         }
         Op::Scale { service, replicas } => {

@@ -11,8 +11,7 @@ use tokio::sync::watch;
 use chat4all_ctl::lag::{LagHistory, Rules};
 use chat4all_ctl::ownership;
 use chat4all_ctl::paths::DataDir;
-use chat4all_ctl::runtime::client::ProcessRuntime;
-use chat4all_ctl::runtime::InstanceInfo;
+use chat4all_ctl::runtime::{self, InstanceInfo, Runtime, RuntimeKind};
 use chat4all_ctl::timeline;
 use chat4all_ctl::view::GroupReader;
 
@@ -32,8 +31,9 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    pub fn resolve(rt: Option<&ProcessRuntime>) -> Self {
-        let stack = chat4all_ctl::stack::Stack::with_supervisor(rt.map(|r| r.info.clone()), None);
+    /// From what the running stack wrote in `data` (a supervisor's or a docker stack's file).
+    pub fn resolve(data: &DataDir) -> Self {
+        let stack = chat4all_ctl::stack::Stack::find(data);
         Self { bootstrap: stack.bootstrap, redis_url: stack.redis_url, database_url: stack.database_url }
     }
 }
@@ -42,7 +42,7 @@ pub struct Source {
     data: DataDir,
     timeout: Duration,
     http: reqwest::Client,
-    runtime: Option<ProcessRuntime>,
+    runtime: Option<Box<dyn Runtime>>,
     reader: Option<(Endpoints, GroupReader)>,
     redis: Option<(String, redis::aio::MultiplexedConnection)>,
     /// The message-service's admin client (by its URL), the dead-letter reader (by bootstrap)
@@ -73,20 +73,29 @@ impl Source {
         let started = Instant::now();
         let mut s = Snapshot::empty(chrono::Utc::now());
         if self.runtime.is_none() {
-            self.runtime = ProcessRuntime::connect(&self.data, self.timeout).ok();
+            let target = runtime::Target {
+                data: self.data.clone(),
+                project: runtime::docker::default_project(),
+                timeout: self.timeout,
+            };
+            self.runtime = runtime::connect(None, &target).await.ok();
         }
         // While the supervisor is away, keep looking where it last said the stack is (not at the
         // defaults, which may be another stack on this machine).
         let endpoints = match (&self.runtime, &self.reader) {
             (None, Some((last, _))) => last.clone(),
-            _ => Endpoints::resolve(self.runtime.as_ref()),
+            _ => Endpoints::resolve(&self.data),
         };
         let (instances, actions) = match &self.runtime {
             Some(rt) => {
                 let (l, a) = tokio::join!(rt.list(), rt.actions());
                 match l {
                     Ok(list) => {
-                        s.runtime = Ok(format!("process (supervisor pid {} at {})", rt.info.pid, rt.info.control_url));
+                        let e = rt.engine();
+                        s.runtime = Ok(match e.runtime {
+                            RuntimeKind::Process => format!("process ({} at {})", e.engine, e.endpoint),
+                            RuntimeKind::Docker => format!("{} at {}", e.engine, e.endpoint),
+                        });
                         (list, a.unwrap_or_default())
                     }
                     Err(e) => {
@@ -97,8 +106,11 @@ impl Source {
                 }
             }
             None => {
-                s.runtime =
-                    Err(format!("no supervisor in {} (start it with chat4allctl up)", self.data.root().display()));
+                s.runtime = Err(format!(
+                    "no supervisor in {} and no containers of Compose project {} (start it with chat4allctl up)",
+                    self.data.root().display(),
+                    runtime::docker::default_project()
+                ));
                 (Vec::new(), Vec::new())
             }
         };

@@ -7,16 +7,25 @@ use clap::Args;
 use super::Cli;
 use chat4all_ctl::error::usage;
 use chat4all_ctl::output::{self, Format};
-use chat4all_ctl::runtime::client::ProcessRuntime;
+use chat4all_ctl::runtime::Verb;
 use chat4all_ctl::spec::ServiceKind;
+use futures::StreamExt;
 
-pub async fn act(cli: &Cli, instance: &str, action: &str) -> anyhow::Result<()> {
-    let rt = ProcessRuntime::connect(&cli.data(), Duration::from_secs(120))?;
-    let message = rt.act(instance, action).await?;
+/// How long an action may take (a graceful stop, a start until healthy).
+const ACT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn act(cli: &Cli, instance: &str, verb: Verb) -> anyhow::Result<()> {
+    let rt = cli.runtime(ACT_TIMEOUT).await?;
+    let message = rt.act(instance, verb).await?;
     match cli.output {
         Format::Json => println!(
             "{}",
-            output::json(&serde_json::json!({"action": action, "instance": instance, "message": message}))
+            output::json(&serde_json::json!({
+                "action": verb,
+                "instance": instance,
+                "message": message,
+                "runtime": rt.engine().runtime,
+            }))
         ),
         Format::Table => println!("{message}"),
     }
@@ -48,8 +57,8 @@ pub fn parse_scale(target: &str) -> anyhow::Result<(ServiceKind, u32)> {
 
 pub async fn scale(cli: &Cli, args: &ScaleArgs) -> anyhow::Result<()> {
     let (kind, n) = parse_scale(&args.target)?;
-    let rt = ProcessRuntime::connect(&cli.data(), Duration::from_secs(120))?;
-    let partitions = chat4all_ctl::kafka::Observer::new(&rt.info.kafka_bootstrap, cli.timeout)
+    let rt = cli.runtime(ACT_TIMEOUT).await?;
+    let partitions = chat4all_ctl::kafka::Observer::new(&cli.stack().bootstrap, cli.timeout)
         .and_then(|o| o.topics())
         .ok()
         .map(|topics| {
@@ -110,29 +119,18 @@ pub struct LogsArgs {
 }
 
 pub async fn logs(cli: &Cli, args: &LogsArgs) -> anyhow::Result<()> {
-    let rt = ProcessRuntime::connect(&cli.data(), cli.timeout)?;
+    use std::io::Write;
+    let rt = cli.runtime(cli.timeout).await?;
     let text = rt.logs(&args.instance, args.lines).await?;
     if !text.is_empty() {
         println!("{text}");
     }
     if args.follow {
-        let path = cli.data().log_file(&args.instance);
-        let mut pos = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if len > pos {
-                use std::io::{Read, Seek, SeekFrom, Write};
-                let mut f = std::fs::File::open(&path)?;
-                f.seek(SeekFrom::Start(pos))?;
-                let mut buf = Vec::new();
-                f.read_to_end(&mut buf)?;
-                std::io::stdout().write_all(&buf)?;
-                std::io::stdout().flush()?;
-                pos = len;
-            } else if len < pos {
-                pos = 0;
-            }
+        let mut lines = rt.follow(&args.instance);
+        while let Some(chunk) = lines.next().await {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&chunk?)?;
+            out.flush()?;
         }
     }
     Ok(())

@@ -10,7 +10,6 @@ use chat4all_ctl::drill::run::Stack;
 use chat4all_ctl::drill::{self, DrillPlan, KillMethod, Scenario};
 use chat4all_ctl::error::{usage, ConditionNotMet};
 use chat4all_ctl::output::{self, parse_duration, Format};
-use chat4all_ctl::runtime::client::ProcessRuntime;
 
 /// How long one runtime action (stop the broker, start a router) may take.
 const ACT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -155,15 +154,17 @@ pub async fn drill(cli: &Cli, cmd: &DrillCommand) -> anyhow::Result<()> {
     plan.validate().map_err(usage)?;
     // Stopping the broker or starting a router waits for the instance: allow far more than the
     // read timeout of one request.
-    let rt = ProcessRuntime::connect(&cli.data(), cli.timeout.max(ACT_TIMEOUT))?;
+    let rt = cli.runtime(cli.timeout.max(ACT_TIMEOUT)).await?;
+    let found = cli.stack();
     let stack = Stack {
-        api_url: common.api_url.clone().unwrap_or_else(|| rt.info.api_url.clone()),
+        api_url: common.api_url.clone().unwrap_or_else(|| found.api_url.clone()),
+        info: found.supervisor.clone(),
         // Facts for up to 10,000 messages per request: more time than one small read.
         admin: chat4all_ctl::admin::Admin::for_stack(&cli.stack(), cli.timeout.max(Duration::from_secs(30)))?,
         redis_url: super::groups::redis_url(cli),
         bootstrap: super::groups::bootstrap(cli),
         timeout: cli.timeout,
-        rt,
+        rt: rt.into(),
     };
     let report = drill::run(&stack, &plan).await?;
     match cli.output {

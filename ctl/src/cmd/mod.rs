@@ -26,6 +26,7 @@ use clap::{Args, Parser, Subcommand};
 
 use chat4all_ctl::output::{parse_duration, Format};
 use chat4all_ctl::paths::DataDir;
+use chat4all_ctl::runtime::Verb;
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -89,6 +90,13 @@ pub struct Cli {
     /// More logging on stderr.
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// The runtime of the stack: `process` (the supervisor of --data-dir) or `docker` (the
+    /// containers of --project on the engine at DOCKER_HOST). Found by itself when only one runs.
+    #[arg(long, global = true, env = "CHAT4ALL_RUNTIME", value_enum)]
+    pub runtime: Option<chat4all_ctl::runtime::RuntimeKind>,
+    /// Compose project of the docker runtime (`docker-compose -p NAME`, label com.docker.compose.project).
+    #[arg(long, global = true, env = "CHAT4ALL_COMPOSE_PROJECT", default_value = "chat4all")]
+    pub project: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -101,6 +109,12 @@ impl Cli {
     /// Where the stack is (environment, then the running supervisor, then the defaults).
     pub fn stack(&self) -> chat4all_ctl::stack::Stack {
         chat4all_ctl::stack::Stack::find(&self.data())
+    }
+
+    /// The runtime of the stack (`--runtime`, or the one found): a usage error when none runs.
+    pub async fn runtime(&self, timeout: Duration) -> anyhow::Result<Box<dyn chat4all_ctl::runtime::Runtime>> {
+        let target = chat4all_ctl::runtime::Target { data: self.data(), project: self.project.clone(), timeout };
+        chat4all_ctl::runtime::connect(self.runtime, &target).await
     }
 
     /// The services' admin endpoints, with the stack's control token.
@@ -212,10 +226,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Groups(c) => groups::groups(&cli, c).await,
         Command::Lag(a) => lag::lag(&cli, a).await,
         Command::Events(a) => groups::events(&cli, a).await,
-        Command::Kill(a) => act::act(&cli, &a.instance, "kill").await,
-        Command::Stop(a) => act::act(&cli, &a.instance, "stop").await,
-        Command::Start(a) => act::act(&cli, &a.instance, "start").await,
-        Command::Restart(a) => act::act(&cli, &a.instance, "restart").await,
+        Command::Kill(a) => act::act(&cli, &a.instance, Verb::Kill).await,
+        Command::Stop(a) => act::act(&cli, &a.instance, Verb::Stop).await,
+        Command::Start(a) => act::act(&cli, &a.instance, Verb::Start).await,
+        Command::Restart(a) => act::act(&cli, &a.instance, Verb::Restart).await,
         Command::Scale(a) => act::scale(&cli, a).await,
         Command::Logs(a) => act::logs(&cli, a).await,
         Command::Repartition(a) => repartition::repartition(&cli, a).await,

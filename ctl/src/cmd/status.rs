@@ -8,8 +8,7 @@ use super::watch::{self, Render};
 use super::Cli;
 use chat4all_ctl::lag::LagStatus;
 use chat4all_ctl::output::{self, human_duration, Format, Table};
-use chat4all_ctl::runtime::client::ProcessRuntime;
-use chat4all_ctl::runtime::InstanceInfo;
+use chat4all_ctl::runtime::{EngineInfo, InstanceInfo, Runtime, RuntimeKind};
 use chat4all_ctl::view::{notes, GroupReader, GroupView};
 
 #[derive(Serialize)]
@@ -48,6 +47,10 @@ struct GroupRow {
 #[serde(rename_all = "camelCase")]
 struct Status {
     data_dir: String,
+    /// `process` or `docker`, the engine (`supervisor pid 123`, `docker 20.10.24 (project p)`)
+    /// and its endpoint (control URL or socket).
+    runtime: EngineInfo,
+    /// The supervisor's pid and control URL (process runtime; 0 and the socket on docker).
     supervisor_pid: u32,
     control_url: String,
     broker: String,
@@ -78,7 +81,7 @@ struct Status {
 /// The shortest window rates are measured over (a one-shot `status` waits for it).
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
-async fn instance_rows(rt: &ProcessRuntime) -> anyhow::Result<Vec<InstanceRow>> {
+async fn instance_rows(rt: &dyn Runtime) -> anyhow::Result<Vec<InstanceRow>> {
     let list = rt.list().await?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(1)).build()?;
     let checks = list.iter().map(|i| chat4all_ctl::health::probe(&http, i, Duration::from_secs(1)));
@@ -145,25 +148,35 @@ fn group_table(groups: &[GroupRow]) -> String {
 }
 
 fn instance_table(rows: &[InstanceRow]) -> String {
-    let mut t = Table::new(&["INSTANCE", "SERVICE", "STATE", "PID", "PORT", "HEALTH", "UPTIME", "LAST EXIT"]);
+    let containers = rows.iter().any(|r| r.info.container.is_some());
+    let mut head = vec!["INSTANCE", "SERVICE", "STATE", "PID", "PORT", "HEALTH", "UPTIME", "LAST EXIT"];
+    if containers {
+        head.push("CONTAINER");
+    }
+    let mut t = Table::new(&head);
     for r in rows {
-        t.row(vec![
-            r.info.name.clone(),
-            r.info.service.clone(),
-            r.info.state.as_str().into(),
-            r.info.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            r.info.port.to_string(),
-            r.health.clone(),
-            r.uptime_seconds.map(human_duration).unwrap_or_else(|| "-".into()),
-            r.info.last_exit.clone().unwrap_or_else(|| "-".into()),
-        ]);
+        t.row(
+            [
+                r.info.name.clone(),
+                r.info.service.clone(),
+                r.info.state.as_str().into(),
+                r.info.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                r.info.port.to_string(),
+                r.health.clone(),
+                r.uptime_seconds.map(human_duration).unwrap_or_else(|| "-".into()),
+                r.info.last_exit.clone().unwrap_or_else(|| "-".into()),
+            ]
+            .into_iter()
+            .chain(containers.then(|| r.info.container.clone().unwrap_or_else(|| "-".into())))
+            .collect(),
+        );
     }
     t.render()
 }
 
 pub async fn status(cli: &Cli) -> anyhow::Result<()> {
     let data = cli.data();
-    let rt = ProcessRuntime::connect(&data, cli.timeout)?;
+    let rt = cli.runtime(cli.timeout).await?;
     let reader = super::groups::reader(cli).await?;
     let admin = cli.admin();
     let bootstrap = cli.stack().bootstrap;
@@ -176,12 +189,13 @@ pub async fn status(cli: &Cli) -> anyhow::Result<()> {
         rates: chat4all_ctl::rates::RateTracker::default(),
         dlq: None,
         bootstrap,
+        supervisor_pid: chat4all_ctl::stack::Stack::find(&data).supervisor.map(|s| s.pid).unwrap_or(0),
     };
     watch::show(cli, &mut v).await
 }
 
 struct StatusView {
-    rt: ProcessRuntime,
+    rt: Box<dyn Runtime>,
     reader: GroupReader,
     admin: anyhow::Result<chat4all_ctl::admin::Admin>,
     data_dir: String,
@@ -189,11 +203,12 @@ struct StatusView {
     rates: chat4all_ctl::rates::RateTracker,
     dlq: Option<chat4all_ctl::dlq::DlqReader>,
     bootstrap: String,
+    supervisor_pid: u32,
 }
 
 impl Render for StatusView {
     async fn render(&mut self, format: Format) -> anyhow::Result<String> {
-        let instances = instance_rows(&self.rt).await?;
+        let instances = instance_rows(self.rt.as_ref()).await?;
         let infos: Vec<chat4all_ctl::runtime::InstanceInfo> = instances.iter().map(|r| r.info.clone()).collect();
         if self.rates.age().is_none() {
             self.rates.record(chat4all_ctl::rates::scrape(&self.http, &infos).await);
@@ -241,9 +256,10 @@ impl Render for StatusView {
             dlq,
             dlq_error,
             data_dir: self.data_dir.clone(),
-            supervisor_pid: self.rt.info.pid,
-            control_url: self.rt.info.control_url.clone(),
-            broker: self.rt.info.kafka_bootstrap.clone(),
+            supervisor_pid: self.supervisor_pid,
+            control_url: self.rt.engine().endpoint,
+            runtime: self.rt.engine(),
+            broker: self.bootstrap.clone(),
             broker_reachable: broker_error.is_none(),
             broker_error,
             instances,
@@ -252,10 +268,16 @@ impl Render for StatusView {
         if format == Format::Json {
             return Ok(output::json(&status));
         }
-        let mut out = format!(
-            "supervisor pid {}  control {}  data {}\n",
-            status.supervisor_pid, status.control_url, status.data_dir
-        );
+        let mut out = match status.runtime.runtime {
+            RuntimeKind::Process => format!(
+                "supervisor pid {}  control {}  data {}\n",
+                status.supervisor_pid, status.control_url, status.data_dir
+            ),
+            RuntimeKind::Docker => format!(
+                "runtime docker: {} at {}  data {}\n",
+                status.runtime.engine, status.runtime.endpoint, status.data_dir
+            ),
+        };
         match &status.broker_error {
             None => out.push_str(&format!("broker {}  reachable\n", status.broker)),
             Some(e) => out.push_str(&format!("broker {}  UNREACHABLE: {e}\n", status.broker)),
@@ -313,17 +335,17 @@ fn services_down(rows: &[InstanceRow]) -> Vec<String> {
 }
 
 pub async fn instances(cli: &Cli) -> anyhow::Result<()> {
-    let rt = ProcessRuntime::connect(&cli.data(), cli.timeout)?;
+    let rt = cli.runtime(cli.timeout).await?;
     watch::show(cli, &mut InstancesView { rt }).await
 }
 
 struct InstancesView {
-    rt: ProcessRuntime,
+    rt: Box<dyn Runtime>,
 }
 
 impl Render for InstancesView {
     async fn render(&mut self, format: Format) -> anyhow::Result<String> {
-        let rows = instance_rows(&self.rt).await?;
+        let rows = instance_rows(self.rt.as_ref()).await?;
         Ok(match format {
             Format::Json => output::json(&rows),
             Format::Table => instance_table(&rows),

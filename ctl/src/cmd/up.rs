@@ -14,10 +14,11 @@ use chat4all_ctl::control::{self, SupervisorFile};
 use chat4all_ctl::error::usage;
 use chat4all_ctl::exporter::collect::InstanceSource;
 use chat4all_ctl::exporter::{Exporter, DEFAULT_PORT as EXPORTER_PORT};
+use chat4all_ctl::output::Format;
 use chat4all_ctl::paths::DataDir;
 use chat4all_ctl::runtime::client::ProcessRuntime;
 use chat4all_ctl::runtime::supervisor::{tail_file, Supervisor};
-use chat4all_ctl::runtime::InstanceState;
+use chat4all_ctl::runtime::{InstanceState, RuntimeKind};
 use chat4all_ctl::sampler::Observations;
 use chat4all_ctl::spec::{Ports, StackSpec};
 
@@ -177,6 +178,31 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(data.logs_dir()).with_context(|| format!("creating {}", data.root().display()))?;
     std::fs::create_dir_all(data.broker_dir())?;
+    if cli.runtime == Some(RuntimeKind::Docker) {
+        if args.brokers != 1 {
+            return Err(usage(
+                "--brokers 3 runs on the process runtime only (the docker runtime runs one Kafka container)",
+            ));
+        }
+        let offset = if args.port_offset == 0 { DOCKER_PORT_OFFSET } else { args.port_offset };
+        let spec = StackSpec {
+            ports: Ports::with_offset(offset),
+            broker_data: data.root().join("docker/broker"),
+            kafka_bootstrap: external
+                .clone()
+                .unwrap_or_else(|| format!("127.0.0.1:{}", Ports::with_offset(offset).kafka)),
+            embedded_broker: external.is_none(),
+            brokers: 1,
+            server_bin,
+            provider_bin,
+            provider_reject_rate: args.provider_failure_rate,
+            kafka_libs,
+            group_protocol: args.group_protocol,
+            database_url,
+            redis_url,
+        };
+        return docker_up(cli, args, &data, spec).await;
+    }
     if args.detach && !args.supervise {
         return detach(cli, args, &data).await;
     }
@@ -241,22 +267,7 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
             (None, None)
         }
     };
-    let info = SupervisorFile {
-        pid: std::process::id(),
-        control_url: format!("http://{addr}"),
-        started_at: chrono::Utc::now(),
-        kafka_bootstrap: spec.kafka_bootstrap.clone(),
-        api_url: format!("http://127.0.0.1:{}", spec.ports.message_service),
-        database_url: Some(spec.database_url.clone()),
-        redis_url: Some(spec.redis_url.clone()),
-        exporter_url,
-        gateway_url: Some(format!("http://127.0.0.1:{}", spec.ports.api_gateway)),
-        group_protocol: Some(spec.group_protocol.as_str().into()),
-        provider_urls: chat4all_contract::channel::Channel::ALL
-            .into_iter()
-            .map(|ch| (ch.label().to_string(), format!("http://127.0.0.1:{}", spec.ports.provider(ch))))
-            .collect(),
-    };
+    let info = stack_file(&spec, std::process::id(), format!("http://{addr}"), exporter_url);
     let tmp = data.supervisor_file().with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&info)?)?;
     std::fs::rename(&tmp, data.supervisor_file())?;
@@ -287,6 +298,65 @@ async fn supervise(data: &DataDir, spec: StackSpec, args: &UpArgs) -> anyhow::Re
     tracing::info!("stopping the stack");
     sup.stop_all().await;
     cleanup(data);
+    Ok(())
+}
+
+/// What a stack writes about itself for every client (`stack::Stack::find`).
+fn stack_file(spec: &StackSpec, pid: u32, control_url: String, exporter_url: Option<String>) -> SupervisorFile {
+    SupervisorFile {
+        pid,
+        control_url,
+        started_at: chrono::Utc::now(),
+        kafka_bootstrap: spec.kafka_bootstrap.clone(),
+        api_url: format!("http://127.0.0.1:{}", spec.ports.message_service),
+        database_url: Some(spec.database_url.clone()),
+        redis_url: Some(spec.redis_url.clone()),
+        exporter_url,
+        gateway_url: Some(format!("http://127.0.0.1:{}", spec.ports.api_gateway)),
+        group_protocol: Some(spec.group_protocol.as_str().into()),
+        provider_urls: chat4all_contract::channel::Channel::ALL
+            .into_iter()
+            .map(|ch| (ch.label().to_string(), format!("http://127.0.0.1:{}", spec.ports.provider(ch))))
+            .collect(),
+    }
+}
+
+/// The docker stack's ports: the process stack's shifted by this unless `--port-offset` says.
+pub const DOCKER_PORT_OFFSET: u16 = 600;
+
+/// `up --runtime docker`: builds the images, starts the labelled containers, writes the stack's
+/// file; the containers run on without the ctl.
+async fn docker_up(cli: &Cli, args: &UpArgs, data: &DataDir, spec: StackSpec) -> anyhow::Result<()> {
+    use chat4all_ctl::runtime::docker::{stack, DockerRuntime};
+    let rt = DockerRuntime::connect(&cli.project).await?;
+    let token = control::write_token(data)?;
+    let report = stack::up(&rt, &spec, args.routers, data, &token).await?;
+    let info = stack_file(&spec, 0, rt.socket().to_string(), None);
+    std::fs::write(data.docker_stack_file(), serde_json::to_vec_pretty(&info)?)?;
+    match cli.output {
+        Format::Json => println!("{}", chat4all_ctl::output::json(&report)),
+        Format::Table => println!(
+            "chat4all is up on Docker (project {}, {}): {} containers in {:.1}s; API {}",
+            report.project,
+            rt.socket(),
+            report.containers.len(),
+            report.seconds,
+            info.api_url
+        ),
+    }
+    Ok(())
+}
+
+async fn docker_down(cli: &Cli, data: &DataDir) -> anyhow::Result<()> {
+    use chat4all_ctl::runtime::docker::{stack, DockerRuntime};
+    let rt = DockerRuntime::connect(&cli.project).await?;
+    let removed = stack::down(&rt).await?;
+    let _ = std::fs::remove_file(data.docker_stack_file());
+    let _ = std::fs::remove_file(data.token_file());
+    match cli.output {
+        Format::Json => println!("{}", chat4all_ctl::output::json(&serde_json::json!({"removed": removed}))),
+        Format::Table => println!("removed {} container(s) of project {}", removed.len(), rt.project()),
+    }
     Ok(())
 }
 
@@ -367,6 +437,10 @@ async fn detach(cli: &Cli, args: &UpArgs, data: &DataDir) -> anyhow::Result<()> 
 
 pub async fn down(cli: &Cli) -> anyhow::Result<()> {
     let data = cli.data();
+    let docker_stack = data.docker_stack_file().exists() && !data.supervisor_file().exists();
+    if cli.runtime == Some(RuntimeKind::Docker) || (cli.runtime.is_none() && docker_stack) {
+        return docker_down(cli, &data).await;
+    }
     let Some(info) = is_running(&data) else {
         cleanup(&data);
         println!("no stack running in {}", data.root().display());

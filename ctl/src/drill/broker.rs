@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::cluster::{self, ClusterView};
 use crate::kafka::Observer;
-use crate::runtime::client::ProcessRuntime;
+use crate::runtime::{Runtime, Verb};
 
 /// How often the cluster is read while waiting for an election or the ISR.
 const POLL: Duration = Duration::from_millis(100);
@@ -59,7 +59,7 @@ async fn read(observer: &Arc<Observer>, timeout: Duration) -> anyhow::Result<Clu
 /// Kills the leader of `partition` (`chat-events-0`), keeps it down for `down`, starts it again.
 /// Returns when it is started; the ISR wait goes on in the returned task.
 pub async fn kill_leader(
-    rt: &ProcessRuntime,
+    rt: &dyn Runtime,
     bootstrap: &str,
     timeout: Duration,
     partition: &str,
@@ -79,7 +79,7 @@ pub async fn kill_leader(
         .ok_or_else(|| anyhow::anyhow!("{partition} has no leader (or no such partition)"))?;
     let victim = format!("broker-{leader}");
     let killed_at = Utc::now();
-    rt.act(&victim, "kill").await.with_context(|| format!("killing {victim}"))?;
+    rt.act(&victim, Verb::Kill).await.with_context(|| format!("killing {victim}"))?;
     let started = Instant::now();
     let mut k = LeaderKill {
         partition: partition.into(),
@@ -106,7 +106,7 @@ pub async fn kill_leader(
         tokio::time::sleep(POLL).await;
     }
     tokio::time::sleep(down.saturating_sub(started.elapsed())).await;
-    rt.act(&victim, "start").await.with_context(|| format!("starting {victim} again"))?;
+    rt.act(&victim, Verb::Start).await.with_context(|| format!("starting {victim} again"))?;
     let back = Utc::now();
     let first = k.clone();
     let isr = tokio::spawn(async move {
@@ -126,7 +126,7 @@ pub async fn kill_leader(
 }
 
 /// The broker instances of the stack, in node order (`broker`, or `broker-1..3` on a cluster).
-pub async fn broker_instances(rt: &ProcessRuntime) -> anyhow::Result<Vec<String>> {
+pub async fn broker_instances(rt: &dyn Runtime) -> anyhow::Result<Vec<String>> {
     let mut v: Vec<String> = rt.list().await?.into_iter().filter(|i| i.service == "broker").map(|i| i.name).collect();
     v.sort();
     Ok(v)
@@ -136,7 +136,7 @@ pub async fn broker_instances(rt: &ProcessRuntime) -> anyhow::Result<Vec<String>
 /// moves its leaderships first), start, and wait until every partition's ISR is full again before
 /// the next. Returns when the last node is back and in sync, with the ISR wait of each node (ms).
 pub async fn rolling_restart(
-    rt: &ProcessRuntime,
+    rt: &dyn Runtime,
     bootstrap: &str,
     timeout: Duration,
     nodes: &[String],
@@ -144,8 +144,8 @@ pub async fn rolling_restart(
     let observer = Arc::new(Observer::new(bootstrap, timeout)?);
     let mut steps = Vec::new();
     for name in nodes {
-        rt.act(name, "stop").await.with_context(|| format!("stopping {name}"))?;
-        rt.act(name, "start").await.with_context(|| format!("starting {name}"))?;
+        rt.act(name, Verb::Stop).await.with_context(|| format!("stopping {name}"))?;
+        rt.act(name, Verb::Start).await.with_context(|| format!("starting {name}"))?;
         let started = Instant::now();
         let mut in_sync = None;
         while started.elapsed() < WAIT {

@@ -23,8 +23,7 @@ use crate::admin::Admin;
 use crate::error::usage;
 use crate::lag::{LagHistory, Rules};
 use crate::providers::Providers;
-use crate::runtime::client::ProcessRuntime;
-use crate::runtime::InstanceState;
+use crate::runtime::{InstanceState, Runtime, Verb};
 use crate::view::GroupReader;
 
 const GROUP: &str = topics::ROUTER_GROUP;
@@ -38,7 +37,10 @@ const LAG_GRACE: Duration = Duration::from_secs(15);
 /// Where the stack is.
 #[derive(Clone)]
 pub struct Stack {
-    pub rt: ProcessRuntime,
+    /// The runtime the drill kills and starts through (process or docker).
+    pub rt: std::sync::Arc<dyn Runtime>,
+    /// What the running stack wrote about itself (the providers' URLs).
+    pub info: Option<crate::control::SupervisorFile>,
     pub api_url: String,
     /// The message-service's admin API: the deliveries' progress and facts.
     pub admin: Admin,
@@ -168,7 +170,7 @@ impl Ctx<'_> {
         let (at, detail) = match self.plan.kill {
             KillMethod::Operator => {
                 let at = Utc::now();
-                (at, self.stack.rt.act(victim, "kill").await?)
+                (at, self.stack.rt.act(victim, Verb::Kill).await?)
             }
             KillMethod::Freeze => {
                 let pid = self.pid_of(victim).await?;
@@ -266,7 +268,7 @@ fn consumer_tuning() -> ConsumerTuning {
 /// share for the run and get their faults back after it (also when the drill fails).
 pub async fn run(stack: &Stack, plan: &DrillPlan) -> anyhow::Result<DrillReport> {
     plan.validate().map_err(usage)?;
-    let providers = Providers::of_stack(Some(&stack.rt.info), stack.timeout);
+    let providers = Providers::of_stack(stack.info.as_ref(), stack.timeout);
     let Some(rate) = plan.provider_failure_rate else { return run_drill(stack, plan, &providers).await };
     let restore = providers.with_reject_rate(rate).await.context("setting the providers' reject rate")?;
     let result = run_drill(stack, plan, &providers).await;
@@ -343,7 +345,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
                 let now = ctx.sample().await.unwrap_or_else(|_| before.clone());
                 kills.push(ctx.kill(&victim, &now).await?);
                 tokio::time::sleep(every / 2).await;
-                let r = ctx.stack.rt.act(&victim, "start").await;
+                let r = ctx.stack.rt.act(&victim, Verb::Start).await;
                 restarts.push(Utc::now());
                 r.with_context(|| format!("restarting {victim} after the kill"))?;
             }
@@ -354,15 +356,15 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
             let load = ctx.load(interval, 0, None);
             tokio::time::sleep(Duration::from_secs(3)).await;
             let stopped = Utc::now();
-            let nodes = super::broker::broker_instances(&ctx.stack.rt).await?;
+            let nodes = super::broker::broker_instances(ctx.stack.rt.as_ref()).await?;
             if nodes.len() > 1 {
                 // A cluster: rolling, one node at a time, each back in sync before the next.
                 let (bootstrap, timeout) = (&ctx.stack.bootstrap, ctx.stack.timeout);
-                super::broker::rolling_restart(&ctx.stack.rt, bootstrap, timeout, &nodes).await?;
+                super::broker::rolling_restart(ctx.stack.rt.as_ref(), bootstrap, timeout, &nodes).await?;
             } else {
-                ctx.stack.rt.act("broker", "stop").await.context("stopping the broker")?;
+                ctx.stack.rt.act("broker", Verb::Stop).await.context("stopping the broker")?;
                 tokio::time::sleep(Duration::from_secs_f64(*down_secs)).await;
-                ctx.stack.rt.act("broker", "start").await.context("starting the broker")?;
+                ctx.stack.rt.act("broker", Verb::Start).await.context("starting the broker")?;
             }
             let started = Utc::now();
             broker = Some((stopped, started));
@@ -373,9 +375,14 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
             let load = ctx.load(interval, 0, None);
             tokio::time::sleep(Duration::from_secs(3)).await;
             let down = Duration::from_secs_f64(*down_secs);
-            let (k, started, isr) =
-                super::broker::kill_leader(&ctx.stack.rt, &ctx.stack.bootstrap, ctx.stack.timeout, leader_of, down)
-                    .await?;
+            let (k, started, isr) = super::broker::kill_leader(
+                ctx.stack.rt.as_ref(),
+                &ctx.stack.bootstrap,
+                ctx.stack.timeout,
+                leader_of,
+                down,
+            )
+            .await?;
             broker = Some((k.killed_at, started));
             tokio::time::sleep(Duration::from_secs(5)).await;
             let tally = load.stop().await;
@@ -568,7 +575,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
             .into_iter()
             .filter(|(t, _)| t.starts_with(topics::CHAT_EVENTS) && t != topics::DEAD_LETTERS)
             .collect(),
-        group_protocol: stack.rt.info.group_protocol.clone().unwrap_or_else(|| "classic".into()),
+        group_protocol: stack.info.as_ref().and_then(|i| i.group_protocol.clone()).unwrap_or_else(|| "classic".into()),
         session_timeout_ms: tuning.session_timeout_ms,
         heartbeat_interval_ms: tuning.heartbeat_interval_ms,
         assignment_strategy: tuning.assignment_strategy,

@@ -100,6 +100,7 @@ pub fn synthetic(groups: usize, partitions: usize, samples: usize) -> (Latest, E
             port: 8090 + n as u16,
             started_at: Some(Utc::now()),
             last_exit: None,
+            container: None,
         })
         .collect::<Vec<_>>();
     let extras = Extras {

@@ -6,7 +6,14 @@ use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Action, InstanceInfo, ScaleRequest, ScaleResult};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+
+use super::{
+    Action, EngineInfo, EventKind, InstanceEvent, InstanceInfo, InstanceState, LogStream, Runtime, RuntimeKind,
+    ScaleRequest, ScaleResult, Verb,
+};
 use crate::control::SupervisorFile;
 use crate::error::{usage, UsageError};
 use crate::paths::DataDir;
@@ -16,6 +23,7 @@ pub struct ProcessRuntime {
     base: String,
     token: String,
     http: reqwest::Client,
+    data: DataDir,
     pub info: SupervisorFile,
 }
 
@@ -31,7 +39,7 @@ impl ProcessRuntime {
         let token = std::fs::read_to_string(data.token_file())
             .with_context(|| format!("reading {}", data.token_file().display()))?;
         let http = reqwest::Client::builder().timeout(timeout).build()?;
-        Ok(Self { base: info.control_url.clone(), token: token.trim().to_string(), http, info })
+        Ok(Self { base: info.control_url.clone(), token: token.trim().to_string(), http, data: data.clone(), info })
     }
 
     async fn call<T: DeserializeOwned>(
@@ -93,8 +101,9 @@ impl ProcessRuntime {
     }
 
     /// `kill`, `stop`, `start` or `restart` one instance; returns what was done.
-    pub async fn act(&self, name: &str, action: &str) -> anyhow::Result<String> {
-        let v: Value = self.call(reqwest::Method::POST, &format!("/v1/instances/{name}/{action}"), None).await?;
+    pub async fn act(&self, name: &str, verb: Verb) -> anyhow::Result<String> {
+        let path = format!("/v1/instances/{name}/{}", verb.as_str());
+        let v: Value = self.call(reqwest::Method::POST, &path, None).await?;
         Ok(v["message"].as_str().unwrap_or_default().to_string())
     }
 
@@ -111,5 +120,159 @@ impl ProcessRuntime {
     pub async fn shutdown(&self) -> anyhow::Result<()> {
         let _: Value = self.call(reqwest::Method::POST, "/v1/shutdown", None).await?;
         Ok(())
+    }
+}
+
+/// How often the process runtime's event stream compares the supervisor's instance list.
+const EVENT_POLL: Duration = Duration::from_millis(250);
+
+impl Runtime for ProcessRuntime {
+    fn engine(&self) -> EngineInfo {
+        EngineInfo {
+            runtime: RuntimeKind::Process,
+            engine: format!("supervisor pid {}", self.info.pid),
+            endpoint: self.base.clone(),
+        }
+    }
+
+    fn list(&self) -> BoxFuture<'_, anyhow::Result<Vec<InstanceInfo>>> {
+        ProcessRuntime::list(self).boxed()
+    }
+
+    fn act<'a>(&'a self, name: &'a str, verb: Verb) -> BoxFuture<'a, anyhow::Result<String>> {
+        ProcessRuntime::act(self, name, verb).boxed()
+    }
+
+    fn scale<'a>(&'a self, service: &'a str, replicas: u32) -> BoxFuture<'a, anyhow::Result<ScaleResult>> {
+        ProcessRuntime::scale(self, service, replicas).boxed()
+    }
+
+    fn logs<'a>(&'a self, name: &'a str, lines: usize) -> BoxFuture<'a, anyhow::Result<String>> {
+        ProcessRuntime::logs(self, name, lines).boxed()
+    }
+
+    fn record_action<'a>(
+        &'a self,
+        action: &'a str,
+        target: &'a str,
+        detail: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        ProcessRuntime::record_action(self, action, target, detail).boxed()
+    }
+
+    /// Tails the instance's log file (the supervisor appends every run's output to it).
+    fn follow<'a>(&'a self, name: &'a str) -> LogStream<'a> {
+        let path = self.data.log_file(name);
+        let pos = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        futures::stream::unfold((path, pos), |(path, mut pos)| async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                if len < pos {
+                    pos = 0; // truncated or replaced
+                }
+                if len > pos {
+                    let chunk = read_from(&path, pos);
+                    return Some((chunk.map(bytes::Bytes::from), (path, len)));
+                }
+            }
+        })
+        .boxed()
+    }
+
+    /// The supervisor's instance list, compared every 250 ms: a state that becomes alive (or a
+    /// new run) is a start, one that stops being alive is an exit (code or signal from `last_exit`).
+    fn events(&self) -> BoxStream<'_, anyhow::Result<InstanceEvent>> {
+        let seen = std::collections::HashMap::<String, InstanceInfo>::new();
+        futures::stream::unfold((seen, true), move |(mut seen, first)| async move {
+            if !first {
+                tokio::time::sleep(EVENT_POLL).await;
+            }
+            let batch: Vec<anyhow::Result<InstanceEvent>> = match ProcessRuntime::list(self).await {
+                Err(e) => vec![Err(e)],
+                Ok(now) => now
+                    .into_iter()
+                    .filter_map(|i| {
+                        let before = seen.get(&i.name).map(|p| (p.state.is_alive(), p.started_at));
+                        let event = transition(before, &i).map(|kind| InstanceEvent {
+                            at: chrono::Utc::now(),
+                            instance: i.name.clone(),
+                            service: i.service.clone(),
+                            kind,
+                        });
+                        seen.insert(i.name.clone(), i);
+                        event.filter(|_| !first).map(Ok)
+                    })
+                    .collect(),
+            };
+            Some((futures::stream::iter(batch), (seen, false)))
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+/// The event between two looks at one instance (`before`: alive and started at, if seen).
+fn transition(before: Option<(bool, Option<chrono::DateTime<chrono::Utc>>)>, now: &InstanceInfo) -> Option<EventKind> {
+    let alive = now.state.is_alive();
+    match before {
+        None => alive.then_some(EventKind::Started),
+        Some((was, started)) if alive && (!was || started != now.started_at) => Some(EventKind::Started),
+        Some((true, _)) if !alive => Some(exit_of(now)),
+        _ => None,
+    }
+}
+
+/// `exit code 1` / `killed by SIGKILL` (the supervisor's words) as a code and a signal.
+fn exit_of(i: &InstanceInfo) -> EventKind {
+    let last = i.last_exit.as_deref().unwrap_or_default();
+    let code = last.strip_prefix("exit code ").and_then(|c| c.trim().parse().ok());
+    let signal = last.strip_prefix("killed by ").map(|s| s.trim().to_string());
+    let signal = signal.or_else(|| (i.state == InstanceState::Killed && code.is_none()).then(|| "SIGKILL".into()));
+    EventKind::Exited { code, signal }
+}
+
+fn read_from(path: &std::path::Path, pos: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    f.seek(SeekFrom::Start(pos))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(state: InstanceState, started: i64, last_exit: Option<&str>) -> InstanceInfo {
+        InstanceInfo {
+            name: "router-service-1".into(),
+            service: "router-service".into(),
+            state,
+            pid: None,
+            port: 8091,
+            started_at: chrono::DateTime::from_timestamp(started, 0),
+            last_exit: last_exit.map(str::to_owned),
+            container: None,
+        }
+    }
+
+    #[test]
+    fn transitions_are_starts_and_exits() {
+        let t = chrono::DateTime::from_timestamp(10, 0);
+        assert_eq!(transition(None, &info(InstanceState::Running, 10, None)), Some(EventKind::Started));
+        assert_eq!(transition(Some((true, t)), &info(InstanceState::Running, 10, None)), None);
+        // Restarted between two looks: a new start time is a new run.
+        assert_eq!(transition(Some((true, t)), &info(InstanceState::Running, 11, None)), Some(EventKind::Started));
+        assert_eq!(
+            transition(Some((true, t)), &info(InstanceState::Exited, 10, Some("killed by SIGKILL"))),
+            Some(EventKind::Exited { code: None, signal: Some("SIGKILL".into()) })
+        );
+        assert_eq!(
+            transition(Some((true, t)), &info(InstanceState::Exited, 10, Some("exit code 1"))),
+            Some(EventKind::Exited { code: Some(1), signal: None })
+        );
+        assert_eq!(transition(Some((false, t)), &info(InstanceState::Stopped, 10, None)), None);
     }
 }

@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use super::{Action, InstanceInfo, InstanceState, ScaleResult};
 use crate::error::usage;
 use crate::paths::DataDir;
-use crate::spec::{Launch, Probe, ServiceKind, StackSpec};
+use crate::spec::{Launch, ServiceKind, StackSpec};
 
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -94,6 +94,7 @@ impl Supervisor {
                 port: s.port,
                 started_at: s.started_at,
                 last_exit: s.last_exit.clone(),
+                container: None,
             })
             .collect();
         v.sort_by_key(|i| {
@@ -351,16 +352,7 @@ impl Supervisor {
     }
 
     async fn probe(&self, launch: &Launch) -> bool {
-        match launch.probe {
-            Probe::Http(path) => {
-                let url = format!("http://127.0.0.1:{}{path}", launch.port);
-                matches!(self.http.get(url).send().await, Ok(r) if r.status().is_success())
-            }
-            Probe::Kafka => {
-                let addr = format!("127.0.0.1:{}", launch.port);
-                crate::wire::api_versions(&addr, Duration::from_millis(800)).await.is_ok()
-            }
-        }
+        crate::health::ready(&self.http, launch.port, launch.probe).await
     }
 
     fn signal(&self, name: &str, intent: Intent, sig: Signal) -> anyhow::Result<Option<u32>> {

@@ -17,6 +17,8 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
     let list = rows::instances(state);
     let focused = state.focus == Pane::Instances;
     let wide = area.width >= 100;
+    // The docker runtime's instances are containers: their ids, where there is room.
+    let containers = area.width >= 120 && list.iter().any(|i| i.info.container.is_some());
     let now = state.data.as_ref().map(|d| d.at);
     let rows: Vec<Row> = list
         .iter()
@@ -49,6 +51,9 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
                 Cell::from(uptime),
                 Cell::from(if owns.is_empty() { "-".to_string() } else { owns }),
             ]);
+            if containers {
+                cells.push(Cell::from(i.info.container.clone().unwrap_or_else(|| "-".into())));
+            }
             Row::new(cells)
         })
         .collect();
@@ -60,6 +65,10 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
     }
     header.extend(["STATE", "HEALTH", "UPTIME", "OWNS"]);
     widths.extend([Constraint::Length(8), Constraint::Length(11), Constraint::Length(7), Constraint::Fill(1)]);
+    if containers {
+        header.push("CONTAINER");
+        widths.push(Constraint::Length(12));
+    }
     let title = format!(" Instances ({}) ", list.len());
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().fg(Color::Yellow)))

@@ -38,6 +38,7 @@ fn instance(name: &str, service: &str, port: u16, state: InstanceState) -> Insta
             port,
             started_at: Some(at(-3600)),
             last_exit: None,
+            container: None,
         },
         health: if state == InstanceState::Running { "up".into() } else { "-".into() },
     }
