@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::kafka::Observer;
+use crate::output::{or_dash, Table};
 use crate::wire::{self, Cluster, Quorum};
 
 /// One broker. A dead one is still listed: Metadata leaves it out, but it is a voter of the
@@ -123,6 +124,72 @@ pub async fn observe(observer: Arc<Observer>, timeout: Duration) -> anyhow::Resu
         Ok(ClusterView::build(&cluster, quorum.as_ref()))
     })
     .await?
+}
+
+/// The brokers as `chat4allctl brokers` and the dashboard's brokers pane print them, with a
+/// summary line of the partitions.
+pub fn brokers_table(v: &ClusterView) -> String {
+    let mut t = Table::new(&["ID", "ADDRESS", "RACK", "CONTROLLER", "ALIVE", "LEADS", "REPLICAS"]);
+    for b in &v.brokers {
+        t.row(vec![
+            b.id.to_string(),
+            or_dash(b.address.as_deref()),
+            or_dash(b.rack.as_deref()),
+            role(b).into(),
+            if b.alive { "yes" } else { "NO" }.into(),
+            b.leads.to_string(),
+            b.replicas.to_string(),
+        ]);
+    }
+    let mut out = t.render();
+    let under = v.under_replicated();
+    let offline = v.partitions.iter().filter(|p| p.offline).count();
+    out.push_str(&format!(
+        "{} partitions: {under} under-replicated, {offline} offline{}\n",
+        v.partitions.len(),
+        if v.controller.is_none() { "; NO active controller" } else { "" }
+    ));
+    out
+}
+
+/// `active` for the quorum's leader, `voter` for the other controllers, `-` for a broker only.
+fn role(b: &Broker) -> &'static str {
+    match (b.controller, b.voter) {
+        (true, _) => "active",
+        (false, true) => "voter",
+        _ => "-",
+    }
+}
+
+/// Partitions as `topics describe` and the dashboard's brokers pane print them.
+pub fn partitions_table(partitions: &[&Partition]) -> String {
+    let mut t = Table::new(&["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "OFFLINE", "STATE", "PREFERRED"]);
+    for p in partitions {
+        let r = &p.replicas;
+        let state = match (p.offline, p.under_replicated) {
+            (true, _) => "OFFLINE",
+            (false, true) => "UNDER-REPLICATED",
+            _ => "ok",
+        };
+        t.row(vec![
+            p.topic.clone(),
+            r.partition.to_string(),
+            if r.leader < 0 { "none".into() } else { r.leader.to_string() },
+            ids(&r.replicas),
+            ids(&r.isr),
+            ids(&r.offline),
+            state.into(),
+            if p.preferred_leader { "yes" } else { "no" }.into(),
+        ]);
+    }
+    t.render()
+}
+
+fn ids(v: &[i32]) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]

@@ -75,6 +75,7 @@ pub fn parse(line: &str) -> Result<Parsed, String> {
         ("q" | "quit" | "q!", []) => Ok(Parsed::Quit),
         ("help" | "h", []) => Ok(Parsed::Help),
         ("pipeline" | "pipe" | "outbox" | "dlq", []) => Ok(Parsed::View(crate::state::View::Pipeline)),
+        ("brokers" | "broker" | "kafka" | "cluster", []) => Ok(Parsed::View(crate::state::View::Brokers)),
         ("overview" | "dashboard", []) => Ok(Parsed::View(crate::state::View::Overview)),
         (v @ ("kill" | "stop" | "start" | "restart"), [instance]) => {
             let verb = match v {
@@ -97,7 +98,7 @@ pub fn parse(line: &str) -> Result<Parsed, String> {
         }
         ("repartition", _) => Err("usage: repartition TOPIC N (e.g. repartition chat-events 4)".into()),
         _ => Err(format!(
-            "unknown command {verb:?} (scale, kill, stop, start, restart, repartition, pipeline, overview, help, quit)"
+            "unknown command {verb:?} (scale, kill, stop, start, restart, repartition, pipeline, brokers, overview, help, quit)"
         )),
     }
 }
@@ -137,6 +138,7 @@ mod tests {
         );
         assert_eq!(parse("q"), Ok(Parsed::Quit));
         assert_eq!(parse("pipeline"), Ok(Parsed::View(crate::state::View::Pipeline)));
+        assert_eq!(parse("brokers"), Ok(Parsed::View(crate::state::View::Brokers)));
         assert_eq!(parse("overview"), Ok(Parsed::View(crate::state::View::Overview)));
     }
 

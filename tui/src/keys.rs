@@ -21,10 +21,11 @@ pub enum Command {
     Scale,
     Repartition,
     Pipeline,
+    Brokers,
 }
 
 impl Command {
-    pub const ALL: [Command; 13] = [
+    pub const ALL: [Command; 14] = [
         Command::Help,
         Command::Quit,
         Command::Down,
@@ -38,6 +39,7 @@ impl Command {
         Command::Scale,
         Command::Repartition,
         Command::Pipeline,
+        Command::Brokers,
     ];
 
     /// The name used in the config file.
@@ -56,6 +58,7 @@ impl Command {
             Command::Scale => "scale",
             Command::Repartition => "repartition",
             Command::Pipeline => "pipeline",
+            Command::Brokers => "brokers",
         }
     }
 
@@ -74,6 +77,7 @@ impl Command {
             Command::Scale => "scale routers (prefilled with the current count)",
             Command::Repartition => "repartition chat-events (prefilled with one more partition)",
             Command::Pipeline => "pipeline pane (relay, outbox, channels, DLQ, stalls); again: back",
+            Command::Brokers => "brokers pane (controller, under-replicated); again: back",
         }
     }
 
@@ -199,6 +203,7 @@ impl Default for KeyMap {
                 b(Key::ch('s'), Scale),
                 b(Key::ch('p'), Repartition),
                 b(Key::ch('o'), Pipeline),
+                b(Key::ch('b'), Brokers),
             ],
         }
     }

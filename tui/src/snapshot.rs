@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub took_ms: u64,
     /// The pipeline, or why the message-service's view of it is unknown.
     pub pipeline: Result<PipelineSnap, String>,
+    /// The Kafka cluster (brokers, replicas), or why it could not be read.
+    pub cluster: Result<chat4all_ctl::cluster::ClusterView, String>,
 }
 
 impl Snapshot {
@@ -72,6 +74,7 @@ impl Snapshot {
             runtime: unknown(),
             took_ms: 0,
             pipeline: Err("not checked yet".to_string()),
+            cluster: Err("not checked yet".to_string()),
         }
     }
 

@@ -125,7 +125,8 @@ impl Source {
             self.dlq = Some((endpoints.bootstrap.clone(), None));
         }
         let Self { reader, redis, http, timeout, admin, dlq, .. } = self;
-        let (groups, events, health, counters, postgres, connectors, pipeline, depth) = tokio::join!(
+        let observer = reader.as_ref().map(|(_, r)| r.observer());
+        let (groups, events, health, counters, postgres, connectors, pipeline, depth, cluster) = tokio::join!(
             read_groups(reader),
             read_timeline(redis, &endpoints.redis_url),
             probe_all(http, &instances, *timeout),
@@ -134,6 +135,7 @@ impl Source {
             chat4all_ctl::rates::scrape(http, &instances),
             read_pipeline(admin.as_ref().map(|(_, a)| a)),
             read_depth(admin.as_ref().map(|(_, a)| a), dlq),
+            read_cluster(observer, *timeout),
         );
         let rates = self.rates.record(connectors);
         match groups {
@@ -168,6 +170,7 @@ impl Source {
                 dlq_error,
             }
         });
+        s.cluster = cluster;
         s.actions = actions;
         s.counters = counters;
         s.took_ms = started.elapsed().as_millis() as u64;
@@ -197,6 +200,14 @@ async fn read_groups(
 ) -> Result<Vec<chat4all_ctl::view::GroupView>, String> {
     let Some((_, r)) = reader.as_mut() else { return Err("no broker client".into()) };
     r.all().await.map_err(|e| format!("{e:#}"))
+}
+
+async fn read_cluster(
+    observer: Option<std::sync::Arc<chat4all_ctl::kafka::Observer>>,
+    timeout: Duration,
+) -> Result<chat4all_ctl::cluster::ClusterView, String> {
+    let Some(o) = observer else { return Err("no broker client".into()) };
+    chat4all_ctl::cluster::observe(o, timeout).await.map_err(|e| format!("{e:#}"))
 }
 
 async fn read_timeline(

@@ -54,6 +54,9 @@ pub enum View {
     /// The pipeline pane: relay, outbox, per channel oldest pending, deliveries/s, provider
     /// errors, DLQ depth, and the stalls.
     Pipeline,
+    /// The brokers pane: every broker (alive, controller, partitions led) and the partitions that
+    /// are under-replicated or offline.
+    Brokers,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,6 +344,9 @@ fn on_command(state: &mut State, cmd: Command) -> Option<Op> {
         }
         Command::Pipeline => {
             state.view = if state.view == View::Pipeline { View::Overview } else { View::Pipeline };
+        }
+        Command::Brokers => {
+            state.view = if state.view == View::Brokers { View::Overview } else { View::Brokers };
         }
         Command::Kill => match kill_target(state) {
             Some(instance) => return propose(state, Op::Act { verb: "kill", instance }),

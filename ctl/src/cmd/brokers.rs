@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use super::watch::{self, Render};
 use super::Cli;
-use chat4all_ctl::cluster::{self, Broker, ClusterView};
+use chat4all_ctl::cluster;
 use chat4all_ctl::kafka::Observer;
-use chat4all_ctl::output::{self, or_dash, Format, Table};
+use chat4all_ctl::output::{self, Format};
 
 pub async fn brokers(cli: &Cli) -> anyhow::Result<()> {
     let mut v = BrokersView { observer: observer(cli)?, timeout: cli.timeout };
@@ -28,47 +28,15 @@ impl Render for BrokersView {
         let view = cluster::observe(self.observer.clone(), self.timeout).await?;
         Ok(match format {
             Format::Json => output::json(&view.brokers),
-            Format::Table => table(&view),
+            Format::Table => cluster::brokers_table(&view),
         })
-    }
-}
-
-fn table(v: &ClusterView) -> String {
-    let mut t = Table::new(&["ID", "ADDRESS", "RACK", "CONTROLLER", "ALIVE", "LEADS", "REPLICAS"]);
-    for b in &v.brokers {
-        t.row(vec![
-            b.id.to_string(),
-            or_dash(b.address.as_deref()),
-            or_dash(b.rack.as_deref()),
-            role(b).into(),
-            if b.alive { "yes" } else { "NO" }.into(),
-            b.leads.to_string(),
-            b.replicas.to_string(),
-        ]);
-    }
-    let mut out = t.render();
-    let under = v.under_replicated();
-    let offline = v.partitions.iter().filter(|p| p.offline).count();
-    out.push_str(&format!(
-        "{} partitions: {under} under-replicated, {offline} offline{}\n",
-        v.partitions.len(),
-        if v.controller.is_none() { "; NO active controller" } else { "" }
-    ));
-    out
-}
-
-/// `active` for the quorum's leader, `voter` for the other controllers, `-` for a broker only.
-fn role(b: &Broker) -> &'static str {
-    match (b.controller, b.voter) {
-        (true, _) => "active",
-        (false, true) => "voter",
-        _ => "-",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chat4all_ctl::cluster::ClusterView;
     use chat4all_ctl::wire::{Cluster, Quorum, Replicas, TopicMeta};
 
     #[test]
@@ -80,7 +48,7 @@ mod tests {
             racks: Default::default(),
         };
         let q = Quorum { leader: 1, leader_epoch: 1, voters: vec![1, 2], observers: vec![] };
-        let text = table(&ClusterView::build(&c, Some(&q)));
+        let text = cluster::brokers_table(&ClusterView::build(&c, Some(&q)));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "ID  ADDRESS         RACK  CONTROLLER  ALIVE  LEADS  REPLICAS");
         assert_eq!(lines[1], "1   127.0.0.1:9092  -     active      yes    1      1");

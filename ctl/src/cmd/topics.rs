@@ -12,7 +12,7 @@ use super::Cli;
 use chat4all_ctl::cluster::{self, Partition};
 use chat4all_ctl::error::usage;
 use chat4all_ctl::kafka::Observer;
-use chat4all_ctl::output::{self, Format, Table};
+use chat4all_ctl::output::{self, Format};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
@@ -72,39 +72,9 @@ impl Render for TopicsView {
             .collect();
         Ok(match format {
             Format::Json => output::json(&TopicsReport { partitions }),
-            Format::Table => table(&partitions),
+            Format::Table => cluster::partitions_table(&partitions),
         })
     }
-}
-
-fn ids(v: &[i32]) -> String {
-    if v.is_empty() {
-        return "-".into();
-    }
-    v.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
-}
-
-fn table(partitions: &[&Partition]) -> String {
-    let mut t = Table::new(&["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "OFFLINE", "STATE", "PREFERRED"]);
-    for p in partitions {
-        let r = &p.replicas;
-        let state = match (p.offline, p.under_replicated) {
-            (true, _) => "OFFLINE",
-            (false, true) => "UNDER-REPLICATED",
-            _ => "ok",
-        };
-        t.row(vec![
-            p.topic.clone(),
-            r.partition.to_string(),
-            if r.leader < 0 { "none".into() } else { r.leader.to_string() },
-            ids(&r.replicas),
-            ids(&r.isr),
-            ids(&r.offline),
-            state.into(),
-            if p.preferred_leader { "yes" } else { "no" }.into(),
-        ]);
-    }
-    t.render()
 }
 
 #[cfg(test)]
@@ -122,7 +92,7 @@ mod tests {
             preferred_leader: leader == 2,
         };
         let (a, b) = (p(0, 2, &[2, 3, 1]), p(1, 3, &[3, 1]));
-        let text = table(&[&a, &b]);
+        let text = cluster::partitions_table(&[&a, &b]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[1], "chat-events  0          2       2,3,1     2,3,1  -        ok                yes");
         assert_eq!(lines[2], "chat-events  1          3       2,3,1     3,1    -        UNDER-REPLICATED  no");

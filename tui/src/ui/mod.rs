@@ -2,6 +2,7 @@
 //! timeline beside the throughput chart (or, in the pipeline view, the pipeline pane below the
 //! instances), the status bar, and the prompt / key hints.
 
+pub mod brokers;
 mod chart;
 mod instances;
 mod partitions;
@@ -91,6 +92,11 @@ pub fn draw(state: &State, frame: &mut Frame) {
             let body = Rect { y: a.partitions.y, height: a.partitions.height + a.timeline.height, ..a.partitions };
             instances::draw(state, frame, a.instances);
             pipeline::draw(state, frame, body);
+        }
+        View::Brokers => {
+            let body = Rect { y: a.partitions.y, height: a.partitions.height + a.timeline.height, ..a.partitions };
+            instances::draw(state, frame, a.instances);
+            brokers::draw(state, frame, body);
         }
     }
     status::draw_status(state, frame, a.status);
