@@ -53,6 +53,7 @@ async fn stalls_are_seen_where_they_are() -> Result<()> {
         Ok((ok.then(|| s.clone()), s.to_string()))
     })
     .await;
+    let seen_after = posted.elapsed();
     // The exporter serves the same figures (it samples every 2 s).
     let exported = match &seen {
         Ok(_) => wait_for("the exporter to serve the paused outbox", Duration::from_secs(6), || async {
@@ -73,7 +74,7 @@ async fn stalls_are_seen_where_they_are() -> Result<()> {
     let seen = seen?;
     resumed?;
     exported?;
-    ensure!(posted.elapsed() < Duration::from_secs(6), "took {:?}", posted.elapsed());
+    ensure!(seen_after < Duration::from_secs(6), "status showed the pause after {seen_after:?}");
     ensure!(seen["relay"]["backlog"].as_i64().unwrap_or(0) >= 1, "backlog: {seen}");
     stack.api.wait_delivered(&[id], Instant::now() + Duration::from_secs(30)).await?;
     wait_relay(&stack, false, Duration::from_secs(5)).await?;

@@ -5,12 +5,10 @@
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 use chat4all_ctl::cluster::{self, ClusterView, Partition};
 
-use super::pane_block;
 use crate::state::State;
 
 /// The pane's title marker: `N UNDER-REPLICATED`, `OFFLINE`, or none.
@@ -67,18 +65,9 @@ pub fn lines(v: &ClusterView) -> Vec<Line<'static>> {
 }
 
 pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
-    let (title, body) = match state.data.as_ref().map(|d| &d.cluster) {
-        Some(Ok(v)) => {
-            let marker = marker(v).unwrap_or_else(|| "healthy".into());
-            (format!(" Brokers  {marker} "), lines(v))
-        }
-        Some(Err(e)) => {
-            (" Brokers ".to_string(), vec![Line::styled(format!("unknown: {e}"), Style::default().fg(Color::Red))])
-        }
-        None => (" Brokers ".to_string(), vec![Line::styled("connecting...", Style::default().fg(Color::DarkGray))]),
-    };
-    let para = Paragraph::new(body).wrap(Wrap { trim: false }).block(pane_block(title, true));
-    frame.render_widget(para, area);
+    super::draw_text_pane(frame, area, "Brokers", state.data.as_ref().map(|d| &d.cluster), |v| {
+        (marker(v).unwrap_or_else(|| "healthy".into()), lines(v))
+    });
 }
 
 #[cfg(test)]

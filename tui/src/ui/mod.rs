@@ -72,6 +72,30 @@ fn pane_block(title: String, focused: bool) -> Block<'static> {
         .title(title)
 }
 
+/// A whole-body view pane (pipeline, brokers): its lines and a title marker when `data` has
+/// been read, why not when it could not be, "connecting..." before the first look.
+fn draw_text_pane<T>(
+    frame: &mut Frame,
+    area: Rect,
+    name: &str,
+    data: Option<&Result<T, String>>,
+    render: impl Fn(&T) -> (String, Vec<ratatui::text::Line<'static>>),
+) {
+    use ratatui::text::Line;
+    use ratatui::widgets::{Paragraph, Wrap};
+    let (title, body) = match data {
+        Some(Ok(v)) => {
+            let (marker, lines) = render(v);
+            (format!(" {name}  {marker} "), lines)
+        }
+        Some(Err(e)) => {
+            (format!(" {name} "), vec![Line::styled(format!("unknown: {e}"), Style::default().fg(Color::Red))])
+        }
+        None => (format!(" {name} "), vec![Line::styled("connecting...", Style::default().fg(Color::DarkGray))]),
+    };
+    frame.render_widget(Paragraph::new(body).wrap(Wrap { trim: false }).block(pane_block(title, true)), area);
+}
+
 /// The style of a selected row.
 fn selected_style() -> Style {
     Style::default().add_modifier(Modifier::REVERSED)

@@ -6,10 +6,8 @@
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::pane_block;
 use crate::snapshot::PipelineSnap;
 use crate::state::State;
 
@@ -76,18 +74,9 @@ pub fn lines(p: &PipelineSnap) -> Vec<Line<'static>> {
 }
 
 pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
-    let (title, body) = match state.data.as_ref().map(|d| &d.pipeline) {
-        Some(Ok(p)) => {
-            let marker = chat4all_ctl::stalls::marker(&p.stalls).unwrap_or_else(|| "no stalls".into());
-            (format!(" Pipeline  {marker} "), lines(p))
-        }
-        Some(Err(e)) => {
-            (" Pipeline ".to_string(), vec![Line::styled(format!("unknown: {e}"), Style::default().fg(Color::Red))])
-        }
-        None => (" Pipeline ".to_string(), vec![Line::styled("connecting...", Style::default().fg(Color::DarkGray))]),
-    };
-    let para = Paragraph::new(body).wrap(Wrap { trim: false }).block(pane_block(title, true));
-    frame.render_widget(para, area);
+    super::draw_text_pane(frame, area, "Pipeline", state.data.as_ref().map(|d| &d.pipeline), |p| {
+        (chat4all_ctl::stalls::marker(&p.stalls).unwrap_or_else(|| "no stalls".into()), lines(p))
+    });
 }
 
 #[cfg(test)]
