@@ -160,6 +160,15 @@ impl Runtime for ProcessRuntime {
         ProcessRuntime::record_action(self, action, target, detail).boxed()
     }
 
+    /// The supervisor's action log: the timeline attributes rebalances to these.
+    fn actions(&self) -> BoxFuture<'_, anyhow::Result<Vec<Action>>> {
+        ProcessRuntime::actions(self).boxed()
+    }
+
+    fn lag_history(&self) -> BoxFuture<'_, anyhow::Result<crate::lag::LagHistory>> {
+        ProcessRuntime::lag_history(self).boxed()
+    }
+
     /// Tails the instance's log file (the supervisor appends every run's output to it).
     fn follow<'a>(&'a self, name: &'a str) -> LogStream<'a> {
         let path = self.data.log_file(name);
