@@ -196,14 +196,12 @@ pub trait Runtime: Send + Sync {
     fn events(&self) -> BoxStream<'_, anyhow::Result<InstanceEvent>>;
 
     /// The offset history the supervisor samples (the docker runtime runs no sampler: empty).
-    fn lag_history(&self) -> BoxFuture<'_, anyhow::Result<crate::lag::LagHistory>> {
-        Box::pin(async { Ok(crate::lag::LagHistory::default()) })
-    }
+    /// No default: a runtime that forgot it would silently cost lag status its window.
+    fn lag_history(&self) -> BoxFuture<'_, anyhow::Result<crate::lag::LagHistory>>;
 
     /// The runtime's log of operator actions (the supervisor's; the docker runtime keeps none).
-    fn actions(&self) -> BoxFuture<'_, anyhow::Result<Vec<Action>>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
+    /// No default: the timeline attributes rebalances to these.
+    fn actions(&self) -> BoxFuture<'_, anyhow::Result<Vec<Action>>>;
 
     /// Adds an operator action to the runtime's action log (the supervisor keeps one, which the
     /// timeline shows; the engine keeps none of ours, so the docker runtime drops it).
@@ -212,10 +210,7 @@ pub trait Runtime: Send + Sync {
         action: &'a str,
         target: &'a str,
         detail: &'a str,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        let _ = (action, target, detail);
-        Box::pin(async { Ok(()) })
-    }
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
 
     fn kill<'a>(&'a self, name: &'a str) -> BoxFuture<'a, anyhow::Result<String>> {
         self.act(name, Verb::Kill)

@@ -654,6 +654,20 @@ pub fn probe_of(kind: ServiceKind) -> Probe {
 }
 
 impl Runtime for DockerRuntime {
+    /// No sampler runs beside containers: lag status starts from its first look.
+    fn lag_history(&self) -> BoxFuture<'_, anyhow::Result<crate::lag::LagHistory>> {
+        Box::pin(async { Ok(crate::lag::LagHistory::default()) })
+    }
+
+    /// The engine keeps no log of our actions.
+    fn actions(&self) -> BoxFuture<'_, anyhow::Result<Vec<super::Action>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn record_action<'a>(&'a self, _: &'a str, _: &'a str, _: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn engine(&self) -> EngineInfo {
         EngineInfo {
             runtime: RuntimeKind::Docker,
