@@ -50,6 +50,12 @@ ensure_postgres() {
   if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
     sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
   fi
+  # Several stacks share one server (the tests' own, a cluster's, helpers' at other port
+  # offsets), each with a pool per service: 100 connections run out.
+  local conf=/etc/postgresql/$version/main/postgresql.conf
+  if ! grep -q '^max_connections = 300' "$conf"; then
+    sed -i 's/^#\?max_connections = .*/max_connections = 300/' "$conf"
+  fi
   say "starting PostgreSQL $version"
   pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || pg_ctlcluster "$version" main start
   wait_port 5432

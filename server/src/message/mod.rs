@@ -25,7 +25,11 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     let pool = crate::db::connect_and_migrate(&common.database_url, 24).await?;
     let producer = Producer::new(&common.kafka_bootstrap, &common.instance)?;
     // Topics are created in the background: the API must accept messages (into the outbox)
-    // even while the broker is still starting or down.
+    // even while the broker is still starting or down. Readiness waits for them, so that a stack
+    // reported up can carry messages end to end (a cluster registers its brokers one by one and
+    // refuses replication factor 3 until the third has).
+    let topics_state: Arc<std::sync::Mutex<Result<(), String>>> =
+        Arc::new(std::sync::Mutex::new(Err("not created yet".into())));
     {
         let bootstrap = common.kafka_bootstrap.clone();
         let instance = common.instance.clone();
@@ -39,9 +43,13 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
                 .map(|c| TopicSpec { name: topics::deliveries(c), partitions: args.deliveries_partitions }),
         );
         let shutdown = shutdown.clone();
+        let state = topics_state.clone();
         tokio::spawn(async move {
-            let create =
-                || async { kafka::ensure_topics(&bootstrap, &instance, &specs).await.map_err(|e| format!("{e:#}")) };
+            let create = || async {
+                let r = kafka::ensure_topics(&bootstrap, &instance, &specs).await.map_err(|e| format!("{e:#}"));
+                *state.lock().expect("topics state") = r.clone();
+                r
+            };
             let _ = crate::retry::until_ok(&shutdown, "creating topics", create).await;
         });
     }
@@ -96,7 +104,11 @@ pub async fn run(common: Common, args: MessageArgs, shutdown: Shutdown) -> anyho
     let freshness_task =
         tokio::spawn(freshness::run(pool.clone(), tracker.clone(), freshness_metrics, shutdown.clone()));
 
-    let health = Health::default().postgres(pool.clone()).kafka(producer.clone());
+    let topics_check: http::Check = Arc::new(move || {
+        let r = topics_state.lock().expect("topics state").clone();
+        Box::pin(async move { r })
+    });
+    let health = Health::default().postgres(pool.clone()).kafka(producer.clone()).with("topics", topics_check);
     let ops = OpsState::new(&common, registry, health);
     let writer = writer::Writer::spawn(pool.clone(), 2, args.insert_batch, writer_metrics);
     let app = api::routes(api::ApiState { pool: pool.clone(), writer, relay_wakeup: wakeup.clone() })
