@@ -233,6 +233,24 @@ pub async fn leave_for_dead(
     Ok(out)
 }
 
+/// [`leave_for_dead`] with a timeout of 3 s, each outcome as one line for an action log or a
+/// command's answer. A failure costs only the fast path: the session timeout still removes the
+/// member.
+pub async fn leave_for_dead_lines(bootstrap: &str, redis_url: &str, instance: &str, pid: u32) -> Vec<String> {
+    const FALLBACK: &str = "the group waits for the session timeout";
+    match leave_for_dead(bootstrap, redis_url, instance, pid, Duration::from_secs(3)).await {
+        Ok(o) if o.is_empty() => vec![format!("no group membership reported by this run of it; {FALLBACK}")],
+        Ok(o) => o
+            .into_iter()
+            .map(|o| match o {
+                Ok(o) => o.describe(),
+                Err(e) => format!("LeaveGroup failed ({e}); {FALLBACK}"),
+            })
+            .collect(),
+        Err(e) => vec![format!("LeaveGroup failed ({e:#}); {FALLBACK}")],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,7 +45,9 @@ use crate::admin::Admin;
 use crate::providers::{self, Providers};
 
 pub mod ceilings;
+pub mod measure;
 mod report;
+pub mod synthetic;
 
 pub use report::{BenchReport, LatencySummary, Targets};
 

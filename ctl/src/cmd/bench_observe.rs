@@ -8,15 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use super::Cli;
+use chat4all_ctl::bench::measure::{cpu_seconds, Percentiles};
+use chat4all_ctl::bench::synthetic::Synthetic;
 use chat4all_ctl::lag::{LagHistory, Rules};
 use chat4all_ctl::output::{self, Format};
 use chat4all_ctl::view::GroupReader;
@@ -49,24 +45,14 @@ struct Report {
     watch_cpu_percent_of_one_core: f64,
 }
 
-#[derive(Serialize)]
-struct Percentiles {
-    p50: f64,
-    p95: f64,
-    max: f64,
-}
-
-fn percentiles(mut v: Vec<f64>) -> Percentiles {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
-    Percentiles { p50: at(0.5), p95: at(0.95), max: *v.last().unwrap_or(&0.0) }
-}
-
 const TOPIC: &str = "bench-observe";
 
 pub async fn bench_observe(cli: &Cli, args: &BenchObserveArgs) -> anyhow::Result<()> {
     let bootstrap = super::groups::bootstrap(cli);
-    setup(&bootstrap, args).await.context("setting up the benchmark groups")?;
+    Synthetic::named(&bootstrap, TOPIC, args.groups, args.partitions)
+        .create()
+        .await
+        .context("setting up the benchmark groups")?;
 
     // One describe, as an operator runs it: a whole process.
     let exe = std::env::current_exe()?;
@@ -101,8 +87,8 @@ pub async fn bench_observe(cli: &Cli, args: &BenchObserveArgs) -> anyhow::Result
         groups: args.groups,
         partitions: args.partitions,
         partitions_observed_per_refresh: observed,
-        describe_process_ms: percentiles(describe),
-        watch_refresh_ms: percentiles(refresh),
+        describe_process_ms: Percentiles::of(describe),
+        watch_refresh_ms: Percentiles::of(refresh),
         watch_cpu_percent_of_one_core: cpu,
     };
     match cli.output {
@@ -120,49 +106,6 @@ pub async fn bench_observe(cli: &Cli, args: &BenchObserveArgs) -> anyhow::Result
             report.groups,
             report.partitions
         ),
-    }
-    Ok(())
-}
-
-/// User + system CPU of this process, all threads.
-fn cpu_seconds() -> f64 {
-    let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF);
-    match ru {
-        Ok(r) => {
-            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
-            t(r.user_time()) + t(r.system_time())
-        }
-        Err(_) => 0.0,
-    }
-}
-
-/// The topic with some records, and each group's offsets committed on every partition.
-async fn setup(bootstrap: &str, args: &BenchObserveArgs) -> anyhow::Result<()> {
-    let mut base = ClientConfig::new();
-    base.set("bootstrap.servers", bootstrap).set("client.id", "chat4allctl-bench").set("log_level", "3");
-    let admin: AdminClient<DefaultClientContext> = base.create()?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for r in admin.create_topics([&NewTopic::new(TOPIC, args.partitions, TopicReplication::Fixed(1))], &opts).await? {
-        match r {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => anyhow::bail!("creating {t}: {e}"),
-        }
-    }
-    let producer: ThreadedProducer<DefaultProducerContext> = base.clone().create()?;
-    for p in 0..args.partitions {
-        for i in 0..10 {
-            let payload = format!("record {i}");
-            producer.send(BaseRecord::<(), str>::to(TOPIC).partition(p).payload(&payload)).map_err(|(e, _)| e)?;
-        }
-    }
-    producer.flush(Duration::from_secs(10))?;
-    for g in 1..=args.groups {
-        let consumer: BaseConsumer = base.clone().set("group.id", format!("bench-observe-g{g}")).create()?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..args.partitions {
-            tpl.add_partition_offset(TOPIC, p, Offset::Offset(5))?;
-        }
-        consumer.commit(&tpl, CommitMode::Sync).with_context(|| format!("committing offsets of bench-observe-g{g}"))?;
     }
     Ok(())
 }

@@ -6,9 +6,12 @@
 //! * [`observe`]: the broker's member list and the group's lag, sampled while the drill runs;
 //! * [`count`]: accepted vs delivered vs delivered twice, per recipient, from PostgreSQL;
 //! * [`timeline`]: kill, detection, rebalance, first survivor processing, lag back to baseline;
+//! * [`analysis`]: each kill's failover and a broker's outage, from what was observed;
+//! * [`broker`]: the broker scenarios (kill the leader of a partition, rolling restart);
 //! * [`report`]: the verdict and the report in Markdown and JSON;
 //! * [`run`]: the scenarios.
 
+pub mod analysis;
 pub mod broker;
 pub mod count;
 pub mod load;

@@ -13,12 +13,13 @@ use chat4all_contract::events::RebalanceEvent;
 use chat4all_contract::group::ConsumerTuning;
 use chat4all_contract::topics;
 
+use super::analysis;
 use super::count;
 use super::load::{self, Load, Tally};
 use super::observe::{self, Observer, Sample};
 use super::plan::{DrillPlan, KillMethod, Scenario};
-use super::report::{self, BrokerOutage, DrillReport, Environment, KillOutcome, Phase, Traffic};
-use super::timeline::{self, Failover, Kill};
+use super::report::{self, DrillReport, Environment, Phase, Traffic};
+use super::timeline::{self, Kill};
 use crate::admin::Admin;
 use crate::error::usage;
 use crate::lag::{LagHistory, Rules};
@@ -29,8 +30,6 @@ use crate::view::GroupReader;
 const GROUP: &str = topics::ROUTER_GROUP;
 /// How long the group may take to settle with N live members before the drill.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Window before a kill that sets the lag baseline.
-const BASELINE_WINDOW: i64 = 10;
 /// How long after the drain the lag may take to return to its baseline.
 const LAG_GRACE: Duration = Duration::from_secs(15);
 
@@ -212,6 +211,90 @@ impl Ctx<'_> {
         Ok(Kill { victim: victim.into(), method: self.plan.kill, at, member_id, partitions, detail })
     }
 
+    /// The scenario's traffic and its fault; what was killed or restarted, and when.
+    async fn traffic_and_fault(&mut self, before: &Sample) -> anyhow::Result<Fault> {
+        let mut f = Fault::default();
+        f.tally = match &self.plan.scenario {
+            Scenario::KillActive => {
+                let load = self.load(self.plan.interval(), 0, Some(self.plan.planned()));
+                sent_at_least(&load, self.plan.planned() / 2).await;
+                let now = self.sample().await.unwrap_or_else(|_| before.clone());
+                let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+                for (_, inst, m) in &now.owners {
+                    if now.members.contains(m) {
+                        *per.entry(inst.as_str()).or_default() += 1;
+                    }
+                }
+                let victim = per
+                    .iter()
+                    .max_by_key(|(i, n)| (**n, std::cmp::Reverse(**i)))
+                    .map(|(i, _)| i.to_string())
+                    .ok_or_else(|| anyhow::anyhow!("no live instance owns a partition of {GROUP}"))?;
+                f.kills.push(self.kill(&victim, &now).await?);
+                load.join().await
+            }
+            Scenario::KillRandom { count, interval_secs } => {
+                let every = Duration::from_secs_f64(*interval_secs);
+                let load = self.load(self.plan.interval(), 0, None);
+                for _ in 0..*count {
+                    tokio::time::sleep(every / 2).await;
+                    let alive = self.alive_routers().await?;
+                    let victim = {
+                        use rand::seq::SliceRandom;
+                        alive.choose(&mut rand::thread_rng()).cloned()
+                    }
+                    .ok_or_else(|| anyhow::anyhow!("no running router to kill"))?;
+                    let now = self.sample().await.unwrap_or_else(|_| before.clone());
+                    f.kills.push(self.kill(&victim, &now).await?);
+                    tokio::time::sleep(every / 2).await;
+                    let r = self.stack.rt.act(&victim, Verb::Start).await;
+                    f.restarts.push(Utc::now());
+                    r.with_context(|| format!("restarting {victim} after the kill"))?;
+                }
+                tokio::time::sleep(every / 2).await;
+                load.stop().await
+            }
+            Scenario::BrokerRestart { down_secs } => {
+                let load = self.load(self.plan.interval(), 0, None);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let stopped = Utc::now();
+                let nodes = super::broker::broker_instances(self.stack.rt.as_ref()).await?;
+                if nodes.len() > 1 {
+                    // A cluster: rolling, one node at a time, each back in sync before the next.
+                    let (bootstrap, timeout) = (&self.stack.bootstrap, self.stack.timeout);
+                    super::broker::rolling_restart(self.stack.rt.as_ref(), bootstrap, timeout, &nodes).await?;
+                } else {
+                    self.stack.rt.act("broker", Verb::Stop).await.context("stopping the broker")?;
+                    tokio::time::sleep(Duration::from_secs_f64(*down_secs)).await;
+                    self.stack.rt.act("broker", Verb::Start).await.context("starting the broker")?;
+                }
+                let started = Utc::now();
+                f.broker = Some((stopped, started));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                load.stop().await
+            }
+            Scenario::KillBroker { leader_of, down_secs } => {
+                let load = self.load(self.plan.interval(), 0, None);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let down = Duration::from_secs_f64(*down_secs);
+                let (k, started, isr) = super::broker::kill_leader(
+                    self.stack.rt.as_ref(),
+                    &self.stack.bootstrap,
+                    self.stack.timeout,
+                    leader_of,
+                    down,
+                )
+                .await?;
+                f.broker = Some((k.killed_at, started));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let tally = load.stop().await;
+                f.leader_kill = Some(isr.await.unwrap_or(k));
+                tally
+            }
+        };
+        Ok(f)
+    }
+
     async fn pid_of(&self, victim: &str) -> anyhow::Result<u32> {
         self.stack
             .rt
@@ -241,6 +324,18 @@ impl Ctx<'_> {
             .map(|i| i.name)
             .collect())
     }
+}
+
+/// What the traffic-and-fault phase did.
+#[derive(Default)]
+struct Fault {
+    tally: Tally,
+    kills: Vec<Kill>,
+    /// When each killed router was started again (kill-random).
+    restarts: Vec<DateTime<Utc>>,
+    /// A broker's outage: stopped (or killed) and started again.
+    broker: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    leader_kill: Option<super::broker::LeaderKill>,
 }
 
 /// Waits until the stream has sent `n` messages (or finished).
@@ -304,102 +399,10 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
 
     let before = ctx.prepare().await?;
     let observer = Observer::start(new_reader()?, GROUP);
-    let interval = plan.interval();
-    let planned = plan.planned();
-    let mut kills: Vec<Kill> = Vec::new();
-    let mut restarts: Vec<DateTime<Utc>> = Vec::new();
-    let mut broker: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
-    let mut leader_kill = None;
-
     let traffic_start = Utc::now();
-    let mut tally: Tally = match &plan.scenario {
-        Scenario::KillActive => {
-            let load = ctx.load(interval, 0, Some(planned));
-            sent_at_least(&load, planned / 2).await;
-            let now = ctx.sample().await.unwrap_or(before);
-            let mut per: BTreeMap<&str, usize> = BTreeMap::new();
-            for (_, inst, m) in &now.owners {
-                if now.members.contains(m) {
-                    *per.entry(inst.as_str()).or_default() += 1;
-                }
-            }
-            let victim = per
-                .iter()
-                .max_by_key(|(i, n)| (**n, std::cmp::Reverse(**i)))
-                .map(|(i, _)| i.to_string())
-                .ok_or_else(|| anyhow::anyhow!("no live instance owns a partition of {GROUP}"))?;
-            kills.push(ctx.kill(&victim, &now).await?);
-            load.join().await
-        }
-        Scenario::KillRandom { count, interval_secs } => {
-            let every = Duration::from_secs_f64(*interval_secs);
-            let load = ctx.load(interval, 0, None);
-            for _ in 0..*count {
-                tokio::time::sleep(every / 2).await;
-                let alive = ctx.alive_routers().await?;
-                let victim = {
-                    use rand::seq::SliceRandom;
-                    alive.choose(&mut rand::thread_rng()).cloned()
-                }
-                .ok_or_else(|| anyhow::anyhow!("no running router to kill"))?;
-                let now = ctx.sample().await.unwrap_or_else(|_| before.clone());
-                kills.push(ctx.kill(&victim, &now).await?);
-                tokio::time::sleep(every / 2).await;
-                let r = ctx.stack.rt.act(&victim, Verb::Start).await;
-                restarts.push(Utc::now());
-                r.with_context(|| format!("restarting {victim} after the kill"))?;
-            }
-            tokio::time::sleep(every / 2).await;
-            load.stop().await
-        }
-        Scenario::BrokerRestart { down_secs } => {
-            let load = ctx.load(interval, 0, None);
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            let stopped = Utc::now();
-            let nodes = super::broker::broker_instances(ctx.stack.rt.as_ref()).await?;
-            if nodes.len() > 1 {
-                // A cluster: rolling, one node at a time, each back in sync before the next.
-                let (bootstrap, timeout) = (&ctx.stack.bootstrap, ctx.stack.timeout);
-                super::broker::rolling_restart(ctx.stack.rt.as_ref(), bootstrap, timeout, &nodes).await?;
-            } else {
-                ctx.stack.rt.act("broker", Verb::Stop).await.context("stopping the broker")?;
-                tokio::time::sleep(Duration::from_secs_f64(*down_secs)).await;
-                ctx.stack.rt.act("broker", Verb::Start).await.context("starting the broker")?;
-            }
-            let started = Utc::now();
-            broker = Some((stopped, started));
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            load.stop().await
-        }
-        Scenario::KillBroker { leader_of, down_secs } => {
-            let load = ctx.load(interval, 0, None);
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            let down = Duration::from_secs_f64(*down_secs);
-            let (k, started, isr) = super::broker::kill_leader(
-                ctx.stack.rt.as_ref(),
-                &ctx.stack.bootstrap,
-                ctx.stack.timeout,
-                leader_of,
-                down,
-            )
-            .await?;
-            broker = Some((k.killed_at, started));
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let tally = load.stop().await;
-            leader_kill = Some(isr.await.unwrap_or(k));
-            tally
-        }
-    };
+    let Fault { mut tally, kills, restarts, broker, leader_kill } = ctx.traffic_and_fault(&before).await?;
     let traffic_detail = format!("{} sent, {} accepted, {} failed", tally.sent, tally.accepted.len(), tally.failed);
-    let fault_detail = match &plan.scenario {
-        Scenario::BrokerRestart { .. } => "broker stopped and started while traffic flowed".to_string(),
-        Scenario::KillBroker { leader_of, .. } => format!("the leader of {leader_of} killed and started again"),
-        _ => kills
-            .iter()
-            .map(|k| format!("{} {:?} at {}", k.victim, k.method, k.at.format("%T%.3f")))
-            .collect::<Vec<_>>()
-            .join("; "),
-    };
+    let fault_detail = describe_fault(&plan.scenario, &kills);
     ctx.phase("traffic and fault", traffic_start, format!("{traffic_detail}; {fault_detail}"));
     let send_window = (Utc::now() - traffic_start).num_milliseconds().max(1) as f64 / 1000.0;
 
@@ -431,23 +434,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
         },
     );
 
-    // Give the lag samples time to show the return to baseline.
-    let lag_deadline = Instant::now() + LAG_GRACE;
-    loop {
-        let s = observer.samples().await;
-        let last_kill = kills.last().map(|k| k.at);
-        let ok = match last_kill {
-            Some(at) => {
-                let b = timeline::baseline(&s, at, chrono::Duration::seconds(BASELINE_WINDOW)).unwrap_or(0);
-                s.last().is_some_and(|l| l.at > at && l.lag.is_some_and(|x| x <= b))
-            }
-            None => true,
-        };
-        if ok || Instant::now() > lag_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_lag_back(&observer, kills.last().map(|k| k.at)).await;
     let samples = observer.finish().await;
     let facts = admin.delivery_facts(&ids).await.context("reading the deliveries' facts")?;
 
@@ -458,89 +445,8 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
         .filter(|e| e.group == GROUP && e.at >= started_at)
         .collect();
 
-    let mut outcomes = Vec::new();
-    let mut entries = Vec::new();
-    for (i, k) in kills.iter().enumerate() {
-        let until = kills.get(i + 1).map(|n| n.at).or_else(|| restarts.get(i).copied());
-        let until_events = kills.get(i + 1).map(|n| n.at);
-        let mut f = Failover::default();
-        if let Some(m) = &k.member_id {
-            f.detected_at = timeline::detected(&samples, m, k.at);
-        }
-        let timeline::Rebalance { start, end, takers } =
-            timeline::rebalance(&events, &k.victim, &k.partitions, k.at, until);
-        f.rebalance_start = start;
-        f.rebalance_end = end;
-        f.taken_by = takers.iter().map(|(i, _)| i.clone()).collect();
-        if let Some(from) = takers.iter().map(|(_, at)| *at).min() {
-            if let Some((at, by)) = count::first_routed(&facts, &f.taken_by, from) {
-                f.first_processed_at = Some(at);
-                f.first_processed_by = Some(by);
-            }
-        }
-        f.lag_baseline = timeline::baseline(&samples, k.at, chrono::Duration::seconds(BASELINE_WINDOW));
-        let lag_from = f.first_processed_at.or(f.rebalance_end);
-        if let (Some(b), Some(from)) = (f.lag_baseline, lag_from) {
-            f.lag_recovered_at = timeline::lag_back(&samples, b, from);
-        }
-        if let Some(next) = kills.get(i + 1) {
-            f.interrupted =
-                f.rebalance_end.is_some_and(|e| e < next.at) && f.first_processed_at.is_none_or(|p| p > next.at);
-        }
-        let f = f.relative_to(k.at);
-        entries.extend(timeline::entries(k, &f, &events, until_events));
-        outcomes.push(KillOutcome { kill: k.clone(), failover: f });
-    }
-
-    let outage = match broker {
-        Some((stopped, started)) => {
-            let routers: Vec<String> = (1..=32).map(|n| format!("{GROUP}-{n}")).collect();
-            let first = count::first_routed(&facts, &routers, started);
-            let o = BrokerOutage {
-                stopped_at: stopped,
-                started_at: started,
-                down_ms: (started - stopped).num_milliseconds(),
-                first_processed_at: first.as_ref().map(|f| f.0),
-                resume_ms: first.as_ref().map(|f| (f.0 - started).num_milliseconds()),
-                leader_kill: leader_kill.clone(),
-            };
-            let mut push = |at: DateTime<Utc>, event: &str, detail: String| {
-                entries.push(timeline::Entry {
-                    at,
-                    offset_ms: (at - stopped).num_milliseconds(),
-                    event: event.into(),
-                    detail,
-                })
-            };
-            match &leader_kill {
-                Some(k) => {
-                    push(stopped, "broker killed", format!("{} (leader of {}), SIGKILL", k.victim, k.partition));
-                    if let (Some(at), Some(l)) = (k.elected_at, k.new_leader) {
-                        push(at, "new leader elected", format!("broker {l} leads {}", k.partition));
-                    }
-                    if let Some(ms) = k.under_replicated_ms {
-                        push(k.killed_at + chrono::Duration::milliseconds(ms), "every ISR full again", String::new());
-                    }
-                }
-                None => push(stopped, "broker stop requested", "SIGTERM through the control plane".into()),
-            }
-            push(started, "broker started", format!("down {:.2} s", o.down_ms as f64 / 1000.0));
-            if let Some((at, by)) = first {
-                push(at, "first delivery routed after the restart", by);
-            }
-            for e in events.iter().filter(|e| e.at >= stopped) {
-                let parts = e.partitions.iter().map(|tp| format!("{}-{}", tp.topic, tp.partition)).collect::<Vec<_>>();
-                push(
-                    e.at,
-                    &format!("rebalance: {:?}", e.kind).to_lowercase(),
-                    format!("{} [{}]", e.instance, parts.join(",")),
-                );
-            }
-            entries.sort_by_key(|e| e.at);
-            Some(o)
-        }
-        None => None,
-    };
+    let (outcomes, mut entries) = analysis::failovers(&kills, &restarts, &samples, &events, &facts);
+    let outage = analysis::broker_outage(broker, leader_kill, &facts, &events, &mut entries);
 
     let record = providers
         .records(Some(&format!("{}-c", ctx.run_id)))
@@ -562,24 +468,7 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
         accepted_per_sec: tally.accepted.len() as f64 / send_window,
     };
     let criteria = report::judge(plan, &outcomes, outage.as_ref(), &traffic, &counts, drained);
-    let tuning = consumer_tuning();
-    let topics_now = ctx.reader.observer();
-    let topics_now = tokio::task::spawn_blocking(move || topics_now.topics()).await??;
-    let environment = Environment {
-        host: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        api_url: stack.api_url.clone(),
-        kafka_bootstrap: stack.bootstrap.clone(),
-        routers: plan.routers,
-        topics: topics_now
-            .into_iter()
-            .filter(|(t, _)| t.starts_with(topics::CHAT_EVENTS) && t != topics::DEAD_LETTERS)
-            .collect(),
-        group_protocol: stack.info.as_ref().and_then(|i| i.group_protocol.clone()).unwrap_or_else(|| "classic".into()),
-        session_timeout_ms: tuning.session_timeout_ms,
-        heartbeat_interval_ms: tuning.heartbeat_interval_ms,
-        assignment_strategy: tuning.assignment_strategy,
-    };
+    let environment = environment(stack, plan, &ctx.reader).await?;
     Ok(DrillReport {
         scenario: plan.scenario.name().into(),
         run_id: ctx.run_id.clone(),
@@ -596,5 +485,55 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
         criteria,
         counts,
         drained,
+    })
+}
+
+/// The fault of a scenario, in one line of the phase list.
+fn describe_fault(scenario: &Scenario, kills: &[Kill]) -> String {
+    match scenario {
+        Scenario::BrokerRestart { .. } => "broker stopped and started while traffic flowed".to_string(),
+        Scenario::KillBroker { leader_of, .. } => format!("the leader of {leader_of} killed and started again"),
+        _ => kills
+            .iter()
+            .map(|k| format!("{} {:?} at {}", k.victim, k.method, k.at.format("%T%.3f")))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
+/// Gives the lag samples time (up to [`LAG_GRACE`]) to show the return to the baseline of the
+/// last kill.
+async fn wait_lag_back(observer: &Observer, last_kill: Option<DateTime<Utc>>) {
+    let Some(at) = last_kill else { return };
+    let deadline = Instant::now() + LAG_GRACE;
+    while Instant::now() < deadline {
+        let s = observer.samples().await;
+        let b = timeline::baseline(&s, at, chrono::Duration::seconds(analysis::BASELINE_WINDOW)).unwrap_or(0);
+        if s.last().is_some_and(|l| l.at > at && l.lag.is_some_and(|x| x <= b)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Where the drill ran: the machine, the stack, the topics and the consumer settings.
+async fn environment(stack: &Stack, plan: &DrillPlan, reader: &GroupReader) -> anyhow::Result<Environment> {
+    let tuning = consumer_tuning();
+    let observer = reader.observer();
+    let topics_now = tokio::task::spawn_blocking(move || observer.topics()).await??;
+    Ok(Environment {
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        api_url: stack.api_url.clone(),
+        kafka_bootstrap: stack.bootstrap.clone(),
+        routers: plan.routers,
+        topics: topics_now
+            .into_iter()
+            .filter(|(t, _)| t.starts_with(topics::CHAT_EVENTS) && t != topics::DEAD_LETTERS)
+            .collect(),
+        group_protocol: stack.info.as_ref().and_then(|i| i.group_protocol.clone()).unwrap_or_else(|| "classic".into()),
+        session_timeout_ms: tuning.session_timeout_ms,
+        heartbeat_interval_ms: tuning.heartbeat_interval_ms,
+        assignment_strategy: tuning.assignment_strategy,
     })
 }

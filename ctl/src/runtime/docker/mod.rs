@@ -76,10 +76,7 @@ pub fn compose_service(kind: ServiceKind) -> &'static str {
 
 /// The ctl service of a Compose service, when it is one of the platform's.
 pub fn service_kind(compose: &str) -> Option<ServiceKind> {
-    if compose == "kafka" {
-        return Some(ServiceKind::Broker);
-    }
-    ServiceKind::ALL.into_iter().find(|k| k.name() == compose)
+    ServiceKind::ALL.into_iter().find(|k| compose_service(*k) == compose)
 }
 
 /// One of the project's containers, as its labels and state say.
@@ -335,19 +332,7 @@ impl DockerRuntime {
         if !kind.is_group_member() {
             return vec![];
         }
-        let r =
-            crate::failover::leave_for_dead(&f.bootstrap, &f.redis_url, instance, pid, Duration::from_secs(3)).await;
-        match r {
-            Ok(o) if o.is_empty() => vec!["no group membership reported by this run of it".to_string()],
-            Ok(o) => o
-                .into_iter()
-                .map(|o| match o {
-                    Ok(o) => o.describe(),
-                    Err(e) => format!("LeaveGroup failed ({e}); the group waits for the session timeout"),
-                })
-                .collect(),
-            Err(e) => vec![format!("LeaveGroup failed ({e:#}); the group waits for the session timeout")],
-        }
+        crate::failover::leave_for_dead_lines(&f.bootstrap, &f.redis_url, instance, pid).await
     }
 
     pub fn socket(&self) -> &str {
