@@ -150,8 +150,18 @@ async fn list(State(s): State<ApiState>) -> ApiResult {
 }
 
 /// The supervisor's offset history, so that a one-shot `lag` has a window to judge by.
-async fn lag_history(State(s): State<ApiState>) -> ApiResult {
-    Ok(Json(s.obs.history()).into_response())
+#[derive(Deserialize)]
+struct HistoryQuery {
+    /// Only this group's samples (a describe of one group on a cluster of many).
+    group: Option<String>,
+}
+
+async fn lag_history(State(s): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
+    let history = s.obs.history();
+    Ok(match q.group {
+        Some(g) => Json(history.only(&[g])).into_response(),
+        None => Json(history).into_response(),
+    })
 }
 
 #[derive(Deserialize)]

@@ -19,7 +19,7 @@ use crate::wire::{self, WireError};
 
 /// Which group protocol a group speaks: the classic rebalance protocol, or KIP-848's
 /// broker-driven one (`group.protocol=consumer`).
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupType {
     #[default]
@@ -286,14 +286,69 @@ impl Observer {
         }
         let names: Vec<String> = listed.keys().cloned().collect();
         self.learn_coordinators(&names);
-        let mut out = Vec::new();
+        // One DescribeGroups (or ConsumerGroupDescribe) per coordinator and protocol for all its
+        // groups; a group whose answer is not a plain success is asked again on its own.
+        let mut batches: BTreeMap<(String, GroupType), Vec<String>> = BTreeMap::new();
         for g in listed.values() {
             let kind = if g.group_type == "consumer" { GroupType::Consumer } else { GroupType::Classic };
-            if let Some(info) = self.describe_as(&g.group, kind)? {
+            let coordinator = self.coordinator(&g.group)?;
+            batches.entry((coordinator, kind)).or_default().push(g.group.clone());
+        }
+        let mut out = Vec::new();
+        let mut one_by_one: Vec<(String, GroupType)> = Vec::new();
+        for ((coordinator, kind), names) in batches {
+            match self.describe_batch(&coordinator, kind, &names) {
+                Ok((found, retry)) => {
+                    out.extend(found);
+                    one_by_one.extend(retry.into_iter().map(|g| (g, kind)));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, coordinator, "batched describe failed; asking per group");
+                    one_by_one.extend(names.into_iter().map(|g| (g, kind)));
+                }
+            }
+        }
+        for (group, kind) in one_by_one {
+            if let Some(info) = self.describe_as(&group, kind)? {
                 out.push(info);
             }
         }
+        out.sort_by(|a, b| a.group.cmp(&b.group));
         Ok(out)
+    }
+
+    /// Groups of one coordinator described in one request: (described, to ask again one by one).
+    /// Unknown and dead groups are left out, as [`Self::describe_as`] leaves them.
+    fn describe_batch(
+        &self,
+        coordinator: &str,
+        kind: GroupType,
+        names: &[String],
+    ) -> Result<(Vec<GroupInfo>, Vec<String>), WireError> {
+        let mut found = Vec::new();
+        let mut retry = Vec::new();
+        match kind {
+            GroupType::Classic => {
+                for g in wire::describe_groups(coordinator, names, self.timeout)? {
+                    match g.error_code {
+                        wire::code::GROUP_ID_NOT_FOUND => {}
+                        0 if g.state == "Dead" => {}
+                        0 => found.push(GroupInfo::from_classic(g, coordinator)),
+                        _ => retry.push(g.group),
+                    }
+                }
+            }
+            GroupType::Consumer => {
+                for g in wire::consumer_group_describe(coordinator, names, self.timeout)? {
+                    match g.error_code {
+                        wire::code::GROUP_ID_NOT_FOUND => {}
+                        0 => found.push(GroupInfo::from_consumer(g, coordinator)),
+                        _ => retry.push(g.group),
+                    }
+                }
+            }
+        }
+        Ok((found, retry))
     }
 
     /// One group, whichever protocol it speaks; None when the broker does not know it.
@@ -496,14 +551,83 @@ impl Observer {
         group: &GroupInfo,
         topics: &[(String, i32)],
     ) -> anyhow::Result<Vec<PartitionOffsets>> {
-        let all = self.offsets(&group.group, topics)?;
-        let assigned: BTreeSet<String> = group.assigned().into_keys().map(|(t, _)| t).collect();
-        let used: BTreeSet<String> = all
-            .iter()
-            .filter(|p| p.committed.is_some() || assigned.contains(&p.topic) || known_topic(&group.group, &p.topic))
-            .map(|p| p.topic.clone())
-            .collect();
-        Ok(all.into_iter().filter(|p| used.contains(&p.topic)).collect())
+        Ok(self.offsets_of_groups(std::slice::from_ref(group), topics)?.pop().unwrap_or_default())
+    }
+
+    /// [`Self::offsets_of_group`] of many groups, in their order: one OffsetFetch per group for
+    /// what it committed (the broker answers with its own partitions only), then the log-end
+    /// offsets of every partition any of them uses, once (one ListOffsets per leader). A refresh
+    /// costs the partitions the groups read, not groups x every partition of the cluster.
+    pub fn offsets_of_groups(
+        &self,
+        groups: &[GroupInfo],
+        topics: &[(String, i32)],
+    ) -> anyhow::Result<Vec<Vec<PartitionOffsets>>> {
+        let counts: HashMap<&str, i32> = topics.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+        let mut per_group = Vec::with_capacity(groups.len());
+        let mut wanted_all: BTreeSet<(String, i32)> = BTreeSet::new();
+        for g in groups {
+            let committed = self.committed_of(&g.group, topics)?;
+            let mut used: BTreeSet<&str> = committed.keys().map(|(t, _)| t.as_str()).collect();
+            used.extend(
+                g.assigned().into_keys().filter_map(|(t, _)| counts.get_key_value(t.as_str()).map(|(k, _)| *k)),
+            );
+            used.extend(topics.iter().map(|(t, _)| t.as_str()).filter(|t| known_topic(&g.group, t)));
+            let wanted: Vec<(String, i32)> = used
+                .into_iter()
+                .filter_map(|t| counts.get_key_value(t))
+                .flat_map(|(t, n)| (0..*n).map(move |p| (t.to_string(), p)))
+                .collect();
+            wanted_all.extend(wanted.iter().cloned());
+            per_group.push((committed, wanted));
+        }
+        let wanted_all: Vec<(String, i32)> = wanted_all.into_iter().collect();
+        let ends = if wanted_all.is_empty() { HashMap::new() } else { self.log_ends(&wanted_all)? };
+        Ok(per_group
+            .into_iter()
+            .map(|(committed, wanted)| {
+                let mut out: Vec<PartitionOffsets> = wanted
+                    .into_iter()
+                    .map(|(topic, partition)| {
+                        let key = (topic, partition);
+                        let committed = committed.get(&key).copied().flatten();
+                        let high = ends.get(&key).copied().unwrap_or(0);
+                        PartitionOffsets {
+                            topic: key.0,
+                            partition,
+                            committed,
+                            log_end: high,
+                            lag: committed.map(|c| (high - c).max(0)),
+                        }
+                    })
+                    .collect();
+                out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+                out
+            })
+            .collect())
+    }
+
+    /// What `group` committed on the topics of the cluster: one OffsetFetch for all of it over
+    /// the wire; librdkafka's committed() over every partition of `topics` where that fails.
+    fn committed_of(
+        &self,
+        group: &str,
+        topics: &[(String, i32)],
+    ) -> anyhow::Result<HashMap<(String, i32), Option<i64>>> {
+        let known: BTreeSet<&str> = topics.iter().map(|(t, _)| t.as_str()).collect();
+        match self.at_coordinator(group, |c| wire::committed_offsets(c, group, None, self.timeout)) {
+            Ok(v) => {
+                return Ok(v
+                    .into_iter()
+                    .filter(|(t, _, o)| o.is_some() && known.contains(t.as_str()))
+                    .map(|(t, p, o)| ((t, p), o))
+                    .collect())
+            }
+            Err(e) => tracing::debug!(error = %e, "OffsetFetch of all topics failed; using librdkafka"),
+        }
+        let wanted: Vec<(String, i32)> =
+            topics.iter().flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p))).collect();
+        Ok(self.committed(group, &wanted)?.into_iter().filter(|(_, o)| o.is_some()).collect())
     }
 }
 

@@ -164,6 +164,17 @@ impl LagHistory {
     }
 
     /// True when there is no history, or a partition has fewer than two samples.
+    /// The samples of these groups only (what a one-group describe needs of a large history).
+    pub fn only(&self, groups: &[String]) -> LagHistory {
+        let samples = self
+            .samples
+            .iter()
+            .filter(|((g, _, _), _)| groups.contains(g))
+            .map(|(k, q)| (k.clone(), q.clone()))
+            .collect();
+        LagHistory { samples, rules: self.rules }
+    }
+
     pub fn is_thin(&self) -> bool {
         self.samples.is_empty() || self.samples.values().any(|q| q.len() < 2)
     }

@@ -87,6 +87,22 @@ pub async fn reports(
     Ok(raw.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
 }
 
+/// [`reports`] of many groups in one round trip (a pipeline of HGETALLs), in their order.
+pub async fn reports_of(
+    conn: &mut redis::aio::MultiplexedConnection,
+    groups: &[String],
+) -> anyhow::Result<Vec<Vec<AssignmentReport>>> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for g in groups {
+        pipe.cmd("HGETALL").arg(ops_keys::assignment_hash(g));
+    }
+    let raw: Vec<BTreeMap<String, String>> = pipe.query_async(conn).await.context("reading assignment reports")?;
+    Ok(raw.into_iter().map(|m| m.values().filter_map(|v| serde_json::from_str(v).ok()).collect()).collect())
+}
+
 /// The newest `count` rebalance reports, oldest first.
 pub async fn timeline(
     conn: &mut redis::aio::MultiplexedConnection,

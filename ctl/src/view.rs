@@ -169,18 +169,20 @@ impl GroupReader {
         let obs = self.observer.clone();
         let (raw, topics) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let topics = obs.topics()?;
-            let mut out = Vec::new();
-            for g in obs.groups()? {
-                let offsets = obs.offsets_of_group(&g, &topics)?;
-                out.push((g, offsets));
-            }
-            Ok((out, topics))
+            let groups = obs.groups()?;
+            let offsets = obs.offsets_of_groups(&groups, &topics)?;
+            Ok((groups.into_iter().zip(offsets).collect::<Vec<_>>(), topics))
         })
         .await??;
-        let mut views = Vec::new();
-        for (info, offsets) in raw {
-            views.push(self.build(&info, offsets).await);
-        }
+        let names: Vec<String> = raw.iter().map(|(g, _)| g.group.clone()).collect();
+        let mut reports = self.reports_of(&names).await.into_iter();
+        let views = raw
+            .into_iter()
+            .map(|(info, offsets)| {
+                let r = reports.next().unwrap_or_default();
+                self.build_with(&info, offsets, &r)
+            })
+            .collect();
         Ok((views, topics))
     }
 
@@ -202,6 +204,32 @@ impl GroupReader {
         .await??;
         let view = self.build(&info, offsets).await;
         Ok(GroupDescription { view, coordinator: info.coordinator, member_details: info.members })
+    }
+
+    /// The reports of `groups`, in one round trip; empty ones when Redis cannot be read (the
+    /// error is kept in `reports_error`).
+    async fn reports_of(&mut self, groups: &[String]) -> Vec<Vec<chat4all_contract::events::AssignmentReport>> {
+        if self.redis.is_none() {
+            match ownership::redis(&self.redis_url).await {
+                Ok(c) => self.redis = Some(c),
+                Err(e) => {
+                    self.reports_error = Some(format!("{e:#}"));
+                    return vec![Vec::new(); groups.len()];
+                }
+            }
+        }
+        let conn = self.redis.as_mut().expect("connected above");
+        match ownership::reports_of(conn, groups).await {
+            Ok(r) => {
+                self.reports_error = None;
+                r
+            }
+            Err(e) => {
+                self.reports_error = Some(format!("{e:#}"));
+                self.redis = None;
+                vec![Vec::new(); groups.len()]
+            }
+        }
     }
 
     async fn reports(&mut self, group: &str) -> Vec<chat4all_contract::events::AssignmentReport> {
@@ -230,7 +258,16 @@ impl GroupReader {
 
     async fn build(&mut self, info: &GroupInfo, offsets: Vec<PartitionOffsets>) -> GroupView {
         let reports = self.reports(&info.group).await;
-        let own = ownership::reconcile(info, &reports);
+        self.build_with(info, offsets, &reports)
+    }
+
+    fn build_with(
+        &mut self,
+        info: &GroupInfo,
+        offsets: Vec<PartitionOffsets>,
+        reports: &[chat4all_contract::events::AssignmentReport],
+    ) -> GroupView {
+        let own = ownership::reconcile(info, reports);
         let now = chrono::Utc::now().timestamp_millis();
         self.history.record(&info.group, &offsets, now);
         let partitions: Vec<PartitionView> = offsets

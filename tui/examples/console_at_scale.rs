@@ -63,6 +63,9 @@ struct Args {
     /// `json` for the report as JSON.
     #[arg(short, long, default_value = "table")]
     output: String,
+    /// Only remove the grid's synthetic topics and groups (after an interrupted run).
+    #[arg(long)]
+    cleanup: bool,
 }
 
 #[derive(Serialize)]
@@ -95,6 +98,14 @@ async fn main() -> anyhow::Result<()> {
         None => std::env::current_exe()?.parent().and_then(|d| d.parent()).context("target dir")?.join("chat4allctl"),
     };
     ensure!(ctl.exists(), "no chat4allctl at {} (build it, or pass --ctl)", ctl.display());
+    if args.cleanup {
+        for &p in &args.partitions {
+            for &g in &args.groups {
+                Synthetic::named(&stack.bootstrap, &format!("scale-{g}x{p}"), g, p).remove().await?;
+            }
+        }
+        return Ok(());
+    }
     let mut cells = Vec::new();
     for &p in &args.partitions {
         for &g in &args.groups {
@@ -192,6 +203,9 @@ async fn measure(args: &Args, data: &DataDir, stack: &Stack, ctl: &Path, s: &Syn
     let mut terminal = Terminal::new(TestBackend::new(200, 60))?;
     let mut frames = Vec::new();
     let mut dash = Vec::new();
+    // Warm-up: the first look connects (runtime, broker, Redis, admin); the dashboard pays it once.
+    let first = source.snapshot().await;
+    update(&mut state, Action::Data(Box::new(first)));
     let cpu0 = cpu_seconds();
     let wall0 = Instant::now();
     for _ in 0..n {

@@ -79,6 +79,9 @@ pub fn partitions(state: &State) -> Vec<&PartitionView> {
         .into_iter()
         .flat_map(|g| g.partitions.iter())
         .filter(|p| {
+            if state.filter.is_empty() {
+                return true;
+            }
             let owner = p.owner.as_ref().map(|o| o.instance.as_str()).unwrap_or("");
             matches(&state.filter, &format!("{} {}-{} {owner}", p.group, p.offsets.topic, p.offsets.partition))
         })

@@ -45,6 +45,7 @@ use crate::admin::Admin;
 use crate::providers::{self, Providers};
 
 pub mod ceilings;
+pub mod cpu;
 pub mod measure;
 mod report;
 pub mod synthetic;
@@ -81,6 +82,8 @@ pub struct BenchOptions {
     pub provider_failure_rate: Option<f64>,
     /// What `--check` holds the run to; None: [`Targets::for_rate`].
     pub targets: Option<Targets>,
+    /// Processes whose CPU the report accounts for (empty: none).
+    pub watch_cpu: Vec<cpu::Watched>,
 }
 
 impl Default for BenchOptions {
@@ -98,6 +101,7 @@ impl Default for BenchOptions {
                 .collect(),
             provider_failure_rate: None,
             targets: None,
+            watch_cpu: Vec::new(),
         }
     }
 }
@@ -354,6 +358,7 @@ async fn measure(
     let run_id = new_run_id();
     let planned = planned_messages(opts.rate, opts.duration);
     let template = BodyTemplate::new(&run_id, opts.recipients);
+    let meter = cpu::CpuMeter::start(&opts.watch_cpu);
     let tally = send_phase(client, url, template, opts.rate, planned, opts.concurrency).await;
 
     let drain_start = Instant::now();
@@ -361,6 +366,7 @@ async fn measure(
         .await
         .context("polling the deliveries")?;
     let drain_secs = drain_start.elapsed().as_secs_f64();
+    let cpu = meter.finish(tally.accepted.len() as u64);
     let record = providers
         .records(Some(&format!("{run_id}-c")))
         .await
@@ -368,7 +374,9 @@ async fn measure(
     let facts = admin.delivery_facts(&tally.accepted).await.context("reading the deliveries' facts")?;
     let stats = delivery_stats(&tally.accepted, &facts, &record);
 
-    Ok(build_report(opts, run_id, planned, &tally, &stats, drain_complete, drain_secs))
+    let mut report = build_report(opts, run_id, planned, &tally, &stats, drain_complete, drain_secs);
+    report.cpu = cpu;
+    Ok(report)
 }
 
 fn build_report(
@@ -420,6 +428,7 @@ fn build_report(
         end_to_end_latency_ms: LatencySummary::from_micros(&stats.end_to_end),
         targets: opts.targets.unwrap_or_else(|| Targets::for_rate(opts.rate)),
         ceilings: None,
+        cpu: Vec::new(),
     }
 }
 
@@ -547,6 +556,7 @@ mod tests {
             end_to_end_latency_ms: lat(50.0, 200.0, 400.0, 900.0),
             targets: Targets::for_rate(2000),
             ceilings: None,
+            cpu: Vec::new(),
         }
     }
 

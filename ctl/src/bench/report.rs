@@ -94,6 +94,9 @@ pub struct BenchReport {
     /// The ceilings measured beside the run (`--ceilings`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ceilings: Option<super::ceilings::Ceilings>,
+    /// CPU per process group from the first send to the end of the drain.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu: Vec<super::cpu::CpuUse>,
 }
 
 /// Acceptance criteria of the benchmark (`bench --check` exits 1 when one is missed).
@@ -232,6 +235,16 @@ impl BenchReport {
         let mut out = String::from("| metric | value |\n|---|---|\n");
         for (k, v) in rows {
             let _ = writeln!(out, "| {k} | {} |", v.replace('|', "\\|"));
+        }
+        if !self.cpu.is_empty() {
+            out.push_str("\n| process (from the first send to the drained end) | share of one core | CPU per message |\n|---|---|---|\n");
+            for c in &self.cpu {
+                let _ = writeln!(
+                    out,
+                    "| {} ({}) | {:.1}% | {:.0} µs |",
+                    c.process, c.processes, c.percent_of_core, c.micros_per_message
+                );
+            }
         }
         out
     }

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::Cli;
 use chat4all_ctl::bench::ceilings::{self, Ceilings};
+use chat4all_ctl::bench::cpu::Watched;
 use chat4all_ctl::bench::{self, BenchOptions};
 use chat4all_ctl::error::ConditionNotMet;
 use chat4all_ctl::output::{self, parse_duration, Format};
@@ -70,6 +71,7 @@ pub async fn bench(cli: &Cli, args: &BenchArgs) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         concurrency: args.concurrency,
         targets: Some(targets(args)),
+        watch_cpu: watched(cli).await,
         ..BenchOptions::default()
     };
     // Facts for up to 10,000 messages per request: more time than one small read.
@@ -134,4 +136,22 @@ async fn measure_ceilings(cli: &Cli, report: &bench::BenchReport) -> Ceilings {
         Err(e) => c.errors.push(format!("Kafka producer: {e:#}")),
     }
     c.with_shares(report.accepted_per_sec)
+}
+
+/// The stack's instances by service (from its runtime), PostgreSQL, Redis and this load
+/// generator: whose CPU the report accounts for.
+async fn watched(cli: &Cli) -> Vec<Watched> {
+    let mut by_service: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    if let Ok(rt) = cli.runtime(cli.timeout).await {
+        for i in rt.list().await.unwrap_or_default() {
+            if let (true, Some(pid)) = (i.state.is_alive(), i.pid) {
+                by_service.entry(i.service).or_default().push(pid);
+            }
+        }
+    }
+    let mut w: Vec<Watched> = by_service.into_iter().map(|(name, pids)| Watched::Pids { name, pids }).collect();
+    w.push(Watched::Comm { name: "PostgreSQL".into(), comm: "postgres".into() });
+    w.push(Watched::Comm { name: "Redis".into(), comm: "redis-server".into() });
+    w.push(Watched::Pids { name: "chat4allctl bench (load generator)".into(), pids: vec![std::process::id()] });
+    w
 }

@@ -52,9 +52,18 @@ pub(crate) fn redis_url(cli: &Cli) -> String {
 /// A group reader primed with the supervisor's offset history (when a supervisor runs), so that
 /// even a one-shot command has a window to judge lag status by.
 pub(crate) async fn reader(cli: &Cli) -> anyhow::Result<GroupReader> {
+    reader_of(cli, None).await
+}
+
+/// A reader primed with the supervisor's offset history: of one group, or of all.
+pub(crate) async fn reader_of(cli: &Cli, group: Option<&str>) -> anyhow::Result<GroupReader> {
     let mut history = LagHistory::new(Rules::default());
     if let Ok(rt) = ProcessRuntime::connect(&cli.data(), cli.timeout) {
-        if let Ok(h) = rt.lag_history().await {
+        let h = match group {
+            Some(g) => rt.lag_history_of(g).await,
+            None => rt.lag_history().await,
+        };
+        if let Ok(h) = h {
             history.merge(&h);
         }
     }
@@ -68,11 +77,14 @@ pub async fn groups(cli: &Cli, cmd: &GroupsCommand) -> anyhow::Result<()> {
             watch::show(cli, &mut v).await
         }
         GroupsCommand::Describe(args) if args.members => {
-            let mut v = MembersView { observer: reader(cli).await?.observer(), group: args.group.clone() };
+            let mut v = MembersView {
+                observer: reader_of(cli, Some(&args.group)).await?.observer(),
+                group: args.group.clone(),
+            };
             watch::show(cli, &mut v).await
         }
         GroupsCommand::Describe(args) => {
-            let mut v = DescribeView { reader: reader(cli).await?, group: args.group.clone() };
+            let mut v = DescribeView { reader: reader_of(cli, Some(&args.group)).await?, group: args.group.clone() };
             watch::show(cli, &mut v).await
         }
     }

@@ -21,7 +21,8 @@ pub struct LagArgs {
 }
 
 pub async fn lag(cli: &Cli, args: &LagArgs) -> anyhow::Result<()> {
-    let reader = super::groups::reader(cli).await?;
+    let one = (args.groups.len() == 1).then(|| args.groups[0].as_str());
+    let reader = super::groups::reader_of(cli, one).await?;
     let mut v = LagView { reader, groups: args.groups.clone() };
     if !cli.watch && !args.sample_for.is_zero() && v.reader.history.is_thin() {
         // Prime the history: samples a second apart over `sample_for`.

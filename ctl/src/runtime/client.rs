@@ -85,6 +85,12 @@ impl ProcessRuntime {
         self.call(reqwest::Method::GET, "/v1/lag/history", None).await
     }
 
+    /// The supervisor's offset history of one group.
+    pub async fn lag_history_of(&self, group: &str) -> anyhow::Result<crate::lag::LagHistory> {
+        let path = format!("/v1/lag/history?group={}", urlencoding(group));
+        self.call(reqwest::Method::GET, &path, None).await
+    }
+
     /// Adds an action taken by this client to the supervisor's action log.
     pub async fn record_action(&self, action: &str, target: &str, detail: &str) -> anyhow::Result<()> {
         let body = serde_json::json!({"action": action, "target": target, "detail": detail});
@@ -284,4 +290,14 @@ mod tests {
         );
         assert_eq!(transition(Some((false, t)), &info(InstanceState::Stopped, 10, None)), None);
     }
+}
+
+/// `s` as a query-string value (group names are mostly `[a-zA-Z0-9._-]`, but any is allowed).
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

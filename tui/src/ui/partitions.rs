@@ -33,10 +33,39 @@ fn status_style(s: LagStatus) -> Style {
     }
 }
 
+/// The first row to show so that `selected` is on screen, moving as little as possible from
+/// `offset` (as a scrolling table does).
+fn window_start(offset: usize, selected: usize, visible: usize, len: usize) -> usize {
+    let visible = visible.max(1);
+    let mut start = offset.min(len.saturating_sub(visible));
+    if selected < start {
+        start = selected;
+    } else if selected >= start + visible {
+        start = selected + 1 - visible;
+    }
+    start
+}
+
+/// Decimal digits of a partition number (its column width without formatting it).
+fn digits(mut n: i32) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
 pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
-    let list = rows::partitions(state);
+    let all = rows::partitions(state);
     let focused = state.focus == Pane::Partitions;
     let dash = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    // Only the rows on screen are built: borders and header take 3 lines.
+    let visible = area.height.saturating_sub(3) as usize;
+    let selected = state.selected(Pane::Partitions).min(all.len().saturating_sub(1));
+    let start = window_start(state.partitions_offset.get(), selected, visible, all.len());
+    state.partitions_offset.set(start);
+    let list = &all[start..(start + visible.max(1)).min(all.len())];
     let owners: Vec<(String, bool)> = list.iter().map(|p| rows::owner(state, p)).collect();
     let rows: Vec<Vec<Cell>> = list
         .iter()
@@ -57,11 +86,22 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
             ]
         })
         .collect();
+    // Widths from every row (cheap lengths, no formatting), so they do not change as it scrolls.
     let longest = |f: &dyn Fn(&&chat4all_ctl::view::PartitionView) -> usize, min: usize| {
-        list.iter().map(f).max().unwrap_or(0).max(min) as u16
+        all.iter().map(f).max().unwrap_or(0).max(min) as u16
     };
-    let part_w = longest(&|p| p.offsets.topic.len() + 1 + p.offsets.partition.to_string().len(), 9);
-    let owner_w = owners.iter().map(|(o, _)| o.chars().count()).max().unwrap_or(0).max(5) as u16;
+    let part_w = longest(&|p| p.offsets.topic.len() + 1 + digits(p.offsets.partition), 9);
+    let disputed: std::collections::HashSet<(&str, &str, i32)> = rows::groups(state)
+        .into_iter()
+        .flat_map(|g| g.disagreements.iter().map(move |d| (g.group.as_str(), d.topic.as_str(), d.partition)))
+        .collect();
+    let owner_w = longest(
+        &|p| {
+            let marked = disputed.contains(&(p.group.as_str(), p.offsets.topic.as_str(), p.offsets.partition));
+            p.owner.as_ref().map_or(1, |o| o.instance.chars().count() + usize::from(marked))
+        },
+        5,
+    );
     // Numbers, status and trend are fixed and the owner is never cut; the group column only
     // shows on wide screens (the title names the groups) and is cut first.
     let fixed: u16 = 7 + 7 + 5 + 5 + 6 + 6 + 8;
@@ -102,11 +142,7 @@ pub fn draw(state: &State, frame: &mut Frame, area: Rect) {
         .column_spacing(1)
         .block(pane_block(title, focused))
         .row_highlight_style(if focused { selected_style() } else { Style::default() });
-    let mut ts = TableState::default().with_selected(if list.is_empty() {
-        None
-    } else {
-        Some(state.selected(Pane::Partitions))
-    });
+    let mut ts = TableState::default().with_selected(if list.is_empty() { None } else { Some(selected - start) });
     frame.render_stateful_widget(table, area, &mut ts);
 }
 
@@ -135,6 +171,19 @@ fn group_summary(g: &chat4all_ctl::view::GroupView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_follows_the_selection_and_moves_as_little_as_it_can() {
+        assert_eq!(window_start(0, 0, 10, 100), 0);
+        assert_eq!(window_start(0, 9, 10, 100), 0, "still on screen");
+        assert_eq!(window_start(0, 10, 10, 100), 1, "one down");
+        assert_eq!(window_start(50, 55, 10, 100), 50, "scrolled: stays");
+        assert_eq!(window_start(50, 49, 10, 100), 49, "one up");
+        assert_eq!(window_start(95, 99, 10, 100), 90, "never past the end");
+        assert_eq!(window_start(7, 0, 10, 3), 0, "fewer rows than lines");
+        assert_eq!(digits(0), 1);
+        assert_eq!(digits(999), 3);
+    }
 
     #[test]
     fn sparkline_scales_to_its_maximum_and_keeps_the_newest() {
