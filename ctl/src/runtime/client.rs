@@ -256,6 +256,16 @@ fn read_from(path: &std::path::Path, pos: u64) -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// `s` as a query-string value (group names are mostly `[a-zA-Z0-9._-]`, but any is allowed).
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,14 +300,4 @@ mod tests {
         );
         assert_eq!(transition(Some((false, t)), &info(InstanceState::Stopped, 10, None)), None);
     }
-}
-
-/// `s` as a query-string value (group names are mostly `[a-zA-Z0-9._-]`, but any is allowed).
-fn urlencoding(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
