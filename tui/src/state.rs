@@ -180,17 +180,18 @@ pub fn update(state: &mut State, action: Action) -> Option<Op> {
 fn on_data(state: &mut State, s: Snapshot) {
     let at = s.at.timestamp_millis() as f64 / 1000.0;
     state.throughput.record(at, &s.counters);
-    let mut seen = Vec::new();
+    // The trends of the partitions in this look, carried over; partitions gone are dropped (a
+    // new map rather than a retain over a list of keys: that was quadratic in the partitions).
+    let mut old = std::mem::take(&mut state.lag_trend);
     for p in s.groups.iter().flat_map(|g| g.partitions.iter()) {
         let key = (p.group.clone(), p.offsets.topic.clone(), p.offsets.partition);
-        let trend = state.lag_trend.entry(key.clone()).or_default();
+        let mut trend = old.remove(&key).unwrap_or_default();
         trend.push_back(p.offsets.lag.unwrap_or(0).max(0));
         while trend.len() > SPARK_LEN {
             trend.pop_front();
         }
-        seen.push(key);
+        state.lag_trend.insert(key, trend);
     }
-    state.lag_trend.retain(|k, _| seen.contains(k));
     state.data = Some(s);
 }
 
