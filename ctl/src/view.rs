@@ -233,27 +233,7 @@ impl GroupReader {
     }
 
     async fn reports(&mut self, group: &str) -> Vec<chat4all_contract::events::AssignmentReport> {
-        if self.redis.is_none() {
-            match ownership::redis(&self.redis_url).await {
-                Ok(c) => self.redis = Some(c),
-                Err(e) => {
-                    self.reports_error = Some(format!("{e:#}"));
-                    return Vec::new();
-                }
-            }
-        }
-        let conn = self.redis.as_mut().expect("connected above");
-        match ownership::reports(conn, group).await {
-            Ok(r) => {
-                self.reports_error = None;
-                r
-            }
-            Err(e) => {
-                self.reports_error = Some(format!("{e:#}"));
-                self.redis = None;
-                Vec::new()
-            }
-        }
+        self.reports_of(&[group.to_string()]).await.pop().unwrap_or_default()
     }
 
     async fn build(&mut self, info: &GroupInfo, offsets: Vec<PartitionOffsets>) -> GroupView {

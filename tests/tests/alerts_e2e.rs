@@ -7,190 +7,62 @@
 //! takes about a minute. Skips (with a message) only when prometheus is not installed and CI is
 //! not set; under CI a missing prometheus fails.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use chat4all_tests::{unique, MessageBuilder, Stack, TELEGRAM};
 use serde_json::Value;
 
 #[path = "support/routers.rs"]
 mod support;
 use support::{restore_routers, routers, running, set_routers, GROUP};
+#[path = "support/prometheus.rs"]
+mod prometheus;
+use prometheus::{port_of, Job, Prometheus};
 
 const LAG_ALERT: &str = "Chat4allConsumerLagHigh";
 const NO_OWNER_ALERT: &str = "Chat4allPartitionWithoutOwner";
 
-fn find_prometheus() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("prometheus")).find(|p| p.is_file())
+/// The router group's series of an alert (or, for an alert without a group label, any).
+fn router_group(labels: &Value) -> bool {
+    labels["consumergroup"] == GROUP || labels["consumergroup"].is_null()
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn port_of(url: &str) -> Result<u16> {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let hostport = rest.split('/').next().unwrap_or(rest);
-    hostport.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).ok_or_else(|| anyhow!("no port in {url}"))
-}
-
-struct Prometheus {
-    _child: tokio::process::Child,
-    base: String,
-    http: reqwest::Client,
-    _dir: TempDir,
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Prometheus {
-    async fn start(bin: &Path, stack: &Stack) -> Result<Self> {
-        let dir = std::env::temp_dir().join(unique("chat4all-prometheus"));
-        std::fs::create_dir_all(&dir)?;
-        let dir = TempDir(dir);
-        let exporter_port = port_of(&stack.exporter_url()?)?;
-        let api_port = port_of(&stack.cfg.api_url)?;
-        let routers = routers(stack).await?;
-
-        // Rules: the generated ones, with durations short enough for a test.
-        let rules = stack
-            .ctl(&[
-                "alerts",
-                "emit",
-                "--group",
-                GROUP,
-                "--lag-threshold",
-                "5",
-                "--lag-for",
-                "3s",
-                "--session-timeout",
-                "3s",
-                "--down-for",
-                "3s",
-                "--max-pending-age",
-                "3s",
-                "--eval-interval",
-                "1s",
-            ])
-            .await?;
-        std::fs::write(dir.0.join("rules.yml"), rules)?;
-        let router_targets: Vec<String> = routers
-            .iter()
-            .map(|(name, port, _)| {
-                format!("      - targets: [\"127.0.0.1:{port}\"]\n        labels: {{instance: {name}}}\n")
-            })
-            .collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n\
-             scrape_configs:\n\
-             \x20 - job_name: chat4all-exporter\n    honor_labels: true\n    static_configs:\n      - targets: [\"127.0.0.1:{exporter_port}\"]\n\
-             \x20 - job_name: chat4all-message-service\n    honor_labels: true\n    static_configs:\n      - targets: [\"127.0.0.1:{api_port}\"]\n        labels: {{instance: message-service-1}}\n\
-             \x20 - job_name: chat4all-router-service\n    honor_labels: true\n    static_configs:\n{}",
-            router_targets.join("")
-        );
-        std::fs::write(dir.0.join("prometheus.yml"), &config)?;
-        let port = free_port()?;
-        let log = std::fs::File::create(dir.0.join("prometheus.log"))?;
-        let child = tokio::process::Command::new(bin)
-            .arg(format!("--config.file={}", dir.0.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting prometheus")?;
-        let p = Self {
-            _child: child,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = p.http.get(format!("{}/-/ready", p.base)).send().await {
-                if r.status().is_success() {
-                    return Ok(p);
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("prometheus did not become ready in 30 s:\n{}", p.log());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.0.join("prometheus.log")).unwrap_or_default()
-    }
-
-    /// Active alerts: (alertname, state, labels).
-    async fn alerts(&self) -> Result<Vec<(String, String, Value)>> {
-        let v: Value = self.http.get(format!("{}/api/v1/alerts", self.base)).send().await?.json().await?;
-        let list = v["data"]["alerts"].as_array().cloned().unwrap_or_default();
-        Ok(list
-            .into_iter()
-            .map(|a| {
-                (
-                    a["labels"]["alertname"].as_str().unwrap_or_default().to_string(),
-                    a["state"].as_str().unwrap_or_default().to_string(),
-                    a["labels"].clone(),
-                )
-            })
-            .collect())
-    }
-
-    /// The state of `alert` for the router-service group (or, for an alert without a group
-    /// label, any of its series): "firing", "pending" or None.
-    async fn state(&self, alert: &str) -> Result<Option<String>> {
-        Ok(self
-            .alerts()
-            .await?
-            .into_iter()
-            .find(|(name, _, labels)| {
-                name == alert && (labels["consumergroup"] == GROUP || labels["consumergroup"].is_null())
-            })
-            .map(|(_, state, _)| state))
-    }
-
-    /// One instant query's first value.
-    async fn query(&self, q: &str) -> Result<Option<f64>> {
-        let v: Value =
-            self.http.get(format!("{}/api/v1/query", self.base)).query(&[("query", q)]).send().await?.json().await?;
-        Ok(v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse().ok()))
-    }
-
-    /// Waits until every alert of `alerts` is in `want` (Some("firing") or None = not active).
-    async fn wait_for(&self, alerts: &[&str], want: Option<&str>, timeout: Duration) -> Result<Duration> {
-        let started = Instant::now();
-        loop {
-            let mut states = Vec::new();
-            for a in alerts {
-                states.push(self.state(a).await?);
-            }
-            if states.iter().all(|s| s.as_deref() == want) {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > timeout {
-                bail!(
-                    "after {timeout:?}, alerts {alerts:?} are {states:?}, expected {want:?}; all active: {:?}",
-                    self.alerts().await?
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
+/// Prometheus over this stack: the exporter, the message-service and the routers, with the
+/// generated rules at durations short enough for a test.
+async fn start(bin: &std::path::Path, stack: &Stack) -> Result<Prometheus> {
+    let rules = stack
+        .ctl(&[
+            "alerts",
+            "emit",
+            "--group",
+            GROUP,
+            "--lag-threshold",
+            "5",
+            "--lag-for",
+            "3s",
+            "--session-timeout",
+            "3s",
+            "--down-for",
+            "3s",
+            "--max-pending-age",
+            "3s",
+            "--eval-interval",
+            "1s",
+        ])
+        .await?;
+    let jobs = [
+        Job { name: "chat4all-exporter".into(), targets: vec![(port_of(&stack.exporter_url()?)?, None)] },
+        Job {
+            name: "chat4all-message-service".into(),
+            targets: vec![(port_of(&stack.cfg.api_url)?, Some("message-service-1".into()))],
+        },
+        Job {
+            name: "chat4all-router-service".into(),
+            targets: routers(stack).await?.into_iter().map(|(name, port, _)| (port, Some(name))).collect(),
+        },
+    ];
+    Prometheus::start(bin, &rules, &jobs).await
 }
 
 /// The end-to-end freshness alert (`alerts emit --max-pending-age`).
@@ -209,15 +81,9 @@ async fn send(stack: &Stack, n: usize) -> Result<Vec<uuid::Uuid>> {
 
 #[tokio::test]
 async fn lag_and_no_owner_alerts_fire_with_routers_stopped_and_resolve_when_they_return() -> Result<()> {
-    let Some(bin) = find_prometheus() else {
-        if std::env::var_os("CI").is_some() {
-            bail!("prometheus is not installed (apt-get install prometheus; scripts/bootstrap.sh does it)");
-        }
-        eprintln!("SKIPPED: prometheus is not installed (apt-get install prometheus); under CI this fails");
-        return Ok(());
-    };
+    let Some(bin) = prometheus::find()? else { return Ok(()) };
     let stack = Stack::connect().await?;
-    let prom = Prometheus::start(&bin, &stack).await?;
+    let prom = start(&bin, &stack).await?;
 
     // Baseline: the group has committed offsets and keeps up; neither alert is active.
     // (Progress is judged from the broker's offsets, as the alerts are, not by polling PostgreSQL.)
@@ -233,28 +99,30 @@ async fn lag_and_no_owner_alerts_fire_with_routers_stopped_and_resolve_when_they
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    prom.wait_for(&[LAG_ALERT, NO_OWNER_ALERT], None, Duration::from_secs(30)).await?;
+    prom.wait_for(&[LAG_ALERT, NO_OWNER_ALERT], &router_group, None, Duration::from_secs(30)).await?;
 
     let names = running(&stack).await?;
     assert!(!names.is_empty(), "no running router");
     set_routers(&stack, "stop", &names).await?;
     let outcome = async {
         send(&stack, 30).await?;
-        let fired = prom.wait_for(&[LAG_ALERT, NO_OWNER_ALERT], Some("firing"), Duration::from_secs(90)).await?;
+        let fired =
+            prom.wait_for(&[LAG_ALERT, NO_OWNER_ALERT], &router_group, Some("firing"), Duration::from_secs(90)).await?;
         eprintln!("lag and no-owner alerts firing {fired:?} after the traffic");
         let lag = prom.query(&format!("sum(kafka_consumergroup_lag{{consumergroup=\"{GROUP}\"}})")).await?;
         assert!(lag.is_some_and(|l| l >= 30.0), "lag seen by Prometheus: {lag:?}");
 
         set_routers(&stack, "start", &names).await?;
-        let resolved = match prom.wait_for(&[LAG_ALERT, NO_OWNER_ALERT], None, Duration::from_secs(90)).await {
-            Ok(d) => d,
-            Err(e) => {
-                // Name the group's state on the broker: a coordinator that never assigns the
-                // returned routers shows up here (members listed, state not Stable).
-                let groups = stack.ctl(&["groups", "list"]).await.unwrap_or_else(|e| format!("{e:#}"));
-                return Err(e.context(format!("after the routers returned; groups on the broker:\n{groups}")));
-            }
-        };
+        let resolved =
+            match prom.wait_for(&[LAG_ALERT, NO_OWNER_ALERT], &router_group, None, Duration::from_secs(90)).await {
+                Ok(d) => d,
+                Err(e) => {
+                    // Name the group's state on the broker: a coordinator that never assigns the
+                    // returned routers shows up here (members listed, state not Stable).
+                    let groups = stack.ctl(&["groups", "list"]).await.unwrap_or_else(|e| format!("{e:#}"));
+                    return Err(e.context(format!("after the routers returned; groups on the broker:\n{groups}")));
+                }
+            };
         let lag = prom.query(&format!("sum(kafka_consumergroup_lag{{consumergroup=\"{GROUP}\"}})")).await?;
         assert!(lag.is_some_and(|l| l <= 5.0), "lag after the alerts resolved: {lag:?}");
         eprintln!("both alerts resolved {resolved:?} after the last router returned (lag now {lag:?})");
@@ -271,11 +139,11 @@ async fn lag_and_no_owner_alerts_fire_with_routers_stopped_and_resolve_when_they
 
     // What lag cannot see: a paused relay holds messages before the topic (lag stays 0), and the
     // freshness alert fires on the message-service's own series, then resolves on resume.
-    prom.wait_for(&[STALLED_ALERT], None, Duration::from_secs(60)).await?;
+    prom.wait_for(&[STALLED_ALERT], &router_group, None, Duration::from_secs(60)).await?;
     stack.ctl(&["relay", "pause", "--for", "60s", "--by", "alerts-e2e"]).await?;
     let stalled = async {
         send(&stack, 1).await?;
-        let fired = prom.wait_for(&[STALLED_ALERT], Some("firing"), Duration::from_secs(60)).await?;
+        let fired = prom.wait_for(&[STALLED_ALERT], &router_group, Some("firing"), Duration::from_secs(60)).await?;
         eprintln!("freshness alert firing {fired:?} after the pause");
         let lag = prom.query(&format!("sum(kafka_consumergroup_lag{{consumergroup=\"{GROUP}\"}})")).await?;
         assert!(lag.is_some_and(|l| l == 0.0), "lag while the relay is paused: {lag:?}");
@@ -285,7 +153,7 @@ async fn lag_and_no_owner_alerts_fire_with_routers_stopped_and_resolve_when_they
     let resumed = stack.ctl(&["relay", "resume", "--by", "alerts-e2e"]).await;
     stalled?;
     resumed?;
-    let resolved = prom.wait_for(&[STALLED_ALERT], None, Duration::from_secs(60)).await?;
+    let resolved = prom.wait_for(&[STALLED_ALERT], &router_group, None, Duration::from_secs(60)).await?;
     eprintln!("freshness alert resolved {resolved:?} after the resume");
     drop(prom);
     Ok(())

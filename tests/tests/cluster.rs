@@ -8,7 +8,9 @@
 //! * `drill kill-broker` SIGKILLs the leader of `chat-events-0` under 1,000 msg/s: a new leader
 //!   is elected, nothing accepted is lost or delivered twice (counted from the providers' records),
 //!   and once the broker is back every ISR fills again;
-//! * a dead broker shows as not alive, its partitions as under-replicated, like TopicCommand.
+//! * a dead broker shows as not alive, its partitions as under-replicated, like TopicCommand,
+//!   and a real Prometheus over the exporter fires the under-replicated and broker-down alerts
+//!   (rules from `alerts emit`) until it is back.
 //!
 //! It starts a whole stack, so scripts/test.sh runs it in its own phase (`--ignored`).
 
@@ -19,6 +21,10 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use chat4all_tests::{ctl_run, wait_for, workspace_dir, Config, CtlRun};
 use serde_json::Value;
+
+#[path = "support/prometheus.rs"]
+mod prometheus;
+use prometheus::{Job, Prometheus};
 
 /// Ports 9792.. (brokers), 8780.. (services), 7770 (control), 10008 (exporter).
 const OFFSET: &str = "700";
@@ -65,6 +71,13 @@ impl ClusterStack {
         let run = self.ctl(&all).await?;
         ensure!(run.code == 0, "{args:?} exited {}: {}", run.code, run.stderr);
         serde_json::from_str(&run.stdout).with_context(|| format!("{args:?} printed {}", run.stdout))
+    }
+
+    /// The port of the exporter `up` serves (from the supervisor's file).
+    fn exporter_port(&self) -> Result<u16> {
+        let file = self.cfg.home.join("supervisor.json");
+        let sup: Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+        prometheus::port_of(sup["exporterUrl"].as_str().context("no exporterUrl in supervisor.json")?)
     }
 
     fn bootstrap(&self) -> String {
@@ -212,6 +225,21 @@ async fn a_three_broker_cluster_survives_its_leader_and_shows_what_kafka_shows()
         report["traffic"]["accepted"], k["leaderElectionMs"], k["underReplicatedMs"]
     );
 
+    // A real Prometheus over the cluster's exporter, with the emitted rules at test durations:
+    // the under-replicated and broker-down alerts fire while a broker is dead and resolve after
+    // it returns.
+    let prom = match prometheus::find()? {
+        Some(bin) => {
+            let rules = s.ctl(&["alerts", "emit", "--down-for", "3s", "--eval-interval", "1s"]).await?;
+            ensure!(rules.code == 0, "alerts emit: {}", rules.stderr);
+            let jobs = [Job { name: "chat4all-exporter".into(), targets: vec![(s.exporter_port()?, None)] }];
+            let p = Prometheus::start(&bin, &rules.stdout, &jobs).await?;
+            p.wait_for(&[UNDER_REPLICATED, BROKER_DOWN], &any, None, Duration::from_secs(30)).await?;
+            Some(p)
+        }
+        None => None,
+    };
+
     // A dead broker: not alive in `brokers`, out of every ISR in both views.
     let run = s.ctl(&["kill", "broker-3"]).await?;
     ensure!(run.code == 0, "kill broker-3: {}", run.stderr);
@@ -224,9 +252,25 @@ async fn a_three_broker_cluster_survives_its_leader_and_shows_what_kafka_shows()
     views_equal_kafkas(&s).await?;
     let under = s.json(&["topics", "describe", "--under-replicated"]).await?;
     ensure!(under["partitions"].as_array().is_some_and(|p| !p.is_empty()), "nothing under-replicated: {under}");
+    if let Some(p) = &prom {
+        let fired = p.wait_for(&[UNDER_REPLICATED, BROKER_DOWN], &any, Some("firing"), Duration::from_secs(60)).await?;
+        eprintln!("under-replicated and broker-down alerts firing {fired:?} after broker 3 was checked dead");
+    }
     let run = s.ctl(&["start", "broker-3"]).await?;
     ensure!(run.code == 0, "start broker-3: {}", run.stderr);
+    if let Some(p) = &prom {
+        let resolved = p.wait_for(&[UNDER_REPLICATED, BROKER_DOWN], &any, None, Duration::from_secs(90)).await?;
+        eprintln!("both resolved {resolved:?} after broker 3 started");
+    }
     Ok(())
+}
+
+const UNDER_REPLICATED: &str = "Chat4allKafkaUnderReplicatedPartitions";
+const BROKER_DOWN: &str = "Chat4allKafkaBrokerDown";
+
+/// Any series of an alert.
+fn any(_: &Value) -> bool {
+    true
 }
 
 #[tokio::test]
