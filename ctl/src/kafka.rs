@@ -184,6 +184,9 @@ pub fn client_config(bootstrap: &str, client_id: &str) -> ClientConfig {
     c
 }
 
+/// Each group's answer to a describe: described, None (unknown or dead), or its error.
+type Answers = Vec<(String, Result<Option<GroupInfo>, WireError>)>;
+
 impl Observer {
     pub fn new(bootstrap: &str, timeout: Duration) -> anyhow::Result<Self> {
         Ok(Self {
@@ -297,10 +300,14 @@ impl Observer {
         let mut out = Vec::new();
         let mut one_by_one: Vec<(String, GroupType)> = Vec::new();
         for ((coordinator, kind), names) in batches {
-            match self.describe_batch(&coordinator, kind, &names) {
-                Ok((found, retry)) => {
-                    out.extend(found);
-                    one_by_one.extend(retry.into_iter().map(|g| (g, kind)));
+            match self.describe_at(&coordinator, kind, &names) {
+                Ok(answers) => {
+                    for (group, answer) in answers {
+                        match answer {
+                            Ok(info) => out.extend(info),
+                            Err(_) => one_by_one.push((group, kind)),
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, coordinator, "batched describe failed; asking per group");
@@ -317,40 +324,6 @@ impl Observer {
         Ok(out)
     }
 
-    /// Groups of one coordinator described in one request: (described, to ask again one by one).
-    /// Unknown and dead groups are left out, as [`Self::describe_as`] leaves them.
-    fn describe_batch(
-        &self,
-        coordinator: &str,
-        kind: GroupType,
-        names: &[String],
-    ) -> Result<(Vec<GroupInfo>, Vec<String>), WireError> {
-        let mut found = Vec::new();
-        let mut retry = Vec::new();
-        match kind {
-            GroupType::Classic => {
-                for g in wire::describe_groups(coordinator, names, self.timeout)? {
-                    match g.error_code {
-                        wire::code::GROUP_ID_NOT_FOUND => {}
-                        0 if g.state == "Dead" => {}
-                        0 => found.push(GroupInfo::from_classic(g, coordinator)),
-                        _ => retry.push(g.group),
-                    }
-                }
-            }
-            GroupType::Consumer => {
-                for g in wire::consumer_group_describe(coordinator, names, self.timeout)? {
-                    match g.error_code {
-                        wire::code::GROUP_ID_NOT_FOUND => {}
-                        0 => found.push(GroupInfo::from_consumer(g, coordinator)),
-                        _ => retry.push(g.group),
-                    }
-                }
-            }
-        }
-        Ok((found, retry))
-    }
-
     /// One group, whichever protocol it speaks; None when the broker does not know it.
     pub fn group(&self, group: &str) -> anyhow::Result<Option<GroupInfo>> {
         if let Some(g) = self.describe_as(group, GroupType::Classic)? {
@@ -363,32 +336,46 @@ impl Observer {
     /// coordinator does not know a group of that type by that name.
     fn describe_as(&self, group: &str, kind: GroupType) -> anyhow::Result<Option<GroupInfo>> {
         let names = [group.to_string()];
-        let found = self.at_coordinator(group, |coordinator| match kind {
-            GroupType::Classic => {
-                let Some(g) = wire::describe_groups(coordinator, &names, self.timeout)?.into_iter().next() else {
-                    return Ok(None);
-                };
-                match g.error_code {
-                    // A KIP-848 group, seen through the classic API.
-                    wire::code::GROUP_ID_NOT_FOUND => Ok(None),
-                    0 if g.state == "Dead" => Ok(None),
-                    0 => Ok(Some(GroupInfo::from_classic(g, coordinator))),
-                    code => Err(WireError::kafka(coordinator, code, Some(format!("group {group}")), None)),
-                }
-            }
-            GroupType::Consumer => {
-                let Some(g) = wire::consumer_group_describe(coordinator, &names, self.timeout)?.into_iter().next()
-                else {
-                    return Ok(None);
-                };
-                match g.error_code {
-                    wire::code::GROUP_ID_NOT_FOUND => Ok(None),
-                    0 => Ok(Some(GroupInfo::from_consumer(g, coordinator))),
-                    code => Err(WireError::kafka(coordinator, code, Some(format!("group {group}")), g.error_message)),
-                }
-            }
+        let found = self.at_coordinator(group, |coordinator| {
+            self.describe_at(coordinator, kind, &names)?.into_iter().next().map_or(Ok(None), |(_, answer)| answer)
         });
         found.with_context(|| format!("describing {kind} group {group}"))
+    }
+
+    /// DescribeGroups (classic) or ConsumerGroupDescribe (consumer) of `groups` at their
+    /// coordinator, in one request; each group's answer: described, None when the coordinator
+    /// does not know a live group of that type by that name, or its error.
+    fn describe_at(&self, coordinator: &str, kind: GroupType, groups: &[String]) -> Result<Answers, WireError> {
+        let failed =
+            |group: &str, code, message| WireError::kafka(coordinator, code, Some(format!("group {group}")), message);
+        Ok(match kind {
+            GroupType::Classic => wire::describe_groups(coordinator, groups, self.timeout)?
+                .into_iter()
+                .map(|g| {
+                    let name = g.group.clone();
+                    let answer = match g.error_code {
+                        // A KIP-848 group, seen through the classic API.
+                        wire::code::GROUP_ID_NOT_FOUND => Ok(None),
+                        0 if g.state == "Dead" => Ok(None),
+                        0 => Ok(Some(GroupInfo::from_classic(g, coordinator))),
+                        code => Err(failed(&name, code, None)),
+                    };
+                    (name, answer)
+                })
+                .collect(),
+            GroupType::Consumer => wire::consumer_group_describe(coordinator, groups, self.timeout)?
+                .into_iter()
+                .map(|g| {
+                    let name = g.group.clone();
+                    let answer = match g.error_code {
+                        wire::code::GROUP_ID_NOT_FOUND => Ok(None),
+                        0 => Ok(Some(GroupInfo::from_consumer(g, coordinator))),
+                        code => Err(failed(&name, code, g.error_message)),
+                    };
+                    (name, answer)
+                })
+                .collect(),
+        })
     }
 
     /// Runs `f` at the coordinator of `group`; finds the coordinator again and retries once when

@@ -163,7 +163,6 @@ impl LagHistory {
         self.samples.get(&(group.to_string(), topic.to_string(), partition))
     }
 
-    /// True when there is no history, or a partition has fewer than two samples.
     /// The samples of these groups only (what a one-group describe needs of a large history).
     pub fn only(&self, groups: &[String]) -> LagHistory {
         let samples = self
@@ -175,6 +174,7 @@ impl LagHistory {
         LagHistory { samples, rules: self.rules }
     }
 
+    /// True when there is no history, or a partition has fewer than two samples.
     pub fn is_thin(&self) -> bool {
         self.samples.is_empty() || self.samples.values().any(|q| q.len() < 2)
     }

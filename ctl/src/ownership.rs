@@ -79,12 +79,7 @@ pub async fn reports(
     conn: &mut redis::aio::MultiplexedConnection,
     group: &str,
 ) -> anyhow::Result<Vec<AssignmentReport>> {
-    let raw: BTreeMap<String, String> = redis::cmd("HGETALL")
-        .arg(ops_keys::assignment_hash(group))
-        .query_async(conn)
-        .await
-        .context("reading assignment reports")?;
-    Ok(raw.values().filter_map(|v| serde_json::from_str(v).ok()).collect())
+    Ok(reports_of(conn, &[group.to_string()]).await?.pop().unwrap_or_default())
 }
 
 /// [`reports`] of many groups in one round trip (a pipeline of HGETALLs), in their order.

@@ -44,9 +44,7 @@ type Readings = BTreeMap<u32, (String, f64)>;
 
 /// `/proc` reports times in USER_HZ, which the kernel fixes at 100 on every architecture Linux
 /// exposes it on (it is not the kernel's own tick rate).
-fn ticks_per_second() -> f64 {
-    100.0
-}
+const USER_HZ: f64 = 100.0;
 
 /// `comm` and utime + stime in seconds of `/proc/<pid>/stat`.
 fn parse_stat(stat: &str, tick: f64) -> Option<(String, f64)> {
@@ -61,12 +59,12 @@ fn parse_stat(stat: &str, tick: f64) -> Option<(String, f64)> {
 }
 
 fn read_all() -> Readings {
-    let tick = ticks_per_second();
     let mut out = Readings::new();
     let Ok(dir) = std::fs::read_dir("/proc") else { return out };
     for entry in dir.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        if let Some(r) = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse_stat(&s, tick)) {
+        if let Some(r) = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse_stat(&s, USER_HZ))
+        {
             out.insert(pid, r);
         }
     }

@@ -87,7 +87,9 @@ impl ProcessRuntime {
 
     /// The supervisor's offset history of one group.
     pub async fn lag_history_of(&self, group: &str) -> anyhow::Result<crate::lag::LagHistory> {
-        let path = format!("/v1/lag/history?group={}", urlencoding(group));
+        let mut url = reqwest::Url::parse("http://supervisor/v1/lag/history").expect("a valid URL");
+        url.query_pairs_mut().append_pair("group", group);
+        let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
         self.call(reqwest::Method::GET, &path, None).await
     }
 
@@ -254,16 +256,6 @@ fn read_from(path: &std::path::Path, pos: u64) -> anyhow::Result<Vec<u8>> {
     let mut buf = Vec::new();
     f.read_to_end(&mut buf)?;
     Ok(buf)
-}
-
-/// `s` as a query-string value (group names are mostly `[a-zA-Z0-9._-]`, but any is allowed).
-fn urlencoding(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

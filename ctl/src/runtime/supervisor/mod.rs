@@ -102,21 +102,18 @@ impl Supervisor {
         let launch = self.spec.launch(kind, n)?;
         let run = self.slots.begin_start(&name, kind, n, launch.port)?;
         let log_start = std::fs::metadata(self.data.log_file(&name)).map(|m| m.len()).unwrap_or(0);
-        let mut ports = vec![launch.port];
-        if kind == ServiceKind::Broker {
-            ports.push(self.spec.broker_node(n).controller_port);
-        }
-        if let Err(e) = process::ports_free(&ports).await {
-            self.slots.exited(&name, run, format!("failed to start: {e:#}"));
-            return Err(e);
-        }
-        if kind == ServiceKind::Broker {
-            if let Err(e) = self.prepare_broker(n).await {
-                self.slots.exited(&name, run, format!("failed to start: {e:#}"));
-                return Err(e);
+        let launched = async {
+            let mut ports = vec![launch.port];
+            if kind == ServiceKind::Broker {
+                ports.push(self.spec.broker_node(n).controller_port);
             }
-        }
-        let child = match process::spawn(&self.data, &name, &launch) {
+            process::ports_free(&ports).await?;
+            if kind == ServiceKind::Broker {
+                self.prepare_broker(n).await?;
+            }
+            process::spawn(&self.data, &name, &launch)
+        };
+        let child = match launched.await {
             Ok(c) => c,
             Err(e) => {
                 self.slots.exited(&name, run, format!("failed to start: {e:#}"));
