@@ -12,6 +12,7 @@ use super::broker::LeaderKill;
 use super::count;
 use super::observe::Sample;
 use super::report::{BrokerOutage, KillOutcome};
+use super::stall;
 use super::timeline::{self, Failover, Kill};
 
 const GROUP: &str = topics::ROUTER_GROUP;
@@ -62,11 +63,20 @@ pub fn failovers(
     (outcomes, entries)
 }
 
+/// The pipeline's progress while a broker fault ran: the relay's published counter moving, and
+/// when the traffic stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    pub published: &'a [DateTime<Utc>],
+    pub traffic_end: Option<DateTime<Utc>>,
+}
+
 /// A broker's outage (stopped or killed at the first instant, started at the second), with its
 /// entries added to `entries` in time order.
 pub fn broker_outage(
     broker: Option<(DateTime<Utc>, DateTime<Utc>)>,
     leader_kill: Option<LeaderKill>,
+    progress: Progress<'_>,
     facts: &[MessageFact],
     events: &[RebalanceEvent],
     entries: &mut Vec<timeline::Entry>,
@@ -74,7 +84,11 @@ pub fn broker_outage(
     let (stopped, started) = broker?;
     let routers: Vec<String> = (1..=32).map(|n| format!("{GROUP}-{n}")).collect();
     let first = count::first_routed(facts, &routers, started);
+    let routed: Vec<DateTime<Utc>> = facts.iter().flat_map(|m| &m.deliveries).filter_map(|d| d.routed_at).collect();
+    let stall = |moved: &[DateTime<Utc>]| progress.traffic_end.and_then(|end| stall::longest_gap(moved, stopped, end));
     let o = BrokerOutage {
+        producer_stall_ms: stall(progress.published),
+        consumer_stall_ms: stall(&routed),
         stopped_at: stopped,
         started_at: started,
         down_ms: (started - stopped).num_milliseconds(),

@@ -8,6 +8,7 @@
 //! * [`timeline`]: kill, detection, rebalance, first survivor processing, lag back to baseline;
 //! * [`analysis`]: each kill's failover and a broker's outage, from what was observed;
 //! * [`broker`]: the broker scenarios (kill the leader of a partition, rolling restart);
+//! * [`stall`]: the producer's and the consumer's longest stall during a broker fault;
 //! * [`report`]: the verdict and the report in Markdown and JSON;
 //! * [`run`]: the scenarios.
 
@@ -19,6 +20,7 @@ pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod stall;
 pub mod timeline;
 
 pub use plan::{DrillPlan, KillMethod, Scenario};

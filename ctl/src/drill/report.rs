@@ -54,6 +54,11 @@ pub struct BrokerOutage {
     pub first_processed_at: Option<DateTime<Utc>>,
     /// Broker back -> first delivery routed.
     pub resume_ms: Option<i64>,
+    /// The longest time, from the fault until the traffic stopped, in which the outbox relay
+    /// published nothing (the broker acknowledged no record), read every 50 ms.
+    pub producer_stall_ms: Option<i64>,
+    /// The same for the router group: the longest time in which no delivery was routed.
+    pub consumer_stall_ms: Option<i64>,
     /// kill-broker: the leader election and the under-replicated time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader_kill: Option<super::broker::LeaderKill>,
@@ -274,6 +279,8 @@ impl DrillReport {
         if let Some(b) = &self.broker {
             let _ = writeln!(s, "| broker down | {} |", secs(Some(b.down_ms)));
             let _ = writeln!(s, "| broker back -> first delivery routed | {} |", secs(b.resume_ms));
+            let _ = writeln!(s, "| producer stall (longest, nothing published) | {} |", secs(b.producer_stall_ms));
+            let _ = writeln!(s, "| consumer stall (longest, nothing routed) | {} |", secs(b.consumer_stall_ms));
             if let Some(k) = &b.leader_kill {
                 let _ = writeln!(s, "| killed | {} (leader of {}) |", k.victim, k.partition);
                 let _ = writeln!(

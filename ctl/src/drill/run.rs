@@ -19,6 +19,7 @@ use super::load::{self, Load, Tally};
 use super::observe::{self, Observer, Sample};
 use super::plan::{DrillPlan, KillMethod, Scenario};
 use super::report::{self, DrillReport, Environment, Phase, Traffic};
+use super::stall::PublishSampler;
 use super::timeline::{self, Kill};
 use crate::admin::Admin;
 use crate::error::usage;
@@ -255,6 +256,7 @@ impl Ctx<'_> {
                 load.stop().await
             }
             Scenario::BrokerRestart { down_secs } => {
+                let publish = PublishSampler::start(self.stack.rt.as_ref()).await?;
                 let load = self.load(self.plan.interval(), 0, None);
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 let stopped = Utc::now();
@@ -271,9 +273,13 @@ impl Ctx<'_> {
                 let started = Utc::now();
                 f.broker = Some((stopped, started));
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                load.stop().await
+                let tally = load.stop().await;
+                f.traffic_end = Some(Utc::now());
+                f.published = publish.finish().await;
+                tally
             }
             Scenario::KillBroker { leader_of, down_secs } => {
+                let publish = PublishSampler::start(self.stack.rt.as_ref()).await?;
                 let load = self.load(self.plan.interval(), 0, None);
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 let down = Duration::from_secs_f64(*down_secs);
@@ -288,6 +294,8 @@ impl Ctx<'_> {
                 f.broker = Some((k.killed_at, started));
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let tally = load.stop().await;
+                f.traffic_end = Some(Utc::now());
+                f.published = publish.finish().await;
                 f.leader_kill = Some(isr.await.unwrap_or(k));
                 tally
             }
@@ -336,6 +344,10 @@ struct Fault {
     /// A broker's outage: stopped (or killed) and started again.
     broker: Option<(DateTime<Utc>, DateTime<Utc>)>,
     leader_kill: Option<super::broker::LeaderKill>,
+    /// When the traffic stopped (broker scenarios: the end of the stall window).
+    traffic_end: Option<DateTime<Utc>>,
+    /// When the outbox relay's published counter was seen to move (broker scenarios).
+    published: Vec<DateTime<Utc>>,
 }
 
 /// Waits until the stream has sent `n` messages (or finished).
@@ -400,7 +412,8 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
     let before = ctx.prepare().await?;
     let observer = Observer::start(new_reader()?, GROUP);
     let traffic_start = Utc::now();
-    let Fault { mut tally, kills, restarts, broker, leader_kill } = ctx.traffic_and_fault(&before).await?;
+    let Fault { mut tally, kills, restarts, broker, leader_kill, traffic_end, published } =
+        ctx.traffic_and_fault(&before).await?;
     let traffic_detail = format!("{} sent, {} accepted, {} failed", tally.sent, tally.accepted.len(), tally.failed);
     let fault_detail = describe_fault(&plan.scenario, &kills);
     ctx.phase("traffic and fault", traffic_start, format!("{traffic_detail}; {fault_detail}"));
@@ -446,7 +459,8 @@ async fn run_drill(stack: &Stack, plan: &DrillPlan, providers: &Providers) -> an
         .collect();
 
     let (outcomes, mut entries) = analysis::failovers(&kills, &restarts, &samples, &events, &facts);
-    let outage = analysis::broker_outage(broker, leader_kill, &facts, &events, &mut entries);
+    let progress = analysis::Progress { published: &published, traffic_end };
+    let outage = analysis::broker_outage(broker, leader_kill, progress, &facts, &events, &mut entries);
 
     let record = providers
         .records(Some(&format!("{}-c", ctx.run_id)))
