@@ -69,6 +69,9 @@ pub enum Service {
     /// statements alone on a scratch database (`<name>_ceiling`, dropped after) and prints it as
     /// JSON (`chat4allctl bench --ceilings` runs it).
     DbCeiling(crate::ceiling::CeilingArgs),
+    /// Not a service: GET a URL and exit 0 on a 2xx answer, 1 otherwise (a container
+    /// healthcheck for images without a shell: compose/docker-compose.local.yml).
+    Probe(crate::probe::ProbeArgs),
 }
 
 impl Service {
@@ -81,6 +84,7 @@ impl Service {
             Service::UserService(_) => "user-service".into(),
             Service::FileService(_) => "file-service".into(),
             Service::DbCeiling(_) => "db-ceiling".into(),
+            Service::Probe(_) => "probe".into(),
         }
     }
 
@@ -96,7 +100,7 @@ impl Service {
             Service::ApiGateway(_) => 8080,
             Service::UserService(_) => 8083,
             Service::FileService(_) => 8084,
-            Service::DbCeiling(_) => 0,
+            Service::DbCeiling(_) | Service::Probe(_) => 0,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod message;
 pub mod metrics;
 pub mod ops;
+pub mod probe;
 pub mod retry;
 pub mod router;
 pub mod shutdown;
