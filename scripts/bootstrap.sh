@@ -122,10 +122,12 @@ docker_answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1
 ensure_docker() {
   # DESIGN.md section 7: dockerd runs as root here with no iptables (no NAT is needed: nothing is
   # published beyond the host and nothing is pulled); containers talk over a user bridge network.
+  # docker-compose is installed even where an engine already answers: the tests run
+  # compose/docker-compose.local.yml with it.
   local host=${DOCKER_HOST:-unix:///var/run/docker.sock}
+  command -v docker-compose >/dev/null || apt_install docker-compose
   docker_answers && return 0
   command -v dockerd >/dev/null || apt_install docker.io
-  command -v docker-compose >/dev/null || apt_install docker-compose
   docker_answers && return 0
   local log=/var/log/chat4all-dockerd.log
   say "starting dockerd on $host (log $log)"

@@ -147,6 +147,13 @@ pub struct Ports {
     pub telegram_provider: u16,
     #[serde(default = "default_instagram_provider_port")]
     pub instagram_provider: u16,
+    /// A docker stack's `failover watch` (/health, /metrics): 7071, beside the control port.
+    #[serde(default = "default_failover_port")]
+    pub failover_watch: u16,
+}
+
+fn default_failover_port() -> u16 {
+    7071
 }
 
 fn default_controller_port() -> u16 {
@@ -187,6 +194,7 @@ impl Default for Ports {
             whatsapp_provider: default_whatsapp_provider_port(),
             telegram_provider: default_telegram_provider_port(),
             instagram_provider: default_instagram_provider_port(),
+            failover_watch: default_failover_port(),
         }
     }
 }
@@ -210,6 +218,7 @@ impl Ports {
             whatsapp_provider: d.whatsapp_provider + offset,
             telegram_provider: d.telegram_provider + offset,
             instagram_provider: d.instagram_provider + offset,
+            failover_watch: d.failover_watch + offset,
         }
     }
 

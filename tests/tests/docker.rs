@@ -16,6 +16,9 @@ use anyhow::{bail, ensure, Context, Result};
 use chat4all_tests::{ctl_run, wait_for, Config, CtlRun};
 use serde_json::Value;
 
+#[path = "support/tmux.rs"]
+mod tmux;
+
 const PROJECT: &str = "chat4all-test-docker";
 const OFFSET: &str = "900";
 const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/chat4all_test_docker";
@@ -145,21 +148,25 @@ async fn reset(stack: &DockerStack) -> Result<()> {
     Ok(())
 }
 
+/// The two stacks of this file share the project, the ports and the database: one at a time.
+static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn docker_runtime_up_kill_scale_restart_logs_down() -> Result<()> {
+    let _one = ENGINE.lock().await;
     let stack = DockerStack::new();
     docker(&["version", "--format", "{{.Server.Version}}"])
         .context("no Docker engine answers: run scripts/bootstrap.sh --docker")?;
     reset(&stack).await?;
 
     let up = stack.json(&["up"]).await?;
-    ensure!(up["containers"].as_array().map(Vec::len) == Some(14), "up: {up}");
+    ensure!(up["containers"].as_array().map(Vec::len) == Some(15), "up: {up}");
     let result = scenario(&stack).await;
     let down = stack.json(&["down"]).await;
     result?;
     let down = down?;
-    // 11 platform containers and 3 routers (the drill scaled back to 3).
-    ensure!(down["removed"].as_array().map(Vec::len) == Some(14), "down: {down}");
+    // 11 platform containers, 3 routers (the drill scaled back to 3) and the failover watcher.
+    ensure!(down["removed"].as_array().map(Vec::len) == Some(15), "down: {down}");
     ensure!(router_containers()?.is_empty(), "containers left after down: {:?}", router_containers()?);
     Ok(())
 }
@@ -193,6 +200,39 @@ async fn scenario(stack: &DockerStack) -> Result<()> {
     })
     .await?;
     ensure!(standby.contains(&moved), "the new owner {moved} was a standby ({standby:?})");
+    stack.ok(&["start", &owner]).await?;
+    let (owner, _) = settled(stack, 3).await?;
+
+    // A kill behind the ctl's back (the engine's own CLI): the stack's failover watcher sees the
+    // container die and removes its member at once; its counter says so.
+    let removed = || async {
+        let list = stack.json(&["instances"]).await?;
+        let port = list
+            .as_array()
+            .and_then(|l| l.iter().find(|i| i["name"] == "failover-1"))
+            .and_then(|i| i["port"].as_u64())
+            .context("no failover-1 instance")?;
+        let page = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await?.text().await?;
+        let n = page
+            .lines()
+            .find(|l| l.starts_with("chat4all_failover_leaves_total{outcome=\"removed\"}"))
+            .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        anyhow::Ok((n, page))
+    };
+    let (before, _) = removed().await?;
+    docker(&["kill", &format!("{PROJECT}-{owner}")])?;
+    wait_for("the watcher's LeaveGroup for the killed member", Duration::from_secs(10), || async {
+        let (n, page) = removed().await?;
+        Ok(((n > before).then_some(()), page))
+    })
+    .await?;
+    let moved = wait_for("ownership moved after docker kill", FAILOVER_WITHIN, || async {
+        let (o, s) = settled(stack, 2).await?;
+        Ok(((o != owner).then(|| o.clone()), format!("owner {o}, standby {s:?}")))
+    })
+    .await?;
+    eprintln!("docker kill {owner} from the CLI: the watcher removed its member; {moved} owns chat-events now");
     stack.ok(&["start", &owner]).await?;
     settled(stack, 3).await?;
 
@@ -254,6 +294,110 @@ async fn scenario(stack: &DockerStack) -> Result<()> {
     let bad = stack.run(&["kill", "router-service-9"]).await?;
     ensure!(bad.code == 2 && bad.stderr.trim().lines().count() == 1, "{bad:?}");
     ensure!(bad.stderr.contains(PROJECT), "{bad:?}");
+    Ok(())
+}
+
+/// `docker-compose ARGS` on compose/docker-compose.local.yml with the stack's variables.
+fn compose(env_file: &std::path::Path, args: &[&str]) -> Result<String> {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../compose/docker-compose.local.yml");
+    let env_file = env_file.to_string_lossy();
+    let mut all = vec!["--env-file", &env_file, "-f"];
+    let file = file.to_string_lossy();
+    all.extend([file.as_ref(), "-p", PROJECT]);
+    all.extend(args);
+    let out = std::process::Command::new("docker-compose")
+        .args(&all)
+        .output()
+        .context("running docker-compose (scripts/bootstrap.sh --docker installs it)")?;
+    if !out.status.success() {
+        bail!("docker-compose {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A stack that docker-compose brings up from the local file is the ctl's to drive: it finds the
+/// containers by their Compose labels, health comes from their healthchecks, `scale` clones
+/// Compose's router container, and the default drill passes on it.
+#[tokio::test]
+async fn docker_runtime_drives_a_docker_compose_stack() -> Result<()> {
+    let _one = ENGINE.lock().await;
+    let stack = DockerStack::new();
+    docker(&["version", "--format", "{{.Server.Version}}"])
+        .context("no Docker engine answers: run scripts/bootstrap.sh --docker")?;
+    reset(&stack).await?;
+    let env_file = stack.cfg.home.join("compose.env");
+    let prepared = stack.json(&["up", "--compose-env", &env_file.to_string_lossy()]).await?;
+    ensure!(prepared["command"].as_str().is_some_and(|c| c.contains("docker-compose")), "{prepared}");
+    let t0 = std::time::Instant::now();
+    compose(&env_file, &["up", "-d"])?;
+    eprintln!("docker-compose up -d: {:.1} s", t0.elapsed().as_secs_f64());
+    let result = compose_scenario(&stack).await;
+    let down = compose(&env_file, &["down", "--timeout", "20"]);
+    result?;
+    down?;
+    ensure!(router_containers()?.is_empty(), "containers left after docker-compose down: {:?}", router_containers()?);
+    Ok(())
+}
+
+async fn compose_scenario(stack: &DockerStack) -> Result<()> {
+    // Compose's names (v1: project_service_N), the ctl's instances, every one healthy.
+    ensure!(router_containers()? == [format!("{PROJECT}_router-service_1")], "{:?}", router_containers()?);
+    let healthy = wait_for("every compose container healthy", Duration::from_secs(120), || async {
+        let list = stack.json(&["instances"]).await?;
+        let all = list.as_array().cloned().unwrap_or_default();
+        let ok = all.len() == 13 && all.iter().all(|i| i["health"] == "up" && i["container"].is_string());
+        Ok((ok.then_some(()), list.to_string()))
+    })
+    .await;
+    healthy?;
+    let (status, _, _) = state_of(&format!("{PROJECT}_message-service_1"))?;
+    ensure!(status == "running", "message-service: {status}");
+    let health = docker(&["inspect", "-f", "{{.State.Health.Status}}", &format!("{PROJECT}_message-service_1")])?;
+    ensure!(health == "healthy", "the container's own healthcheck: {health}");
+
+    // Scale as Compose would, with a port per replica: the clones carry Compose's labels.
+    let s = stack.json(&["scale", "router=3"]).await?;
+    ensure!(s["started"] == serde_json::json!(["router-service-2", "router-service-3"]), "scale 3: {s}");
+    ensure!(
+        router_containers()? == [1, 2, 3].map(|n| format!("{PROJECT}_router-service_{n}")),
+        "{:?}",
+        router_containers()?
+    );
+    let clone = format!("{PROJECT}_router-service_3");
+    let probe = docker(&["inspect", "-f", "{{json .Config.Healthcheck.Test}}", &clone])?;
+    let port = 8090 + OFFSET.parse::<u16>()? + 3;
+    ensure!(probe.contains(&format!(":{port}/health/live")), "the clone probes its own port: {probe}");
+    let (owner, standby) = settled(stack, 3).await?;
+    ensure!(standby.len() == 2 && !standby.contains(&owner), "owner {owner}, standby {standby:?}");
+    dashboard_shows(stack, "router-service-3", &docker(&["inspect", "-f", "{{.Id}}", &clone])?[..12])?;
+
+    // The default drill: the owner's container killed under traffic, nothing lost or repeated.
+    let drill = stack.json(&["drill", "kill-active"]).await?;
+    ensure!(drill["passed"] == true, "drill kill-active on the compose stack: {}", drill["criteria"]);
+    let detail = drill["kills"][0]["kill"]["detail"].as_str().unwrap_or_default();
+    ensure!(detail.contains("exit code 137"), "the drill's kill was a container kill: {detail}");
+    Ok(())
+}
+
+/// The dashboard in a real terminal on the docker stack: the status bar names the runtime and
+/// the engine, and `instance`'s row carries its container id.
+fn dashboard_shows(stack: &DockerStack, instance: &str, container: &str) -> Result<()> {
+    let tui = stack.cfg.ctl.with_file_name("chat4all-tui");
+    let tmux = tmux::Tmux { socket: format!("chat4all-docker-tui-{}", std::process::id()), target: "dash".into() };
+    let script = format!(
+        "env CHAT4ALL_HOME='{home}' CHAT4ALL_RUNTIME=docker CHAT4ALL_COMPOSE_PROJECT={PROJECT} '{tui}' --interval 1s; sleep 60",
+        home = stack.cfg.home.display(),
+        tui = tui.display()
+    );
+    tmux.run(&["new-session", "-d", "-s", "dash", "-x", "180", "-y", "50", "sh", "-c", &script])?;
+    let row = tmux::wait_screen(&tmux, "the clone's row with its container id", Duration::from_secs(30), |s| {
+        s.lines().find(|l| l.contains(instance) && l.contains(container)).map(str::to_string)
+    })?;
+    let engine = tmux::wait_screen(&tmux, "the docker runtime in the status bar", Duration::from_secs(5), |s| {
+        s.lines().find(|l| l.contains("docker") && l.contains("unix://")).map(str::to_string)
+    })?;
+    eprintln!("dashboard on docker: {}\n  {}", row.trim(), engine.trim());
+    tmux.keys(&["q"])?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod brokers;
 mod dlq;
 mod drill;
 mod exporter;
+mod failover;
 mod groups;
 mod lag;
 mod provider;
@@ -178,6 +179,10 @@ pub enum Command {
     Alerts(alerts::AlertsCommand),
     /// Serve consumer lag, offsets, ownership and instance states as Prometheus metrics.
     Exporter(exporter::ExporterArgs),
+    /// Runtime-assisted failover on Docker: `failover watch` removes a dead container's
+    /// members from their groups at once.
+    #[command(subcommand)]
+    Failover(failover::FailoverCommand),
     /// Fault drills: kill-active, kill-random, broker-restart; a report and a verdict (exit 1 on failure).
     #[command(subcommand)]
     Drill(drill::DrillCommand),
@@ -237,6 +242,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchObserve(a) => bench_observe::bench_observe(&cli, a).await,
         Command::Bench(a) => bench::bench(&cli, a).await,
         Command::Dlq(c) => dlq::dlq(&cli, c).await,
+        Command::Failover(c) => failover::failover(&cli, c).await,
         Command::Alerts(c) => alerts::alerts(c),
         Command::Exporter(a) => exporter::exporter(&cli, a).await,
         Command::Drill(c) => drill::drill(&cli, c).await,

@@ -55,6 +55,12 @@ pub struct UpArgs {
     /// done). Change it while running with `chat4allctl provider faults`.
     #[arg(long, env = "CHAT4ALL_PROVIDER_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub provider_failure_rate: f64,
+    /// With `--runtime docker`: build the images and write the stack's files, start nothing, and
+    /// write to this file the variables of compose/docker-compose.local.yml; then
+    /// `docker-compose --env-file FILE -f compose/docker-compose.local.yml -p PROJECT up -d`
+    /// starts the stack, and the ctl drives it (`chat4allctl scale router=3`).
+    #[arg(long, value_name = "FILE")]
+    pub compose_env: Option<std::path::PathBuf>,
     /// Run the supervisor in this process without interaction (what --detach starts).
     #[arg(long, hide = true)]
     pub supervise: bool,
@@ -201,7 +207,13 @@ pub async fn up(cli: &Cli, args: &UpArgs) -> anyhow::Result<()> {
             database_url,
             redis_url,
         };
-        return docker_up(cli, args, &data, spec).await;
+        return match &args.compose_env {
+            Some(file) => compose_env(cli, &data, spec, file).await,
+            None => docker_up(cli, args, &data, spec).await,
+        };
+    }
+    if args.compose_env.is_some() {
+        return Err(usage("--compose-env writes the local Compose file's variables: it needs --runtime docker"));
     }
     if args.detach && !args.supervise {
         return detach(cli, args, &data).await;
@@ -343,6 +355,39 @@ async fn docker_up(cli: &Cli, args: &UpArgs, data: &DataDir, spec: StackSpec) ->
             report.seconds,
             info.api_url
         ),
+    }
+    Ok(())
+}
+
+/// `up --runtime docker --compose-env FILE`: the images and the stack's files of `docker_up`, and
+/// the variables of compose/docker-compose.local.yml in FILE; docker-compose starts the
+/// containers.
+async fn compose_env(cli: &Cli, data: &DataDir, spec: StackSpec, file: &std::path::Path) -> anyhow::Result<()> {
+    use chat4all_ctl::runtime::docker::{compose, stack, DockerRuntime};
+    if !spec.embedded_broker {
+        return Err(usage("the local Compose file runs its own Kafka: unset KAFKA_BOOTSTRAP for --compose-env"));
+    }
+    let rt = DockerRuntime::connect(&cli.project).await?;
+    let token = control::write_token(data)?;
+    let images = stack::build_images(&rt, &spec, data).await?;
+    let file = std::path::absolute(file).with_context(|| format!("locating {}", file.display()))?;
+    let vars = compose::variables(&spec, &images, &token, &file, rt.project(), rt.socket())?;
+    compose::write(&file, &vars)?;
+    let info = stack_file(&spec, 0, rt.socket().to_string(), None);
+    std::fs::write(data.docker_stack_file(), serde_json::to_vec_pretty(&info)?)?;
+    let command = format!(
+        "docker-compose --env-file {} -f compose/docker-compose.local.yml -p {} up -d",
+        file.display(),
+        rt.project()
+    );
+    match cli.output {
+        Format::Json => println!(
+            "{}",
+            chat4all_ctl::output::json(&serde_json::json!({
+                "envFile": file, "project": rt.project(), "images": [Some(&images.platform), images.broker.as_ref().map(|(t, _)| t)], "command": command
+            }))
+        ),
+        Format::Table => println!("images built; variables in {}\nstart the stack with:\n  {command}", file.display()),
     }
     Ok(())
 }

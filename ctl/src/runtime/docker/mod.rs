@@ -7,8 +7,10 @@
 //! is the ctl's `broker`. `scale` does what Compose does: clone the service's container with the
 //! next numbers and the same labels, or gracefully stop and remove the highest numbers.
 
+pub mod compose;
 pub mod image;
 pub mod stack;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -231,6 +233,15 @@ pub fn clone_config(template: &Container, number: u32) -> ContainerCreateBody {
             }
         }
     }
+    // A healthcheck that probes the template's port probes the clone's.
+    let old_port = template.port();
+    let healthcheck = cfg.healthcheck.map(|mut h| {
+        if old_port > 0 {
+            let (from, to) = (format!(":{old_port}"), format!(":{}", shift(old_port)));
+            h.test = h.test.map(|t| t.into_iter().map(|a| replace_port(&a, &from, &to)).collect());
+        }
+        h
+    });
     let mut labels = cfg.labels.clone().unwrap_or_default();
     labels.insert(LABEL_NUMBER.into(), number.to_string());
     if let Some(p) = labels.get(LABEL_PORT).and_then(|p| p.parse::<u16>().ok()) {
@@ -255,7 +266,7 @@ pub fn clone_config(template: &Container, number: u32) -> ContainerCreateBody {
         user: cfg.user,
         env: Some(env),
         cmd,
-        healthcheck: cfg.healthcheck,
+        healthcheck,
         image: cfg.image,
         working_dir: cfg.working_dir,
         entrypoint: cfg.entrypoint,
@@ -266,6 +277,21 @@ pub fn clone_config(template: &Container, number: u32) -> ContainerCreateBody {
         networking_config,
         ..Default::default()
     }
+}
+
+/// `from` (`:8091`) replaced by `to` where it is a whole port: at the end or before `/`.
+fn replace_port(arg: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(i) = rest.find(from) {
+        let after = &rest[i + from.len()..];
+        let whole = after.is_empty() || after.starts_with('/');
+        out.push_str(&rest[..i]);
+        out.push_str(if whole { to } else { from });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The engine's name of replica `number`, from the template's: its number at the end replaced
@@ -416,8 +442,9 @@ impl DockerRuntime {
     /// else the service's probe answers (`/health/live`, `/health`, or Kafka ApiVersions).
     pub async fn wait_ready(&self, c: &Container) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        let probe = service_kind(&c.service).map(probe_of);
         let port = c.port();
+        // One of ours that is no platform service (the failover watcher) answers /health.
+        let probe = service_kind(&c.service).map(probe_of).or((port > 0).then_some(Probe::Http("/health")));
         loop {
             let st = self.inspect(&c.id).await?.state.unwrap_or_default();
             if !st.running.unwrap_or(false) && st.restarting != Some(true) {
@@ -802,6 +829,18 @@ mod tests {
         assert_eq!(t.port(), 8092);
         let c = clone_config(&t, 3);
         assert_eq!(c.cmd.unwrap(), ["--instance", "router-service-3", "--listen", "0.0.0.0:8093", "router-service"]);
+    }
+
+    #[test]
+    fn a_clone_probes_its_own_port() {
+        let mut t = template("x_router-service_1", 1, &[], &["--listen", "127.0.0.1:8691", "router-service"], None);
+        let probe = ["CMD", "/bin/server", "probe", "http://127.0.0.1:8691/health/live"].map(String::from).to_vec();
+        if let Some(cfg) = t.inspect.config.as_mut() {
+            cfg.healthcheck = Some(bollard::models::HealthConfig { test: Some(probe), ..Default::default() });
+        }
+        let c = clone_config(&t, 3);
+        assert_eq!(c.healthcheck.and_then(|h| h.test).unwrap()[3], "http://127.0.0.1:8693/health/live");
+        assert_eq!(replace_port("a:86910 b:8691", ":8691", ":8693"), "a:86910 b:8693");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use serde::Serialize;
 
+use super::compose::Images;
 use super::image::{self, ImageSpec};
 use super::{
     compose_service, Container, DockerRuntime, LABEL_NUMBER, LABEL_ONEOFF, LABEL_PORT, LABEL_PROJECT, LABEL_SERVICE,
@@ -68,32 +69,18 @@ pub async fn up(
             rt.socket()
         )));
     }
-    let scratch = data.root().join("docker");
-    let bins = ImageSpec::binaries("chat4all-platform", &[&spec.server_bin, &spec.provider_bin])?;
-    let platform = image::ensure(rt.docker(), &bins, &scratch).await?;
-    let mut images = vec![platform.clone()];
-    let mut broker_image = None;
-    if spec.embedded_broker {
-        let libs = spec.kafka_libs.clone().context("Kafka's jars")?;
-        let node = spec.broker_node(1);
-        let java = crate::broker::java();
-        let libs2 = libs.clone();
-        // Formatting runs the JVM once, here, on the directory the container mounts.
-        tokio::task::spawn_blocking(move || node.ensure_formatted(&libs2)).await??;
-        let jre = ImageSpec::broker("chat4all-kafka", &java, &libs)?;
-        let tag = image::ensure(rt.docker(), &jre, &scratch).await?;
-        images.push(tag.clone());
-        broker_image = Some((tag, image::which(&java)?));
-    }
+    let images = build_images(rt, spec, data).await?;
+    let mut tags = vec![images.platform.clone()];
+    tags.extend(images.broker.iter().map(|(t, _)| t.clone()));
     let mut containers = Vec::new();
     for group in start_order(spec, routers) {
         let mut created = Vec::new();
         for (kind, n) in group {
-            let image = match (&broker_image, kind) {
+            let image = match (&images.broker, kind) {
                 (Some((tag, _)), ServiceKind::Broker) => tag.clone(),
-                _ => platform.clone(),
+                _ => images.platform.clone(),
             };
-            let java = broker_image.as_ref().map(|(_, j)| j.clone());
+            let java = images.broker.as_ref().map(|(_, j)| j.clone());
             let c = create(rt, spec, kind, n, &image, java.as_deref(), token).await?;
             rt.docker().start_container(&c.id, None).await.with_context(|| format!("starting {}", c.instance()))?;
             created.push(c);
@@ -103,7 +90,34 @@ pub async fn up(
         }
         containers.extend(created.iter().map(|c| c.container_name.clone()));
     }
-    Ok(UpReport { project: rt.project().into(), images, containers, seconds: t0.elapsed().as_secs_f64() })
+    let watcher = create_watcher(rt, spec, &images.platform).await?;
+    rt.docker().start_container(&watcher.id, None).await.context("starting failover-1")?;
+    rt.wait_ready(&watcher).await?;
+    containers.push(watcher.container_name.clone());
+    Ok(UpReport { project: rt.project().into(), images: tags, containers, seconds: t0.elapsed().as_secs_f64() })
+}
+
+/// The stack's images (built unless the engine has them) and, with an embedded broker, its data
+/// directory formatted for the container that mounts it.
+pub async fn build_images(rt: &DockerRuntime, spec: &StackSpec, data: &DataDir) -> anyhow::Result<Images> {
+    let scratch = data.root().join("docker");
+    // The ctl itself runs the stack's `failover watch`.
+    let ctl = std::env::current_exe().context("locating chat4allctl")?;
+    let bins = ImageSpec::binaries("chat4all-platform", &[&spec.server_bin, &spec.provider_bin, &ctl])?;
+    let platform = image::ensure(rt.docker(), &bins, &scratch).await?;
+    let mut broker = None;
+    if spec.embedded_broker {
+        let libs = spec.kafka_libs.clone().context("Kafka's jars")?;
+        let node = spec.broker_node(1);
+        let java = crate::broker::java();
+        let libs2 = libs.clone();
+        // Formatting runs the JVM once, here, on the directory the container mounts.
+        tokio::task::spawn_blocking(move || node.ensure_formatted(&libs2)).await??;
+        let jre = ImageSpec::broker("chat4all-kafka", &java, &libs)?;
+        let tag = image::ensure(rt.docker(), &jre, &scratch).await?;
+        broker = Some((tag, image::which(&java)?));
+    }
+    Ok(Images { platform, broker })
 }
 
 async fn create(
@@ -166,6 +180,56 @@ async fn create(
     let inspect = rt.docker().inspect_container(&created.id, None).await?;
     Ok(Container { id: created.id, container_name: name, service: service.into(), number: n, inspect })
 }
+
+/// The stack's `failover watch` ([`super::watch`]): the ctl in the platform image, with the
+/// engine's socket mounted, on the host network like the instances it watches.
+async fn create_watcher(rt: &DockerRuntime, spec: &StackSpec, image: &str) -> anyhow::Result<Container> {
+    let ctl = std::env::current_exe().context("locating chat4allctl")?;
+    let port = spec.ports.failover_watch;
+    let name = format!("{}-{WATCHER}-1", rt.project());
+    let socket = rt.socket().trim_start_matches("unix://").to_string();
+    let labels = HashMap::from([
+        (LABEL_PROJECT.to_string(), rt.project().to_string()),
+        (LABEL_SERVICE.to_string(), WATCHER.to_string()),
+        (LABEL_NUMBER.to_string(), "1".to_string()),
+        (LABEL_ONEOFF.to_string(), "False".to_string()),
+        (LABEL_PORT.to_string(), port.to_string()),
+    ]);
+    let env = vec![
+        format!("KAFKA_BOOTSTRAP={}", spec.kafka_bootstrap),
+        format!("REDIS_URL={}", spec.redis_url),
+        format!("CHAT4ALL_COMPOSE_PROJECT={}", rt.project()),
+        format!("DOCKER_HOST=unix://{socket}"),
+    ];
+    let cmd = vec![
+        ctl.to_string_lossy().into_owned(),
+        "failover".into(),
+        "watch".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(cmd),
+        env: Some(env),
+        labels: Some(labels),
+        stop_timeout: Some(5),
+        host_config: Some(HostConfig {
+            network_mode: Some("host".into()),
+            pid_mode: Some("host".into()),
+            binds: Some(vec![format!("{socket}:{socket}")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+    let created = rt.docker().create_container(Some(opts), body).await.with_context(|| format!("creating {name}"))?;
+    let inspect = rt.docker().inspect_container(&created.id, None).await?;
+    Ok(Container { id: created.id, container_name: name, service: WATCHER.into(), number: 1, inspect })
+}
+
+/// The Compose service of the stack's failover watcher.
+pub const WATCHER: &str = "failover";
 
 /// Stops every container of the project (routers and connectors first, the broker last, each
 /// gracefully) and removes them. Returns the instances removed.
