@@ -3,7 +3,11 @@
 //! owner's container (exit 137, read back from the engine with the docker CLI) moves ownership;
 //! `scale router=4` then `=2` adds and removes containers; `restart` runs a new process in the same
 //! container; `logs -f` streams what the container writes; the default `drill kill-active`
-//! passes; `down` removes every container.
+//! passes; a `docker kill` from the engine's own CLI is seen by the stack's failover watcher,
+//! which removes the member at once; `down` removes every container. A second test brings the
+//! stack up with docker-compose and compose/docker-compose.local.yml: the ctl finds it, its
+//! health is the containers' healthchecks, `scale router=3` clones Compose's router, the
+//! dashboard (tmux) shows the containers, and the default drill passes on it.
 //!
 //! Needs a Docker engine (`scripts/bootstrap.sh --docker` starts one) and fails without one. The
 //! stack has its own data directory, Compose project, database, Redis database and port offset,
