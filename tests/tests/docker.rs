@@ -189,6 +189,31 @@ async fn scenario(stack: &DockerStack) -> Result<()> {
     let status = stack.ok(&["status"]).await?;
     ensure!(status.starts_with("runtime docker: docker "), "status names the runtime: {status}");
 
+    // The standalone exporter asks the same runtime: the containers are its instances.
+    let listen = format!("127.0.0.1:{}", 9308 + OFFSET.parse::<u16>()? + 1);
+    let _exporter = tokio::process::Command::new(&stack.cfg.ctl)
+        .args(["exporter", "--listen", &listen, "--sample-interval", "500ms"])
+        .env("CHAT4ALL_HOME", &stack.cfg.home)
+        .env("CHAT4ALL_RUNTIME", "docker")
+        .env("CHAT4ALL_COMPOSE_PROJECT", PROJECT)
+        .env("REDIS_URL", REDIS_URL)
+        .env_remove("KAFKA_BOOTSTRAP")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let up = r#"chat4all_instance_up{service="router-service",instance="router-service-3"} 1"#;
+    wait_for("the exporter's chat4all_instance_up of a router container", Duration::from_secs(20), || async {
+        let page = match reqwest::get(format!("http://{listen}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        Ok((
+            page.contains(up).then_some(()),
+            page.lines().filter(|l| l.contains("instance_up")).collect::<Vec<_>>().join("\n"),
+        ))
+    })
+    .await?;
+
     // One owner (chat-events has one partition), two standbys.
     let (owner, standby) = settled(stack, 3).await?;
     ensure!(standby.len() == 2 && !standby.contains(&owner), "owner {owner}, standby {standby:?}");

@@ -10,7 +10,6 @@ use chat4all_ctl::error::{usage, ConditionNotMet};
 use chat4all_ctl::exporter::collect::InstanceSource;
 use chat4all_ctl::exporter::{bench, Exporter};
 use chat4all_ctl::output::{self, parse_duration, Format};
-use chat4all_ctl::runtime::client::ProcessRuntime;
 use chat4all_ctl::sampler::Observations;
 
 #[derive(Debug, Args)]
@@ -44,23 +43,15 @@ pub async fn exporter(cli: &Cli, args: &ExporterArgs) -> anyhow::Result<()> {
     if args.sample_interval < Duration::from_millis(100) {
         return Err(usage("--sample-interval must be at least 100ms"));
     }
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let runtime = ProcessRuntime::connect(&cli.data(), cli.timeout).ok();
-    let bootstrap = args
-        .kafka
-        .clone()
-        .or_else(|| runtime.as_ref().map(|r| r.info.kafka_bootstrap.clone()))
-        .or_else(|| env("KAFKA_BOOTSTRAP"))
-        .unwrap_or_else(|| "127.0.0.1:9092".into());
-    let redis_url = runtime
-        .as_ref()
-        .and_then(|r| r.info.redis_url.clone())
-        .or_else(|| env("REDIS_URL"))
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let source = match runtime {
-        Some(rt) => InstanceSource::Remote(Box::new(rt)),
-        None => {
-            tracing::warn!("no local stack runs in {}: no instance metrics", cli.data().root().display());
+    // Where the stack is (environment, a supervisor's or a docker stack's file, defaults), and
+    // whichever runtime runs it for the instance metrics.
+    let stack = cli.stack();
+    let bootstrap = args.kafka.clone().unwrap_or(stack.bootstrap);
+    let redis_url = stack.redis_url;
+    let source = match cli.runtime(cli.timeout).await {
+        Ok(rt) => InstanceSource::Remote(std::sync::Arc::from(rt)),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "no runtime to ask: no instance metrics");
             InstanceSource::None
         }
     };

@@ -9,7 +9,6 @@ use std::time::Duration;
 use chat4all_contract::events::RebalanceEvent;
 use chat4all_contract::ops_keys;
 
-use crate::runtime::client::ProcessRuntime;
 use crate::runtime::supervisor::Supervisor;
 use crate::runtime::{InstanceInfo, InstanceState};
 
@@ -18,8 +17,9 @@ use crate::runtime::{InstanceInfo, InstanceState};
 pub enum InstanceSource {
     /// In-process: the exporter served by `up`.
     Supervisor(Arc<Supervisor>),
-    /// The control API of a running supervisor (standalone exporter beside `up`).
-    Remote(Box<ProcessRuntime>),
+    /// A runtime of the stack: a running supervisor's control API, or the Docker engine
+    /// (standalone exporter beside `up` or a docker stack).
+    Remote(Arc<dyn crate::runtime::Runtime>),
     /// No runtime to ask: no instance metrics.
     None,
 }
