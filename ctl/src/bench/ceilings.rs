@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub const TOPIC: &str = "bench-ceiling";
 
 /// Our producer's settings (server/src/kafka/producer.rs), as ProducerPerformance takes them.
-pub const PRODUCER_PROPS: [&str; 4] = ["acks=all", "enable.idempotence=true", "linger.ms=5", "compression.type=none"];
+pub const PRODUCER_PROPS: [&str; 4] = ["acks=all", "enable.idempotence=true", "linger.ms=1", "compression.type=none"];
 
 /// Kafka's producer alone.
 #[derive(Debug, Clone, PartialEq, Serialize)]

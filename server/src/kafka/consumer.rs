@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 use crate::events::{RebalanceEvent, RebalanceKind, TopicPartition};
 use crate::shutdown::Shutdown;
 
+/// Records ready at once that mean load: from this many on, a batch lingers to fill up.
+pub const LINGER_FROM: usize = 8;
+
 /// Context that turns librdkafka's rebalance callbacks into `RebalanceEvent`s.
 pub struct ReportingContext {
     group: String,
@@ -127,7 +130,9 @@ impl BatchConsumer {
     }
 
     /// Waits for at least one message (or shutdown), then takes what else is ready, up to `max`.
-    /// Returns an empty batch on shutdown.
+    /// Only under load (at least [`LINGER_FROM`] records were ready at once) does it wait up to
+    /// `linger` for more: a lone record goes on at once, so a quiet pipeline pays no linger per
+    /// stage, and a busy one still gets its big batches. Returns an empty batch on shutdown.
     pub async fn next_batch(&self, max: usize, linger: Duration, shutdown: &Shutdown) -> Vec<OwnedMessage> {
         let mut batch = Vec::new();
         loop {
@@ -141,6 +146,20 @@ impl BatchConsumer {
                 },
                 _ = shutdown.wait() => return batch,
             }
+        }
+        // What is ready now (a zero timeout still polls the receive once).
+        while batch.len() < max {
+            match tokio::time::timeout(Duration::ZERO, self.inner.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "consume error");
+                    return batch;
+                }
+                Err(_) => break,
+            }
+        }
+        if batch.len() < LINGER_FROM {
+            return batch;
         }
         let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < max {

@@ -40,7 +40,10 @@ impl Producer {
         let inner: FutureProducer<CountingContext> = super::base_config(bootstrap, client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            // Every sender here enqueues a whole batch at once and waits for its acks, so the
+            // batch forms without lingering; 5 ms cost a quiet pipeline 5 ms per hop
+            // (BENCHMARKS.md, "100 messages a second").
+            .set("linger.ms", "1")
             .set("compression.type", "none")
             // The Java client's key hash, so a key lands on the same partition whichever client
             // produced it, and `repartition --dry-run` can tell which keys move.
