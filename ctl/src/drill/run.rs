@@ -25,7 +25,7 @@ use crate::admin::Admin;
 use crate::error::usage;
 use crate::lag::{LagHistory, Rules};
 use crate::providers::Providers;
-use crate::runtime::{InstanceState, Runtime, Verb};
+use crate::runtime::{fault, InstanceState, Runtime, Verb};
 use crate::view::GroupReader;
 
 const GROUP: &str = topics::ROUTER_GROUP;
@@ -59,24 +59,6 @@ struct Ctx<'a> {
     phases: Vec<Phase>,
     /// SIGCONTs due for frozen victims.
     thaws: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// A process stopped with SIGSTOP; dropping it sends SIGCONT (also when the drill fails or the
-/// runtime shuts down, so a drill never leaves a router frozen).
-struct Frozen(nix::unistd::Pid);
-
-impl Frozen {
-    fn stop(pid: u32) -> nix::Result<Self> {
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)?;
-        Ok(Self(pid))
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
-    }
 }
 
 impl Ctx<'_> {
@@ -173,19 +155,11 @@ impl Ctx<'_> {
                 (at, self.stack.rt.act(victim, Verb::Kill).await?)
             }
             KillMethod::Freeze => {
-                let pid = self.pid_of(victim).await?;
-                let at = Utc::now();
-                let frozen = Frozen::stop(pid).with_context(|| format!("SIGSTOP {victim} (pid {pid})"))?;
-                let _ = self
-                    .stack
-                    .rt
-                    .record_action(
-                        "freeze",
-                        victim,
-                        &format!("drill: SIGSTOP pid {pid} for {:?}", self.plan.freeze_for),
-                    )
-                    .await;
                 let thaw_after = self.plan.freeze_for;
+                let at = Utc::now();
+                let why = format!("for {:.1} s", thaw_after.as_secs_f64());
+                let frozen = fault::freeze(self.stack.rt.as_ref(), victim, &why).await?;
+                let pid = frozen.pid;
                 self.thaws.push(tokio::spawn(async move {
                     tokio::time::sleep(thaw_after).await;
                     drop(frozen);
@@ -193,19 +167,8 @@ impl Ctx<'_> {
                 (at, format!("SIGSTOP pid {pid} by the drill, SIGCONT after {:.1} s", thaw_after.as_secs_f64()))
             }
             KillMethod::Crash => {
-                let pid = self.pid_of(victim).await?;
                 let at = Utc::now();
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
-                    .with_context(|| format!("SIGKILL {victim} (pid {pid})"))?;
-                let _ = self
-                    .stack
-                    .rt
-                    .record_action(
-                        "crash",
-                        victim,
-                        &format!("drill: SIGKILL pid {pid} outside the supervisor (no LeaveGroup)"),
-                    )
-                    .await;
+                let pid = fault::crash(self.stack.rt.as_ref(), victim).await?;
                 (at, format!("SIGKILL pid {pid} by the drill, not through the control plane"))
             }
         };
@@ -301,17 +264,6 @@ impl Ctx<'_> {
             }
         };
         Ok(f)
-    }
-
-    async fn pid_of(&self, victim: &str) -> anyhow::Result<u32> {
-        self.stack
-            .rt
-            .list()
-            .await?
-            .into_iter()
-            .find(|i| i.name == victim && i.state.is_alive())
-            .and_then(|i| i.pid)
-            .ok_or_else(|| usage(format!("{victim} is not running")))
     }
 
     /// The member id of `instance`'s current report (for a standby, which owns nothing).

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod docker;
+pub mod fault;
 pub mod supervisor;
 
 use std::time::Duration;
