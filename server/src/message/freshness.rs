@@ -5,10 +5,12 @@
 //! non-HOT update; see migration 0004), so the oldest pending delivery is found by walking
 //! messages in `seq` order from a watermark per channel: everything below the watermark is
 //! final. Each look reads from the watermark up to the first pending delivery (one index range
-//! and primary-key lookups); when a whole window is final the watermark moves past it, so the
-//! cost follows the messages accepted since the last look, not the table. A fresh instance
-//! starts at the beginning and catches up window by window.
-
+//! over `messages` and primary-key lookups; the windows are over messages, so an idle channel
+//! passes them too), and the watermark moves over the final messages it passes. It stops only
+//! where a message may still come in behind it: at a gap in `seq` (a transaction that took the
+//! number has not committed, or rolled back) followed by a message younger than [`SETTLE`]. So
+//! the cost of a look follows the messages accepted since the last one, not the table. A fresh
+//! instance starts at the beginning and catches up window by window.
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -29,8 +31,8 @@ use crate::shutdown::Shutdown;
 const INTERVAL: Duration = Duration::from_secs(2);
 /// Messages read per channel per look.
 const WINDOW: i64 = 20_000;
-/// The watermark does not pass messages younger than this: a transaction that took its `seq`
-/// earlier may still commit behind them.
+/// The watermark does not pass a gap in `seq` followed by a message younger than this: the
+/// transaction that took the missing number may still commit.
 const SETTLE: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,26 +107,25 @@ enum Look {
     Unfinished { watermark: i64 },
 }
 
-/// One window of a channel's deliveries from `from` on, in `seq` order.
+/// One window of messages from `from` on, in `seq` order, with their deliveries on the channel.
 #[derive(Debug)]
 struct Window {
     pending: Option<Oldest>,
-    /// Everything below is final and settled (older than [`SETTLE`]), counting from `from`.
+    /// Everything below is final and settled, counting from `from`.
     settled: i64,
-    /// A final delivery younger than [`SETTLE`] was met: the watermark may not pass it (the
-    /// scan goes on: a pending delivery may come after it).
-    young: bool,
+    /// A gap followed by a message younger than [`SETTLE`] was met: the watermark may not pass
+    /// it (the scan goes on: a pending delivery may come after it).
+    open_gap: bool,
     /// Where the next window starts, when this one was full.
     next: Option<i64>,
 }
 
 async fn window(pool: &PgPool, channel: Channel, from: i64, size: i64) -> Result<Window, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT m.seq, m.id, m.created_at, d.status, m.created_at > now() - make_interval(secs => $4) AS young
-           FROM messages m JOIN deliveries d ON d.message_id = m.id AND d.channel = $2
-          WHERE m.seq >= $1
-          ORDER BY m.seq
-          LIMIT $3",
+        "SELECT w.seq, w.id, w.created_at, d.status, w.created_at > now() - make_interval(secs => $4) AS young
+           FROM (SELECT seq, id, created_at FROM messages WHERE seq >= $1 ORDER BY seq LIMIT $3) w
+           LEFT JOIN deliveries d ON d.message_id = w.id AND d.channel = $2
+          ORDER BY w.seq",
     )
     .bind(from)
     .bind(channel.as_str())
@@ -132,21 +133,30 @@ async fn window(pool: &PgPool, channel: Channel, from: i64, size: i64) -> Result
     .bind(SETTLE.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    let mut w = Window { pending: None, settled: from, young: false, next: None };
-    for r in &rows {
-        let status: String = r.get("status");
+    let mut w = Window { pending: None, settled: from, open_gap: false, next: None };
+    let (mut expected, mut messages) = (from, 0);
+    // A message with two recipients on the channel has two rows, one without any has one
+    // without a status (final for this channel).
+    for message in rows.chunk_by(|a, b| a.get::<i64, _>("seq") == b.get::<i64, _>("seq")) {
+        let r = &message[0];
         let seq: i64 = r.get("seq");
-        if matches!(status.as_str(), "PENDING" | "SENT") {
+        w.open_gap |= seq > expected && r.get::<bool, _>("young");
+        let pending = message.iter().find_map(|r| {
+            let status: Option<String> = r.get("status");
+            status.filter(|s| matches!(s.as_str(), "PENDING" | "SENT"))
+        });
+        if let Some(status) = pending {
             w.pending = Some(Oldest { seq, message: r.get("id"), created_at: r.get("created_at"), status });
             return Ok(w);
         }
-        w.young |= r.get::<bool, _>("young");
-        if !w.young {
+        if !w.open_gap {
             w.settled = seq + 1;
         }
+        expected = seq + 1;
+        messages += 1;
     }
-    if rows.len() as i64 == size {
-        w.next = rows.last().map(|r| r.get::<i64, _>("seq") + 1);
+    if messages == size {
+        w.next = Some(expected);
     }
     Ok(w)
 }
@@ -162,7 +172,7 @@ async fn look(pool: &PgPool, channel: Channel, low: i64, size: i64) -> Result<Lo
         let w = window(pool, channel, from, size).await?;
         if moving {
             watermark = w.settled;
-            moving = !w.young;
+            moving = !w.open_gap;
         }
         if let Some(oldest) = w.pending {
             return Ok(Look::Pending { oldest, watermark });
@@ -253,15 +263,29 @@ mod tests {
     }
 
     async fn message(pool: &PgPool, conversation: &str, channel: &str, status: &str, age_s: f64) -> (i64, Uuid) {
+        message_at(pool, None, conversation, channel, status, age_s).await
+    }
+
+    /// A message at `seq` (a number a transaction took earlier, committing now), or at the next.
+    async fn message_at(
+        pool: &PgPool,
+        seq: Option<i64>,
+        conversation: &str,
+        channel: &str,
+        status: &str,
+        age_s: f64,
+    ) -> (i64, Uuid) {
         let id = Uuid::new_v4();
         let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO messages (id, conversation_id, sender_id, channel, content, created_at)
-             VALUES ($1, $2, 's', $3, '{}'::jsonb, now() - make_interval(secs => $4)) RETURNING seq",
+            "INSERT INTO messages (id, seq, conversation_id, sender_id, channel, content, created_at)
+             VALUES ($1, COALESCE($5, nextval('messages_seq_seq')), $2, 's', $3, '{}'::jsonb,
+                     now() - make_interval(secs => $4)) RETURNING seq",
         )
         .bind(id)
         .bind(conversation)
         .bind(channel)
         .bind(age_s)
+        .bind(seq)
         .fetch_one(pool)
         .await
         .unwrap();
@@ -275,47 +299,88 @@ mod tests {
         (seq, id)
     }
 
+    /// A number taken from the sequence by a transaction that has not committed (or never will).
+    async fn gap(pool: &PgPool) -> i64 {
+        sqlx::query_scalar("SELECT nextval('messages_seq_seq')").fetch_one(pool).await.unwrap()
+    }
+
     #[tokio::test]
-    async fn the_oldest_pending_delivery_is_found_and_the_watermark_moves_over_final_ones() {
+    async fn the_oldest_pending_delivery_is_found_and_the_watermark_stops_only_at_an_open_gap() {
         let pool = crate::db::test_pool("freshness").await;
         sqlx::query("TRUNCATE messages CASCADE").execute(&pool).await.unwrap();
         let (first, _) = message(&pool, "c", "TELEGRAM", "DELIVERED", 60.0).await;
         message(&pool, "c", "TELEGRAM", "FAILED", 50.0).await;
         let (pending_seq, pending) = message(&pool, "c", "TELEGRAM", "SENT", 40.0).await;
-        let (last, _) = message(&pool, "c", "TELEGRAM", "PENDING", 30.0).await;
+        message(&pool, "c", "TELEGRAM", "PENDING", 30.0).await;
         // Another channel's pending delivery does not count for this one.
         message(&pool, "c", "WHATSAPP", "PENDING", 100.0).await;
 
         match look(&pool, Channel::Telegram, 0, WINDOW).await.unwrap() {
             Look::Pending { oldest: o, watermark } => {
                 assert_eq!((o.seq, o.message, o.status.as_str()), (pending_seq, pending, "SENT"));
-                assert_eq!(watermark, pending_seq, "moved over the settled final ones");
+                assert_eq!(watermark, pending_seq, "moved over the final ones");
                 let age = (Utc::now() - o.created_at).num_seconds();
                 assert!((39..=42).contains(&age), "age {age}");
             }
             other => panic!("expected the SENT delivery, got {other:?}"),
         }
-        // Everything final: the watermark passes the settled rows and stops before young ones.
+        // Everything final, young messages too: the watermark passes them all (no gap before them).
         sqlx::query("UPDATE deliveries SET status = 'DELIVERED' WHERE channel = 'TELEGRAM'")
             .execute(&pool)
             .await
             .unwrap();
         let (young, _) = message(&pool, "c", "TELEGRAM", "DELIVERED", 0.0).await;
-        assert_eq!(look(&pool, Channel::Telegram, first, WINDOW).await.unwrap(), Look::Final { watermark: last + 1 });
-        assert_eq!(look(&pool, Channel::Telegram, young, WINDOW).await.unwrap(), Look::Final { watermark: young });
-        // A pending delivery behind a young final one is still found (the scan goes past what
-        // the watermark may not): a healthy pipeline delivers in milliseconds, so young final
-        // deliveries are always there, and stopping at them hid a paused relay in CI.
+        assert_eq!(look(&pool, Channel::Telegram, first, WINDOW).await.unwrap(), Look::Final { watermark: young + 1 });
+        // An idle channel's watermark passes every message too (the window is over messages).
+        assert_eq!(look(&pool, Channel::Instagram, 0, WINDOW).await.unwrap(), Look::Final { watermark: young + 1 });
+
+        // A gap followed by a young message: the watermark waits at the gap.
+        let open = gap(&pool).await;
+        let (after, _) = message(&pool, "c", "TELEGRAM", "DELIVERED", 0.0).await;
+        assert_eq!(look(&pool, Channel::Telegram, young + 1, WINDOW).await.unwrap(), Look::Final { watermark: open });
+        // A pending delivery behind it is still found (the scan goes past what the watermark may
+        // not), and so is the late message when it commits into the gap.
         let (behind, _) = message(&pool, "c", "TELEGRAM", "PENDING", 0.0).await;
-        match look(&pool, Channel::Telegram, last + 1, WINDOW).await.unwrap() {
-            Look::Pending { oldest, watermark } => assert_eq!((oldest.seq, watermark), (behind, last + 1)),
-            other => panic!("expected the pending delivery behind the young one, got {other:?}"),
+        match look(&pool, Channel::Telegram, open, WINDOW).await.unwrap() {
+            Look::Pending { oldest, watermark } => assert_eq!((oldest.seq, watermark), (behind, open)),
+            other => panic!("expected the pending delivery behind the gap, got {other:?}"),
         }
+        message_at(&pool, Some(open), "c", "TELEGRAM", "PENDING", 0.0).await;
+        match look(&pool, Channel::Telegram, open, WINDOW).await.unwrap() {
+            Look::Pending { oldest, watermark } => assert_eq!((oldest.seq, watermark), (open, open)),
+            other => panic!("expected the message committed into the gap, got {other:?}"),
+        }
+        // A gap followed by a settled message (a rolled-back number) is passed.
+        sqlx::query("UPDATE deliveries SET status = 'DELIVERED' WHERE channel = 'TELEGRAM'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        gap(&pool).await;
+        let (old, _) = message(&pool, "c", "TELEGRAM", "DELIVERED", 10.0).await;
         assert_eq!(
-            look(&pool, Channel::Instagram, 0, WINDOW).await.unwrap(),
-            Look::Final { watermark: 0 },
-            "no message at all"
+            look(&pool, Channel::Telegram, after + 1, WINDOW).await.unwrap(),
+            Look::Final { watermark: old + 1 }
         );
+    }
+
+    #[tokio::test]
+    async fn a_message_with_two_recipients_on_the_channel_is_pending_while_either_is() {
+        let pool = crate::db::test_pool("freshness_two").await;
+        sqlx::query("TRUNCATE messages CASCADE").execute(&pool).await.unwrap();
+        let (seq, id) = message(&pool, "t", "TELEGRAM", "DELIVERED", 10.0).await;
+        sqlx::query(
+            "INSERT INTO deliveries (message_id, recipient_id, channel, status) VALUES ($1, 'r2', 'TELEGRAM', 'SENT')",
+        )
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        match look(&pool, Channel::Telegram, 0, WINDOW).await.unwrap() {
+            Look::Pending { oldest, watermark } => {
+                assert_eq!((oldest.seq, oldest.status.as_str(), watermark), (seq, "SENT", 0))
+            }
+            other => panic!("expected the second recipient's delivery, got {other:?}"),
+        }
     }
 
     #[tokio::test]
