@@ -248,11 +248,11 @@ logger.statechange.level = WARN
         vec![
             format!("-Xms{HEAP}"),
             format!("-Xmx{HEAP}"),
-            // The parallel collector, not Kafka's launcher default (G1 with 20 ms pauses): on
-            // two shared cores G1's concurrent work costs more than it saves. Measured at
-            // 4,000 msg/s (BENCHMARKS.md, "The broker's collector"): broker CPU 52-53 µs per
-            // message against G1's 58, end-to-end p95 171-532 ms against 1,227-1,397 ms.
-            "-XX:+UseParallelGC".into(),
+            // Kafka's own launcher defaults (kafka-run-class.sh): G1 with short pauses.
+            "-XX:+UseG1GC".into(),
+            "-XX:MaxGCPauseMillis=20".into(),
+            "-XX:InitiatingHeapOccupancyPercent=35".into(),
+            "-XX:+ExplicitGCInvokesConcurrent".into(),
             // A broker out of memory is dead; let the supervisor see it exit.
             "-XX:+ExitOnOutOfMemoryError".into(),
             "-Djava.awt.headless=true".into(),
