@@ -4,6 +4,7 @@
 //! the instance's pid; a freeze is a guard that thaws the process when dropped, so a drill that
 //! fails or a ctl that exits never leaves an instance frozen.
 
+use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -23,7 +24,7 @@ impl Drop for Frozen {
 }
 
 /// The host pid of a running instance.
-pub async fn pid_of(rt: &dyn Runtime, name: &str) -> anyhow::Result<u32> {
+async fn pid_of(rt: &dyn Runtime, name: &str) -> anyhow::Result<u32> {
     rt.list()
         .await?
         .into_iter()
@@ -32,11 +33,17 @@ pub async fn pid_of(rt: &dyn Runtime, name: &str) -> anyhow::Result<u32> {
         .ok_or_else(|| usage(format!("{name} is not running")))
 }
 
+/// Sends `signal` to the running instance's process; returns the pid.
+async fn signal(rt: &dyn Runtime, name: &str, signal: Signal) -> anyhow::Result<u32> {
+    let pid = pid_of(rt, name).await?;
+    kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("{signal} {name} (pid {pid})"))?;
+    Ok(pid)
+}
+
 /// SIGKILL of the instance's process, not through the runtime's kill (so no LeaveGroup); the
 /// runtime's log records it. Returns the pid.
 pub async fn crash(rt: &dyn Runtime, name: &str) -> anyhow::Result<u32> {
-    let pid = pid_of(rt, name).await?;
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).map_err(|e| anyhow::anyhow!("SIGKILL {name} (pid {pid}): {e}"))?;
+    let pid = signal(rt, name, Signal::SIGKILL).await?;
     let _ =
         rt.record_action("crash", name, &format!("drill: SIGKILL pid {pid} outside the runtime (no LeaveGroup)")).await;
     Ok(pid)
@@ -44,8 +51,8 @@ pub async fn crash(rt: &dyn Runtime, name: &str) -> anyhow::Result<u32> {
 
 /// SIGSTOP of the instance's process until the guard is dropped.
 pub async fn freeze(rt: &dyn Runtime, name: &str, why: &str) -> anyhow::Result<Frozen> {
-    let pid = pid_of(rt, name).await?;
-    kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).map_err(|e| anyhow::anyhow!("SIGSTOP {name} (pid {pid}): {e}"))?;
+    let pid = signal(rt, name, Signal::SIGSTOP).await?;
+    // The guard first: a drill cancelled while the action is recorded still thaws the process.
     let frozen = Frozen { pid };
     let _ = rt.record_action("freeze", name, &format!("drill: SIGSTOP pid {pid} {why}")).await;
     Ok(frozen)

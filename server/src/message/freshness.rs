@@ -5,12 +5,14 @@
 //! non-HOT update; see migration 0004), so the oldest pending delivery is found by walking
 //! messages in `seq` order from a watermark per channel: everything below the watermark is
 //! final. Each look reads from the watermark up to the first pending delivery (one index range
-//! over `messages` and primary-key lookups; the windows are over messages, so an idle channel
-//! passes them too), and the watermark moves over the final messages it passes. It stops only
+//! over `messages` and primary-key lookups of their deliveries on the channel, so an idle
+//! channel's watermark passes the messages too), and the watermark moves over the final messages
+//! it passes. It stops only
 //! where a message may still come in behind it: at a gap in `seq` (a transaction that took the
 //! number has not committed, or rolled back) followed by a message younger than [`SETTLE`]. So
 //! the cost of a look follows the messages accepted since the last one, not the table. A fresh
 //! instance starts at the beginning and catches up window by window.
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
